@@ -1,0 +1,40 @@
+"""``vireid info``: parameter counts, feature-map shape, kernel count and CCN cost of a config."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..config import load_config, preset_or_path
+
+# Training identities of each dataset's standard split (SYSU train+val, RegDB, LLCM).
+TRAIN_CLASSES = {"sysu": 395, "regdb": 206, "llcm": 713}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="model size, feature map, CCN kernels and cost of a config")
+    p.add_argument("--config", required=True, help="YAML file or preset name (e.g. paper-sysu)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="ID classes (default: 395 for sysu, 206 for regdb, 713 for llcm)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..models.build import model_info
+
+    cfg = load_config(preset_or_path(args.config), args.overrides)
+    num_classes = args.num_classes or TRAIN_CLASSES[cfg.data.dataset]
+    info = model_info(cfg, num_classes)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    c, h, w = info["feature_map"]
+    print(f"config                     {args.config} ({cfg.model.arch}, width {cfg.model.width}, "
+          f"shared stages {cfg.model.shared_stages}, input {cfg.data.height}x{cfg.data.width})")
+    print(f"parameters (total)         {info['params_total']:,}")
+    print(f"parameters (no classifier) {info['params_without_classifier']:,}")
+    print(f"feature map F              {c} x {h} x {w}")
+    print(f"CCN kernels                {info['num_kernels']}")
+    print(f"CCN multiply-adds / pair   {info['ccn_macs_per_pair']:,} (direct form, both directions)")
+    return 0

@@ -1,0 +1,366 @@
+"""Typed, validated configuration.
+
+Every option of vireid lives here, in one tree of dataclasses. A config is built from
+defaults, then a YAML preset (``configs/*.yaml``), then dotted command-line overrides
+(``train.lr=0.05``), and validated once by :func:`validate`. Unknown keys and values of the
+wrong type or outside their allowed set raise :class:`~vireid.errors.ConfigError` naming
+the key, the value found and what is allowed.
+
+Options that deviate from the paper, or settle what the paper leaves open, are marked
+"(not in the paper)" in their comments and listed in ``docs/configuration.md``.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from .errors import ConfigError
+
+SHARED_STAGES = ("none", "4", "3-4", "2-4", "1-4", "all")
+ARCHS = ("resnet18", "resnet34", "resnet50")
+DATASETS = ("sysu", "regdb", "llcm")
+LOSSES = ("ccn", "ccn-noid", "idl", "vl", "rkl", "kvl")
+KERNEL_SOURCES = ("sample", "generator")
+SCORINGS = ("simplified", "full", "rerank")
+SELECTIONS = ("last", "val")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "resnet50"
+    # Base width multiplier (64·width channels in the stem); 1.0 is torchvision's ResNet.
+    # (not in the paper) Narrow widths exist for the CPU preset only.
+    width: float = 1.0
+    last_stride: int = 2
+    # Which ResNet stages both modalities share (paper Table III; best: 3-4).
+    shared_stages: str = "3-4"
+    # "imagenet" (torchvision URL / hub cache), "none" (random init) or a path to a .pth file.
+    pretrained: str = "imagenet"
+
+
+@dataclass
+class CCNConfig:
+    kernel_size: list[int] = field(default_factory=lambda: [3, 3])  # [hK, wK]
+    stride: list[int] = field(default_factory=lambda: [1, 1])  # [stride_v, stride_h]
+    # (not in the paper) zero padding of the correlation; 1 keeps an 8×4 map 8×4 for 3×3 kernels.
+    padding: int = 1
+    # (not in the paper) scale s on the correlation output before W_D; null = 1/(C·hK·wK),
+    # which keeps the initial logits in the sigmoid's linear range.
+    corr_scale: Optional[float] = None
+    share_fc: bool = True  # paper Table VI: one W_D for both directions
+    kernel_source: str = "sample"  # "sample" (Algorithm 1) or "generator" (KG, Table IV)
+
+
+@dataclass
+class LossConfig:
+    # ccn = PBCE + λ·ID (the paper); ccn-noid = PBCE only; idl/vl/rkl/kvl = Table I baselines.
+    kind: str = "ccn"
+    lambda_id: float = 0.1
+    # (not in the paper) margin of the RKL ranking loss (BDTR's default).
+    rank_margin: float = 0.5
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "sysu"
+    root: str = ""
+    trial: int = 1  # RegDB split 1..10 used for training (ignored for SYSU)
+    height: int = 256
+    width: int = 128
+    pad: int = 10  # zero padding before the random crop
+    flip: bool = True
+    ids_per_batch: int = 32  # N
+    neg_ratio: int = 3  # r: r·N negative pairs per batch
+    workers: int = 0
+    cache: bool = True
+    cache_dir: str = ""  # "" = <root>/.vireid-cache when writable, else ~/.cache/vireid
+    skip_corrupt: bool = False
+    # (not in the paper) number of training ids held out for model selection; 0 = none.
+    val_ids: int = 0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 60
+    # (not in the paper) iterations per epoch; null = ceil(max(#RGB, #IR train images) / N),
+    # i.e. every image of the larger modality is drawn about once per epoch.
+    iters_per_epoch: Optional[int] = None
+    lr: float = 0.1
+    lr_milestones: list[int] = field(default_factory=lambda: [30])
+    lr_gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    # (not in the paper) linear warm-up epochs; 0 = none.
+    warmup_epochs: int = 0
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 1  # epochs
+    log_every: int = 10  # iterations
+    selection: str = "last"  # "last" epoch, or best rank-1 on the held-out "val" ids
+    sync_bn: bool = False  # SyncBatchNorm under DDP
+
+
+@dataclass
+class EvalConfig:
+    scoring: str = "simplified"
+    topk: int = 20  # rerank: full mode on each query's simplified top-K
+    flip: bool = False  # (not in the paper) average features of the image and its mirror
+    chunk_size: int = 256  # queries per full-mode chunk (bounds memory)
+    batch_size: int = 128  # images per forward pass during feature extraction
+    trials: Optional[list[int]] = None  # null = all trials of the protocol
+
+
+@dataclass
+class Config:
+    name: str = "vireid"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ccn: CCNConfig = field(default_factory=CCNConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """Short hash of the parts that define the model's architecture."""
+        arch = {"model": dataclasses.asdict(self.model), "ccn": dataclasses.asdict(self.ccn),
+                "input": [self.data.height, self.data.width]}
+        arch["model"].pop("pretrained")
+        blob = json.dumps(arch, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _is_optional(tp: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return True, args[0]
+    return False, tp
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    optional, inner = _is_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, found null")
+    tp = inner
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list of {_type_name(item_tp)}, found {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        # YAML reads `shared_stages: 4` as an int; the option's values are strings.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, found {value!r} ({type(value).__name__})")
+
+
+def _type_name(tp: Any) -> str:
+    optional, inner = _is_optional(tp)
+    if optional:
+        return f"{_type_name(inner)} or null"
+    if typing.get_origin(tp) is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _merge(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
+    """Write ``data`` into the dataclass ``obj`` in place, type-checking every leaf."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, found {data!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key '{path}'; allowed here: {', '.join(names)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, path + ".")
+        else:
+            setattr(obj, key, _coerce(path, value, hints[key]))
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse an override's right-hand side as YAML (so 0.1, true, [3, 3], null work)."""
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``key.sub=value`` strings to a copy of ``cfg`` (not validated: call :func:`validate`)."""
+    cfg = copy.deepcopy(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected KEY=VALUE, e.g. train.lr=0.05")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        nested: dict[str, Any] = {parts[-1]: _parse_scalar(text)}
+        for part in reversed(parts[:-1]):
+            nested = {part: nested}
+        _merge(cfg, nested)
+    return cfg
+
+
+def _check_choice(key: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: found {value!r}; allowed values: {', '.join(map(str, allowed))}")
+
+
+def _check(key: str, ok: bool, expected: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: expected {expected}, found {value!r}")
+
+
+def validate(cfg: Config) -> Config:
+    """Check every value's range and consistency; returns ``cfg`` for chaining."""
+    m, c, l, d, t, e = cfg.model, cfg.ccn, cfg.loss, cfg.data, cfg.train, cfg.eval
+    _check_choice("model.arch", m.arch, ARCHS)
+    _check("model.width", 0 < m.width <= 4, "a number in (0, 4]", m.width)
+    _check_choice("model.last_stride", m.last_stride, (1, 2))
+    _check_choice("model.shared_stages", m.shared_stages, SHARED_STAGES)
+    if m.pretrained not in ("imagenet", "none") and not m.pretrained.endswith((".pth", ".pt")):
+        raise ConfigError(f"model.pretrained: expected 'imagenet', 'none' or a path to a .pth/.pt "
+                          f"file, found {m.pretrained!r}")
+    if m.pretrained == "imagenet" and m.width != 1.0:
+        raise ConfigError(f"model.pretrained: ImageNet weights exist only for model.width=1.0, "
+                          f"found width={m.width}; set model.pretrained=none")
+    _check("ccn.kernel_size", len(c.kernel_size) == 2 and min(c.kernel_size) >= 1,
+           "[hK, wK] with both ≥ 1", c.kernel_size)
+    _check("ccn.stride", len(c.stride) == 2 and min(c.stride) >= 1,
+           "[stride_v, stride_h] with both ≥ 1", c.stride)
+    _check("ccn.padding", c.padding >= 0, "an integer ≥ 0", c.padding)
+    _check("ccn.corr_scale", c.corr_scale is None or c.corr_scale > 0, "null or a number > 0",
+           c.corr_scale)
+    _check_choice("ccn.kernel_source", c.kernel_source, KERNEL_SOURCES)
+    _check_choice("loss.kind", l.kind, LOSSES)
+    _check("loss.lambda_id", l.lambda_id >= 0, "a number ≥ 0", l.lambda_id)
+    _check("loss.rank_margin", l.rank_margin >= 0, "a number ≥ 0", l.rank_margin)
+    _check_choice("data.dataset", d.dataset, DATASETS)
+    _check("data.trial", 1 <= d.trial <= 10, "an integer in 1..10", d.trial)
+    _check("data.height", d.height >= 16 and d.height % 8 == 0, "a multiple of 8, ≥ 16", d.height)
+    _check("data.width", d.width >= 16 and d.width % 8 == 0, "a multiple of 8, ≥ 16", d.width)
+    _check("data.pad", d.pad >= 0, "an integer ≥ 0", d.pad)
+    _check("data.ids_per_batch", d.ids_per_batch >= 2, "an integer ≥ 2", d.ids_per_batch)
+    _check("data.neg_ratio", 0 <= d.neg_ratio < d.ids_per_batch,
+           f"an integer in 0..{d.ids_per_batch - 1} (negatives per positive, < data.ids_per_batch)",
+           d.neg_ratio)
+    _check("data.workers", d.workers >= 0, "an integer ≥ 0", d.workers)
+    _check("data.val_ids", d.val_ids >= 0, "an integer ≥ 0", d.val_ids)
+    _check("train.epochs", t.epochs >= 1, "an integer ≥ 1", t.epochs)
+    _check("train.iters_per_epoch", t.iters_per_epoch is None or t.iters_per_epoch >= 1,
+           "null or an integer ≥ 1", t.iters_per_epoch)
+    _check("train.lr", t.lr > 0, "a number > 0", t.lr)
+    _check("train.lr_milestones", all(0 < x <= t.epochs for x in t.lr_milestones)
+           and t.lr_milestones == sorted(t.lr_milestones),
+           f"increasing epochs in 1..{t.epochs}", t.lr_milestones)
+    _check("train.lr_gamma", 0 < t.lr_gamma <= 1, "a number in (0, 1]", t.lr_gamma)
+    _check("train.momentum", 0 <= t.momentum < 1, "a number in [0, 1)", t.momentum)
+    _check("train.weight_decay", t.weight_decay >= 0, "a number ≥ 0", t.weight_decay)
+    _check("train.warmup_epochs", 0 <= t.warmup_epochs < t.epochs,
+           f"an integer in 0..{t.epochs - 1}", t.warmup_epochs)
+    _check_choice("train.device", t.device, DEVICES)
+    _check("train.checkpoint_every", t.checkpoint_every >= 1, "an integer ≥ 1", t.checkpoint_every)
+    _check("train.log_every", t.log_every >= 1, "an integer ≥ 1", t.log_every)
+    _check_choice("train.selection", t.selection, SELECTIONS)
+    if t.selection == "val" and d.val_ids < 2:
+        raise ConfigError(f"train.selection=val needs data.val_ids ≥ 2 held-out ids, found "
+                          f"data.val_ids={d.val_ids}")
+    _check_choice("eval.scoring", e.scoring, SCORINGS)
+    _check("eval.topk", e.topk >= 1, "an integer ≥ 1", e.topk)
+    _check("eval.chunk_size", e.chunk_size >= 1, "an integer ≥ 1", e.chunk_size)
+    _check("eval.batch_size", e.batch_size >= 1, "an integer ≥ 1", e.batch_size)
+    return cfg
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Build and validate a config from a nested mapping (missing keys keep their defaults)."""
+    cfg = Config()
+    _merge(cfg, data or {})
+    return validate(cfg)
+
+
+def load_config(path: Union[str, Path, None] = None, overrides: Optional[list[str]] = None) -> Config:
+    """Defaults ← YAML file ← dotted overrides, validated once."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: expected a YAML file at {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        try:
+            _merge(cfg, data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    cfg = apply_overrides(cfg, overrides or [])
+    return validate(cfg)
+
+
+def save_config(cfg: Config, path: Union[str, Path]) -> None:
+    """Write the resolved config as YAML, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def preset_path(name: str) -> Path:
+    """Path of a preset shipped in ``configs/`` (repository checkout) by name or file name."""
+    root = Path(__file__).resolve().parents[2] / "configs"
+    candidate = root / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if not candidate.is_file():
+        found = sorted(p.stem for p in root.glob("*.yaml")) if root.is_dir() else []
+        raise ConfigError(f"no preset named {name!r} in {root}; found: {', '.join(found) or 'none'}")
+    return candidate
+
+
+def preset_or_path(name: str) -> Path:
+    """A YAML path as given, or the preset of that name in ``configs/``."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    if path.suffix in (".yaml", ".yml") and (os.sep in name or "/" in name):
+        raise ConfigError(f"config file not found: expected a YAML file at {path}")
+    return preset_path(name)

@@ -1,0 +1,166 @@
+"""Memory-mapped uint8 image cache, so training epochs never decode JPEGs twice.
+
+A cache entry is ``<key>.npy`` (an ``(N, H, W, 3) uint8`` array of every distinct image path,
+in sorted path order) plus ``<key>.json`` (a small manifest). The key hashes the size, the
+resize method and, for every file, its relative path, byte size and mtime, so replacing or
+touching any file builds a new entry. Both files are written to temporary names and moved
+into place with ``os.replace``; the manifest is moved last, so a half-written entry is never
+mistaken for a complete one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from vireid.data.images import RESIZE_METHOD, decode_image
+from vireid.data.records import ImageRecord
+from vireid.errors import DataError
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT_VERSION = 1
+CACHE_DIRNAME = ".vireid-cache"
+
+ProgressFn = Callable[[int, int], None]
+
+
+def default_cache_dir(root: str | os.PathLike) -> Path:
+    """``<root>/.vireid-cache`` when it can be created and written, else the user cache dir
+    (``$XDG_CACHE_HOME/vireid`` or ``~/.cache/vireid``)."""
+    candidate = Path(root) / CACHE_DIRNAME
+    try:
+        candidate.mkdir(parents=True, exist_ok=True)
+        if os.access(candidate, os.W_OK):
+            return candidate
+    except OSError:
+        pass
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "vireid"
+
+
+def _fingerprint(root: Path, paths: Sequence[str], size: tuple[int, int]) -> str:
+    """Hash of everything the cached pixels depend on."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": CACHE_FORMAT_VERSION, "size": list(size),
+                         "method": RESIZE_METHOD}).encode())
+    for rel in paths:
+        try:
+            st = (root / rel).stat()
+        except OSError as exc:
+            raise DataError(f"image listed for caching is missing: {root / rel} ({exc})") from None
+        h.update(f"\n{rel}\t{st.st_size}\t{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+class ImageCache:
+    """Decoded, resized images of a list of records, memory-mapped from disk.
+
+    ``cache[i]`` is the image of ``records[i]`` as given to :meth:`build`:
+    ``(H, W, 3) uint8``. ``.array`` is the underlying ``(N_unique, H, W, 3)`` memmap (distinct
+    paths in sorted order); ``.rows[i]`` is the row of record ``i`` in it.
+    """
+
+    def __init__(self, array: np.ndarray, rows: np.ndarray, path: Path, size: tuple[int, int]):
+        self.array = array
+        self.rows = rows
+        self.path = path
+        self.size = size
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.array[self.rows[i]]
+
+    def batch(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Images of several records: ``(B, H, W, 3) uint8`` (a copy)."""
+        return np.asarray(self.array[self.rows[np.asarray(indices, dtype=np.int64)]])
+
+    @classmethod
+    def build(cls, root: str | os.PathLike, records: Sequence[ImageRecord],
+              size: tuple[int, int], cache_dir: str | os.PathLike | None = None,
+              progress: ProgressFn | None = None) -> "ImageCache":
+        """Open the cache entry of ``records`` at ``size = (H, W)``, decoding it first if needed.
+
+        Args:
+            root: dataset root the record paths are relative to.
+            records: images to cache (duplicates allowed).
+            size: ``(H, W)`` of the cached images.
+            cache_dir: where entries live; default :func:`default_cache_dir`.
+            progress: called as ``progress(done, total)`` after each decoded image.
+
+        Raises:
+            DataError: a file is missing or cannot be decoded (named in the message).
+        """
+        root = Path(root)
+        size = (int(size[0]), int(size[1]))
+        if not records:
+            raise DataError("cannot build an image cache of zero records")
+        paths = sorted({r.path for r in records})
+        row_of = {p: i for i, p in enumerate(paths)}
+        rows = np.array([row_of[r.path] for r in records], dtype=np.int64)
+        key = _fingerprint(root, paths, size)[:24]
+        cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir(root)
+        cdir.mkdir(parents=True, exist_ok=True)
+        npy = cdir / f"{key}_{size[0]}x{size[1]}.npy"
+        manifest = npy.with_suffix(".json")
+        shape = (len(paths), size[0], size[1], 3)
+
+        array = cls._try_open(npy, manifest, shape)
+        if array is None:
+            log.info("building image cache %s (%d images at %dx%d)", npy, len(paths), *size)
+            cls._write(root, paths, size, npy, manifest, shape, progress)
+            array = cls._try_open(npy, manifest, shape)
+            if array is None:  # pragma: no cover - only on a concurrent delete
+                raise DataError(f"image cache {npy} vanished right after it was written")
+        else:
+            log.info("reusing image cache %s", npy)
+        return cls(array, rows, npy, size)
+
+    @staticmethod
+    def _try_open(npy: Path, manifest: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+        if not (npy.is_file() and manifest.is_file()):
+            return None
+        try:
+            meta = json.loads(manifest.read_text())
+            arr = np.load(npy, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable image cache %s: %s", npy, exc)
+            return None
+        if tuple(arr.shape) != shape or arr.dtype != np.uint8 or meta.get("complete") is not True:
+            log.warning("ignoring image cache %s: shape %s, expected %s", npy, arr.shape, shape)
+            return None
+        return arr
+
+    @staticmethod
+    def _write(root: Path, paths: list[str], size: tuple[int, int], npy: Path,
+               manifest: Path, shape: tuple[int, ...], progress: ProgressFn | None) -> None:
+        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=npy.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            for i, rel in enumerate(paths):
+                out[i] = decode_image(root / rel, size)
+                if progress is not None:
+                    progress(i + 1, len(paths))
+            out.flush()
+            del out
+            os.replace(tmp, npy)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        meta = {"version": CACHE_FORMAT_VERSION, "complete": True, "root": str(root),
+                "size": list(size), "method": RESIZE_METHOD, "count": len(paths),
+                "paths_head": paths[:3]}
+        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=npy.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(meta, f, indent=1)
+        os.replace(tmp_name, manifest)

@@ -1,0 +1,212 @@
+"""SYSU-MM01 loader for the layout as downloaded.
+
+Layout (see docs/protocols.md)::
+
+    <root>/cam1 .. cam6/<PPPP>/<NNNN>.jpg     4-digit ids and stems
+    <root>/exp/train_id.txt, val_id.txt, test_id.txt   first line: comma-separated ids
+
+RGB cameras are 1, 2, 4, 5; IR cameras 3 and 6. Training uses train ∪ val ids (395 in the
+real data) with labels 0..K-1 by increasing id. Id folders listed in no split file are
+ignored (the real data has some). A root whose files live one level down in ``ori_data/``
+(a common re-packaging) is accepted.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vireid.data.records import IR, RGB, ImageRecord, TrainSplit
+from vireid.errors import DataError
+
+log = logging.getLogger(__name__)
+
+CAMERAS = (1, 2, 3, 4, 5, 6)
+RGB_CAMERAS = (1, 2, 4, 5)
+IR_CAMERAS = (3, 6)
+SPLIT_FILES = ("train_id.txt", "val_id.txt", "test_id.txt")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def camera_modality(cam: int) -> str:
+    """``"rgb"`` for cameras 1, 2, 4, 5 and ``"ir"`` for 3, 6."""
+    if cam in RGB_CAMERAS:
+        return RGB
+    if cam in IR_CAMERAS:
+        return IR
+    raise DataError(f"SYSU-MM01 has cameras 1..6, got camera {cam}")
+
+
+def read_id_line(path: Path) -> list[int]:
+    """Ids of a SYSU split file: the comma-separated integers of its first non-empty line."""
+    if not path.is_file():
+        raise DataError(f"missing split file: expected {path}")
+    text = path.read_text(errors="replace")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise DataError(f"split file {path} is empty; expected comma-separated ids on line 1")
+    ids: list[int] = []
+    for tok in lines[0].split(","):
+        tok = tok.strip()
+        if not tok:
+            continue  # tolerate a trailing comma
+        try:
+            ids.append(int(tok))
+        except ValueError:
+            raise DataError(f"split file {path}: expected comma-separated integer ids on "
+                            f"line 1, found {tok!r} in {lines[0][:80]!r}") from None
+    if not ids:
+        raise DataError(f"split file {path}: line 1 holds no ids (found {lines[0][:80]!r})")
+    if len(set(ids)) != len(ids):
+        raise DataError(f"split file {path} lists some ids more than once")
+    return sorted(ids)
+
+
+def _scan_camera(cam_dir: Path) -> dict[int, list[str]]:
+    """``{pid: sorted image file names}`` of one camera folder (non-numeric folders ignored)."""
+    out: dict[int, list[str]] = {}
+    with os.scandir(cam_dir) as it:
+        for entry in it:
+            if not entry.is_dir() or not entry.name.isdigit():
+                continue
+            files = sorted(f.name for f in os.scandir(entry.path)
+                           if f.is_file() and not f.name.startswith(".")
+                           and f.name.lower().endswith(IMAGE_EXTENSIONS))
+            if files:
+                out[int(entry.name)] = files
+    return out
+
+
+@dataclass
+class SysuDataset:
+    """A loaded SYSU-MM01 folder.
+
+    Attributes:
+        root: the folder that holds cam1..cam6 and exp/.
+        train_ids, val_ids, test_ids: sorted ids of the three split files.
+        train: TrainSplit over train ∪ val ids (labels 0..K-1 by increasing id).
+        train_single_modality_ids: training ids with images of one modality only (kept in
+            ``train``; cross-modality samplers skip them).
+        unlisted_ids: ids with folders on disk that no split file lists (ignored).
+        index: ``{(cam, pid): sorted file names}`` of every id folder on disk.
+    """
+
+    root: Path
+    train_ids: list[int]
+    val_ids: list[int]
+    test_ids: list[int]
+    index: dict[tuple[int, int], list[str]]
+    train: TrainSplit = field(default_factory=lambda: TrainSplit([], []))
+    train_single_modality_ids: list[int] = field(default_factory=list)
+    unlisted_ids: list[int] = field(default_factory=list)
+
+    @property
+    def trainval_ids(self) -> list[int]:
+        return sorted(set(self.train_ids) | set(self.val_ids))
+
+    def cameras_of(self, pid: int) -> list[int]:
+        """Cameras in which ``pid`` has an image folder."""
+        return [c for c in CAMERAS if (c, pid) in self.index]
+
+    def files(self, pid: int, cam: int) -> list[str]:
+        """Sorted file names of ``camK/PPPP`` (empty when the folder does not exist)."""
+        return list(self.index.get((cam, pid), []))
+
+    def images(self, pids: Iterable[int], cams: Sequence[int] = CAMERAS) -> list[ImageRecord]:
+        """Records of ``pids`` in ``cams``: sorted by id, then camera in the given order, then
+        file name. Missing folders contribute nothing."""
+        out: list[ImageRecord] = []
+        for pid in sorted(set(pids)):
+            for cam in cams:
+                mod = camera_modality(cam)
+                for name in self.index.get((cam, pid), ()):
+                    out.append(ImageRecord(f"cam{cam}/{pid:04d}/{name}", pid, cam, mod))
+        return out
+
+    def summary(self) -> dict:
+        """Counts per split, camera and modality (ids and images), for ``vireid data summary``."""
+        res: dict = {"root": str(self.root)}
+        for name, ids in (("train", self.train_ids), ("val", self.val_ids),
+                          ("trainval", self.trainval_ids), ("test", self.test_ids)):
+            per_cam = {}
+            for cam in CAMERAS:
+                n_ids = sum(1 for p in ids if (cam, p) in self.index)
+                n_img = sum(len(self.index.get((cam, p), ())) for p in ids)
+                per_cam[f"cam{cam}"] = {"ids": n_ids, "images": n_img,
+                                        "modality": camera_modality(cam)}
+            per_mod = {m: {"images": sum(v["images"] for v in per_cam.values()
+                                         if v["modality"] == m)} for m in (RGB, IR)}
+            res[name] = {"ids": len(ids), "cameras": per_cam, "modalities": per_mod}
+        res["unlisted_ids"] = len(self.unlisted_ids)
+        res["train_single_modality_ids"] = len(self.train_single_modality_ids)
+        return res
+
+
+def _resolve_root(root: Path) -> Path:
+    if not root.exists():
+        raise DataError(f"SYSU-MM01 root not found: {root}")
+    if not root.is_dir():
+        raise DataError(f"SYSU-MM01 root is not a folder: {root}")
+    if not (root / "exp").is_dir() and (root / "ori_data" / "exp").is_dir():
+        log.info("using %s/ori_data as the SYSU-MM01 root", root)
+        return root / "ori_data"
+    return root
+
+
+def load_sysu(root: str | os.PathLike) -> SysuDataset:
+    """Load a SYSU-MM01 folder as downloaded.
+
+    Raises:
+        DataError: missing root, missing ``exp/*_id.txt``, malformed id lines, missing camera
+            folders, ids that overlap between train/val and test, or listed ids that have no
+            folder in any camera; the message says what was expected where and what was found.
+    """
+    root = _resolve_root(Path(root))
+    found = sorted(p.name for p in root.iterdir())
+    cam_dirs = {c: root / f"cam{c}" for c in CAMERAS}
+    missing_cams = [f"cam{c}" for c, d in cam_dirs.items() if not d.is_dir()]
+    if missing_cams:
+        raise DataError(f"not a SYSU-MM01 folder: expected cam1..cam6 and exp/ in {root}; "
+                        f"missing {', '.join(missing_cams)}; found {found[:20]}")
+    if not (root / "exp").is_dir():
+        raise DataError(f"not a SYSU-MM01 folder: expected {root / 'exp'} with "
+                        f"{', '.join(SPLIT_FILES)}; found {found[:20]}")
+    train_ids, val_ids, test_ids = (read_id_line(root / "exp" / f) for f in SPLIT_FILES)
+    overlap = (set(train_ids) | set(val_ids)) & set(test_ids)
+    if overlap:
+        raise DataError(f"exp/test_id.txt shares {len(overlap)} ids with train/val "
+                        f"(e.g. {sorted(overlap)[:5]}); the splits must be disjoint")
+
+    index: dict[tuple[int, int], list[str]] = {}
+    for cam, d in cam_dirs.items():
+        for pid, files in _scan_camera(d).items():
+            index[(cam, pid)] = files
+    if not index:
+        raise DataError(f"no images found: expected {root}/camK/PPPP/NNNN.jpg folders, "
+                        f"all six camera folders are empty")
+    on_disk = {pid for (_, pid) in index}
+    listed = set(train_ids) | set(val_ids) | set(test_ids)
+    absent = sorted(listed - on_disk)
+    if absent:
+        raise DataError(f"{len(absent)} ids listed in {root / 'exp'} have no image folder in "
+                        f"any of cam1..cam6 (e.g. {', '.join(f'{p:04d}' for p in absent[:8])}); "
+                        f"found {len(on_disk)} id folders on disk")
+    ds = SysuDataset(root=root, train_ids=train_ids, val_ids=val_ids, test_ids=test_ids,
+                     index=index, unlisted_ids=sorted(on_disk - listed))
+    trainval = ds.trainval_ids
+    rgb = ds.images(trainval, RGB_CAMERAS)
+    ir = ds.images(trainval, IR_CAMERAS)
+    ds.train = TrainSplit(rgb=rgb, ir=ir, labels={pid: i for i, pid in enumerate(trainval)})
+    has_rgb = {r.pid for r in rgb}
+    has_ir = {r.pid for r in ir}
+    ds.train_single_modality_ids = sorted(set(trainval) - (has_rgb & has_ir))
+    if ds.train_single_modality_ids:
+        log.info("SYSU-MM01: %d of %d training ids have images of one modality only",
+                 len(ds.train_single_modality_ids), len(trainval))
+    if ds.unlisted_ids:
+        log.info("SYSU-MM01: ignoring %d id folders listed in no split file", len(ds.unlisted_ids))
+    log.info("SYSU-MM01 at %s: %d train+val ids (%d RGB, %d IR images), %d test ids",
+             root, len(trainval), len(rgb), len(ir), len(test_ids))
+    return ds

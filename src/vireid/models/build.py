@@ -1,0 +1,90 @@
+"""The full model: DSCSN backbone + CCN + shared ID classifier, built from a Config."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vireid.models.ccn import CCN
+from vireid.models.dscsn import DSCSN
+from vireid.models.resnet import feature_hw
+
+log = logging.getLogger(__name__)
+
+
+class ReIDModel(nn.Module):
+    """DSCSN + CCN + ID classifier W_ID.
+
+    The classifier is ``nn.Linear(C, num_classes, bias=False)``: Eqs. (9)–(10) are
+    p = softmax(W_ID · G) with no bias, and it is shared by both modalities.
+    """
+
+    def __init__(self, backbone: DSCSN, ccn: CCN, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.ccn = ccn
+        self.classifier = nn.Linear(backbone.out_channels, num_classes, bias=False)
+        nn.init.normal_(self.classifier.weight, std=0.001)
+        self.num_classes = int(num_classes)
+
+    def forward_features(self, x: Tensor, modality: str) -> tuple[Tensor, Tensor]:
+        """x: (B, 3, H, W) -> F (B, C, h, w), G (B, C)."""
+        return self.backbone(x, modality)
+
+    def forward_pair(self, x_rgb: Tensor, x_ir: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Both modalities in one pass (shared BN sees both): F_rgb, G_rgb, F_ir, G_ir."""
+        return self.backbone.forward_pair(x_rgb, x_ir)
+
+    def classify(self, g: Tensor) -> Tensor:
+        """G (B, C) -> ID logits (B, num_classes)."""
+        return self.classifier(g)
+
+    def forward(self, x: Tensor, modality: str) -> tuple[Tensor, Tensor]:
+        return self.forward_features(x, modality)
+
+
+def _ccn_kwargs(cfg: Any) -> dict[str, Any]:
+    c = cfg.ccn
+    return dict(kernel_size=tuple(c.kernel_size), stride=tuple(c.stride), padding=c.padding,
+                share_fc=c.share_fc, kernel_source=c.kernel_source, corr_scale=c.corr_scale,
+                kg_hidden=getattr(c, "kg_hidden", None))
+
+
+def build_model(cfg: Any, num_classes: int, load_pretrained: bool = True) -> ReIDModel:
+    """Build the model of ``cfg`` (a vireid.config.Config) with ``num_classes`` identities.
+
+    ``load_pretrained=False`` skips ``cfg.model.pretrained`` (e.g. when a checkpoint will
+    overwrite all weights anyway, or only shapes are needed).
+    """
+    m = cfg.model
+    pretrained = m.pretrained if load_pretrained else None
+    backbone = DSCSN(m.arch, shared_stages=m.shared_stages, last_stride=m.last_stride,
+                     width=m.width, pretrained=pretrained)
+    hw = feature_hw(cfg.data.height, cfg.data.width, m.last_stride)
+    ccn = CCN(backbone.out_channels, hw, **_ccn_kwargs(cfg))
+    return ReIDModel(backbone, ccn, num_classes)
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def model_info(cfg: Any, num_classes: int) -> dict[str, Any]:
+    """Size facts of the configured model, without loading weights or running it.
+
+    Built on the meta device (no memory, no init cost). Keys: params_total,
+    params_without_classifier, feature_map [C, h, w], num_kernels, ccn_macs_per_pair.
+    """
+    with torch.device("meta"):
+        model = build_model(cfg, num_classes, load_pretrained=False)
+    total = _count(model)
+    h, w = model.ccn.feat_hw
+    return {
+        "params_total": total,
+        "params_without_classifier": total - _count(model.classifier),
+        "feature_map": [model.backbone.out_channels, h, w],
+        "num_kernels": model.ccn.num_kernels,
+        "ccn_macs_per_pair": model.ccn.macs_per_pair(),
+    }

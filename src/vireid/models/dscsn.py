@@ -1,0 +1,120 @@
+"""DSCSN: the dual-path, spatial-structure-preserving common space network (paper Sec. III-A).
+
+Each modality ("rgb", "ir") has its own copy of the first parts of a ResNet; the remaining
+parts are shared and embed both into one common space. The split is one config value
+(paper Table III):
+
+==============  ============================================  ==========================
+shared_stages   modality-specific parts                       shared parts
+==============  ============================================  ==========================
+``none``        stem, layer1, layer2, layer3, layer4          (nothing: two networks)
+``4``           stem, layer1, layer2, layer3                  layer4
+``3-4``         stem, layer1, layer2                          layer3, layer4 (paper)
+``2-4``         stem, layer1                                  layer2 … layer4
+``1-4``         stem                                          layer1 … layer4
+``all``         (nothing: one network)                        stem, layer1 … layer4
+==============  ============================================  ==========================
+
+"stem" is conv1/bn1/relu/maxpool. Both paths start from the same weights: the specific parts
+of the IR path are deep copies of the RGB path's after ImageNet weights are loaded.
+
+Parameter names: ``rgb.<part>.…``, ``ir.<part>.…`` for specific parts and ``shared.<part>.…``
+for shared ones, where ``<part>`` is ``stem`` (a Sequential ``conv1, bn1, relu, maxpool``
+→ ``stem.0``, ``stem.1``) or ``layerK`` with torchvision's inner names.
+"""
+from __future__ import annotations
+
+import copy
+import os
+
+import torch
+from torch import Tensor, nn
+
+from vireid.errors import ConfigError
+from vireid.models.resnet import ResNet, load_imagenet_weights
+
+PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+#: shared_stages value -> index in PARTS of the first shared part.
+SHARED_STAGES: dict[str, int] = {
+    "none": len(PARTS), "4": 4, "3-4": 3, "2-4": 2, "1-4": 1, "all": 0,
+}
+
+MODALITIES = ("rgb", "ir")
+
+
+def _parts_of(net: ResNet) -> dict[str, nn.Module]:
+    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+    return {"stem": stem, "layer1": net.layer1, "layer2": net.layer2,
+            "layer3": net.layer3, "layer4": net.layer4}
+
+
+class DSCSN(nn.Module):
+    """Dual-path ResNet with a configurable shared tail.
+
+    Args:
+        arch: 18/34/50 or "resnetXX".
+        shared_stages: one of ``none, 4, 3-4, 2-4, 1-4, all`` (table in the module docstring).
+        last_stride: stride of layer4 (1 or 2).
+        width: ResNet base-width multiplier (1.0 for ImageNet weights).
+        pretrained: ``None`` (random init), ``"imagenet"`` or a local torchvision-keyed file.
+
+    forward(x, modality): x (B, 3, H, W) -> F (B, C, h, w), G (B, C) = GAP(F).
+    """
+
+    def __init__(self, arch: int | str = 50, shared_stages: str = "3-4", last_stride: int = 2,
+                 width: float = 1.0, pretrained: str | os.PathLike | None = None) -> None:
+        super().__init__()
+        key = str(shared_stages)
+        if key not in SHARED_STAGES:
+            raise ConfigError(
+                f"model.shared_stages: expected one of {', '.join(SHARED_STAGES)}, got {shared_stages!r}"
+            )
+        self.shared_stages = key
+        net = ResNet(arch, last_stride=last_stride, width=width, num_classes=None)
+        if pretrained not in (None, "", "none", False):
+            load_imagenet_weights(net, None, pretrained)
+        self.arch = net.arch
+        self.out_channels = net.out_channels
+        parts = _parts_of(net)
+        first_shared = SHARED_STAGES[key]
+        specific = PARTS[:first_shared]
+        self.specific_parts: tuple[str, ...] = specific
+        self.shared_parts: tuple[str, ...] = PARTS[first_shared:]
+        self.rgb = nn.ModuleDict({p: parts[p] for p in specific})
+        # deepcopy so both paths start from identical (possibly pretrained) weights.
+        self.ir = nn.ModuleDict({p: copy.deepcopy(parts[p]) for p in specific})
+        self.shared = nn.ModuleDict({p: parts[p] for p in self.shared_parts})
+
+    def _path(self, modality: str) -> nn.ModuleDict:
+        if modality == "rgb":
+            return self.rgb
+        if modality == "ir":
+            return self.ir
+        raise ValueError(f"modality: expected 'rgb' or 'ir', got {modality!r}")
+
+    def forward(self, x: Tensor, modality: str) -> tuple[Tensor, Tensor]:
+        """x: (B, 3, H, W) of one modality -> (F (B, C, h, w), G (B, C))."""
+        path = self._path(modality)
+        for p in self.specific_parts:
+            x = path[p](x)
+        for p in self.shared_parts:
+            x = self.shared[p](x)
+        return x, x.mean(dim=(2, 3))
+
+    def forward_pair(self, x_rgb: Tensor, x_ir: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Both modalities at once; the shared parts run on one concatenated batch so that
+        BatchNorm statistics in the shared stages see both modalities together (as in the
+        paper's joint training batch).
+
+        Returns F_rgb (Br, C, h, w), G_rgb (Br, C), F_ir (Bi, C, h, w), G_ir (Bi, C).
+        """
+        xr, xi = x_rgb, x_ir
+        for p in self.specific_parts:
+            xr = self.rgb[p](xr)
+            xi = self.ir[p](xi)
+        x = torch.cat([xr, xi], 0)
+        for p in self.shared_parts:
+            x = self.shared[p](x)
+        fr, fi = x[: x_rgb.shape[0]], x[x_rgb.shape[0]:]
+        return fr, fr.mean(dim=(2, 3)), fi, fi.mean(dim=(2, 3))

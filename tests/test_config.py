@@ -1,0 +1,87 @@
+"""Configuration: presets load, overrides are typed, bad keys and values are named."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vireid.config import (Config, apply_overrides, from_dict, load_config, preset_or_path,
+                           preset_path, save_config)
+from vireid.errors import ConfigError
+
+PRESETS = ["paper-sysu", "paper-regdb", "cpu-synthetic"]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_load(name):
+    cfg = load_config(preset_path(name))
+    assert cfg.name == name
+
+
+def test_paper_presets_hold_the_papers_settings():
+    cfg = load_config(preset_path("paper-sysu"))
+    assert (cfg.model.arch, cfg.model.shared_stages, cfg.model.last_stride) == ("resnet50", "3-4", 2)
+    assert (cfg.data.height, cfg.data.width, cfg.data.pad) == (256, 128, 10)
+    assert (cfg.data.ids_per_batch, cfg.data.neg_ratio) == (32, 3)
+    assert (cfg.train.lr, cfg.train.epochs, cfg.train.lr_milestones) == (0.1, 60, [30])
+    assert cfg.loss.lambda_id == 0.1
+    assert cfg.ccn.kernel_size == [3, 3] and cfg.ccn.stride == [1, 1]
+
+
+def test_overrides_are_parsed_as_yaml_and_typed():
+    cfg = apply_overrides(Config(), ["train.lr=0.05", "ccn.stride=[2, 1]", "eval.trials=[0, 3]",
+                                     "model.shared_stages=4", "ccn.corr_scale=null",
+                                     "data.flip=false"])
+    assert cfg.train.lr == 0.05 and isinstance(cfg.train.lr, float)
+    assert cfg.ccn.stride == [2, 1]
+    assert cfg.eval.trials == [0, 3]
+    assert cfg.model.shared_stages == "4"
+    assert cfg.ccn.corr_scale is None
+    assert cfg.data.flip is False
+
+
+@pytest.mark.parametrize("override, words", [
+    (["train.lrr=1"], ["train.lrr", "lr_milestones"]),
+    (["nosection.x=1"], ["nosection"]),
+    (["train.lr=abc"], ["train.lr", "float", "abc"]),
+    (["train.epochs=1.5"], ["train.epochs", "int"]),
+    (["model.shared_stages=2-3"], ["model.shared_stages", "3-4", "none"]),
+    (["model.arch=vgg"], ["model.arch", "resnet50"]),
+    (["ccn.stride=[0, 1]"], ["ccn.stride"]),
+    (["data.neg_ratio=40"], ["data.neg_ratio", "40"]),
+    (["train.lr_milestones=[50, 10]"], ["train.lr_milestones"]),
+    (["model.width=0.5"], ["ImageNet", "width"]),
+    (["train.selection=val"], ["data.val_ids"]),
+    (["train.lr"], ["KEY=VALUE"]),
+])
+def test_bad_values_name_the_key_and_the_allowed_values(override, words):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, override)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_yaml_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: fast\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*train\.lr"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="no preset named"):
+        preset_or_path("no-such-preset")
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(preset_path("cpu-synthetic"), ["train.seed=7"])
+    out = tmp_path / "run" / "config.yaml"
+    save_config(cfg, out)
+    assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+    again = from_dict(yaml.safe_load(out.read_text()))
+    assert again == cfg and again.digest() == cfg.digest()
+
+
+def test_digest_tracks_architecture_only():
+    base = Config()
+    assert apply_overrides(base, ["train.lr=0.5"]).digest() == base.digest()
+    assert apply_overrides(base, ["model.shared_stages=4"]).digest() != base.digest()
+    assert apply_overrides(base, ["ccn.padding=0"]).digest() != base.digest()
