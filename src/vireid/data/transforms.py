@@ -63,7 +63,7 @@ def random_hflip(x: torch.Tensor, p: float = 0.5, generator: torch.Generator | N
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
-class TestTransform:
+class EvalTransform:
     """uint8 ``(B, H, W, 3)`` -> normalised float ``(B, 3, H, W)``."""
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):

@@ -26,7 +26,8 @@ class ReIDModel(nn.Module):
         self.backbone = backbone
         self.ccn = ccn
         self.classifier = nn.Linear(backbone.out_channels, num_classes, bias=False)
-        nn.init.normal_(self.classifier.weight, std=0.001)
+        if not self.classifier.weight.is_meta:  # meta: shapes only (see model_info)
+            nn.init.normal_(self.classifier.weight, std=0.001)
         self.num_classes = int(num_classes)
 
     def forward_features(self, x: Tensor, modality: str) -> tuple[Tensor, Tensor]:

@@ -159,6 +159,10 @@ class ResNet(nn.Module):
         # Same scheme as torchvision: Kaiming-normal convs, unit BN. Used when training from
         # scratch (CPU presets); overwritten when ImageNet weights are loaded.
         for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) and m.weight.is_meta:
+                # Shape-only models (model_info) need no init; normal_ on meta tensors
+                # would also import torch._dynamo, which takes seconds.
+                continue
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
@@ -218,20 +222,20 @@ def load_imagenet_weights(model: ResNet, arch: str | int | None = None,
                           source: str | os.PathLike = "imagenet") -> None:
     """Load torchvision ImageNet weights into ``model`` in place (strict key match).
 
-    source: ``"imagenet"`` (official URL through torch.hub, cache checked first) or a path to
-    a torchvision-keyed state dict. When ``model`` has no ``fc`` the file's ``fc.*`` entries
+    source: ``"imagenet"`` (official URL through torch.hub, cache checked first; width 1.0
+    only) or a path to a torchvision-keyed state dict (any width, shapes must match). When ``model`` has no ``fc`` the file's ``fc.*`` entries
     are ignored; every other missing or unexpected key, or a shape mismatch, raises
     :class:`CheckpointError` naming the keys.
     """
     arch = model.arch if arch is None else arch_name(arch)
     if arch != model.arch:
         raise CheckpointError(f"weights for {arch} requested for a {model.arch} model")
-    if model.width != 1.0:
-        raise CheckpointError(
-            f"ImageNet weights exist only for width 1.0; this {arch} has width {model.width}. "
-            "Set model.pretrained to none to train from scratch."
-        )
     if str(source) == "imagenet":
+        if model.width != 1.0:
+            raise CheckpointError(
+                f"ImageNet weights exist only for width 1.0; this {arch} has width {model.width}. "
+                "Set model.pretrained to none to train from scratch."
+            )
         path = _fetch_imagenet(arch)
     else:
         path = Path(source).expanduser()
@@ -252,7 +256,10 @@ def load_imagenet_weights(model: ResNet, arch: str | int | None = None,
     bad = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
            for k, v in own.items() if tuple(sd[k].shape) != tuple(v.shape)]
     if bad:
-        raise CheckpointError(f"{path} does not match {arch}: shape mismatch in " + "; ".join(bad[:10]))
+        raise CheckpointError(
+            f"{path} does not match {arch} with width {model.width}: shape mismatch in "
+            + "; ".join(bad[:10]) + (" …" if len(bad) > 10 else "")
+        )
     model.load_state_dict(sd, strict=True)
     log.info("loaded ImageNet weights for %s from %s", arch, path)
 

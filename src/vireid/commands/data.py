@@ -1,0 +1,73 @@
+"""``vireid data summary`` and ``vireid data split``: dataset counts and exact protocol lists."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="dataset summary and exact query/gallery lists of a protocol")
+    dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+
+    s = dsub.add_parser("summary", help="ids and images per split/camera/modality; protocol sizes")
+    s.add_argument("--dataset", required=True, choices=("sysu", "regdb"))
+    s.add_argument("--root", required=True, help="dataset folder as downloaded")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(func=run)
+
+    sp = dsub.add_parser("split", help="exact query and gallery lists of one protocol trial")
+    sp.add_argument("--dataset", required=True, choices=("sysu", "regdb"))
+    sp.add_argument("--root", required=True, help="dataset folder as downloaded")
+    sp.add_argument("--protocol", required=True,
+                    help="sysu: all | indoor | openset (or sysu-all, ...); regdb: v2t | t2v")
+    sp.add_argument("--trial", type=int, required=True,
+                    help="trial number (SYSU 0..9, RegDB 1..10, open set 0)")
+    sp.add_argument("--shot", choices=("single", "multi"), default=None,
+                    help="SYSU gallery: one or ten images per id and camera (default single)")
+    sp.add_argument("--json", action="store_true",
+                    help='print {"query": [[path, pid, camid], ...], "gallery": [...]}')
+    sp.add_argument("--out", default=None, help="write the output to this file instead of stdout")
+    sp.set_defaults(func=run)
+
+    p.set_defaults(func=run, _data_parser=p)
+
+
+def _emit(text: str, out: str | None) -> None:
+    if out is None:
+        print(text)
+        return
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation import summary as summ
+
+    if args.data_command == "summary":
+        res = summ.dataset_summary(args.dataset, args.root)
+        print(json.dumps(res, indent=2) if args.json else summ.format_summary(res))
+        return 0
+    if args.data_command == "split":
+        lists = summ.split_lists(args.dataset, args.root, args.protocol, args.trial, args.shot)
+        if args.json:
+            text = json.dumps(lists)
+        else:
+            rows = [f"{part}\t{path}\t{pid}\t{cam}"
+                    for part in ("query", "gallery") for path, pid, cam in lists[part]]
+            text = "\n".join(["set\tpath\tpid\tcamid", *rows])
+        _emit(text, args.out)
+        return 0
+    args._data_parser.print_help()
+    return 2

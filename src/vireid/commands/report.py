@@ -1,0 +1,21 @@
+"""``vireid report RUN_DIR… -o report.html``: one self-contained HTML page over run folders."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML page of run folders "
+                                      "(config, results, curves, figures)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run or reproduce output folders")
+    p.add_argument("-o", "--output", default="report.html", help="HTML file to write (default report.html)")
+    p.add_argument("--title", default="vireid report", help="page title")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..viz.report import write_report
+
+    path = write_report(args.run_dirs, args.output, title=args.title)
+    print(f"wrote {path}")
+    return 0

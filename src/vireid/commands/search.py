@@ -1,0 +1,66 @@
+"""``vireid search``: rank an index's gallery for query images (table, JSON, picture)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="rank a gallery index for query images",
+                       description="Embed the query images with the index's model and print "
+                                   "each query's best matches. Scores: simplified = cosine "
+                                   "similarity (higher = closer); full and rerank = CCN D_RI "
+                                   "(lower = closer).")
+    p.add_argument("--index", required=True, help="index folder (from `vireid index build`)")
+    p.add_argument("--query", required=True, nargs="+", metavar="IMG",
+                   help="query image(s) or folder(s) of images")
+    p.add_argument("--modality", choices=("rgb", "ir"), default=None,
+                   help="network path of the queries (default: the other one than the gallery's)")
+    p.add_argument("--scoring", choices=("simplified", "full", "rerank"), default="simplified")
+    p.add_argument("--topk", type=int, default=10, help="matches per query (default 10)")
+    p.add_argument("--rerank-depth", type=int, default=None,
+                   help="rerank: simplified candidates re-scored by the CCN (default: --topk)")
+    p.add_argument("--backend", choices=("auto", "faiss", "torch"), default="auto",
+                   help="simplified stage: FAISS (optional package) or chunked torch; auto = "
+                        "FAISS for large galleries when installed")
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint, if the one recorded in the index moved (same weights)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--plot", default=None, metavar="OUT.png",
+                   help="save a picture of each query beside its top matches")
+    p.add_argument("--batch-size", type=int, default=64, help="query images per forward pass")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..index import discover_images
+    from ..search import save_match_figure, search_images
+
+    if args.topk < 1:
+        raise ConfigError(f"--topk: expected an integer ≥ 1, found {args.topk}")
+    queries = [p for q in args.query for p in discover_images(q)]
+    result = search_images(args.index, queries, checkpoint=args.checkpoint,
+                           query_modality=args.modality, scoring=args.scoring, topk=args.topk,
+                           backend=args.backend, rerank_depth=args.rerank_depth,
+                           batch_size=args.batch_size, device=args.device)
+    if args.plot:
+        save_match_figure(result, args.plot, max_matches=args.topk)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(f"scoring {result.scoring} ({result.score_meaning}); queries {result.query_modality}, "
+          f"gallery {result.gallery_modality}"
+          + (f"; backend {result.backend}" if result.backend else ""))
+    for q, ms in zip(result.queries, result.matches):
+        print(f"\nquery {q}")
+        has_labels = any(m.label is not None for m in ms)
+        print(f"  {'rank':>4}  {'score':>9}  " + ("label       " if has_labels else "") + "path")
+        for m in ms:
+            label = f"{(m.label or '-'):<10.10}  " if has_labels else ""
+            print(f"  {m.rank:>4}  {m.score:>9.4f}  {label}{m.path}")
+    if args.plot:
+        print(f"\npicture: {Path(args.plot)}")
+    return 0

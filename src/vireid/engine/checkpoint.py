@@ -1,0 +1,263 @@
+"""Checkpoints: atomic save, strict load.
+
+A checkpoint is one ``torch.save`` file holding a plain dict:
+
+==================  =============================================================
+``format``          ``"vireid-checkpoint"``
+``format_version``  :data:`FORMAT_VERSION`; another version is refused
+``model``           the model's state dict
+``optimizer``       optimizer state dict (or None)
+``scheduler``       learning-rate schedule position (or None)
+``sampler``         the identity sampler's ``state_dict()`` (or None)
+``rng``             RNG states: torch (global), numpy (global), python, augmentation
+``epoch``           epochs completed; ``iteration``: optimizer steps done
+``config``          the resolved config (``Config.to_dict()``); ``config_digest``
+``num_classes``     classes of the ID classifier
+``dataset``         ``{"name", "trial", "root"}`` the model was trained on
+``history``         per-epoch metrics so far
+``extra``           free-form (selection, seconds, threads, …)
+==================  =============================================================
+
+Only tensors, plain containers and numbers are stored, so ``torch.load(weights_only=True)``
+reads it (no pickled classes). Writing goes to a temporary file in the same folder, is
+fsync'ed and then ``os.replace``'d over the target: a crash leaves the previous file intact,
+never a half-written one.
+
+Loading is strict: :func:`check_compatible` compares the architecture-defining config
+fields, the class count and the format version, and :func:`load_state_strict` the state
+dict's keys and shapes; any difference raises :class:`~vireid.errors.CheckpointError`
+naming it.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from vireid.config import Config, from_dict
+from vireid.engine.atomic import atomic_save_torch
+from vireid.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "vireid-checkpoint"
+FORMAT_VERSION = 1
+
+#: Config fields that define the network's architecture: a checkpoint only loads into a
+#: model built with the same values (``model.pretrained`` only sets the initial weights).
+ARCH_FIELDS = (
+    ("model", "arch"), ("model", "width"), ("model", "last_stride"), ("model", "shared_stages"),
+    ("ccn", "kernel_size"), ("ccn", "stride"), ("ccn", "padding"), ("ccn", "corr_scale"),
+    ("ccn", "share_fc"), ("ccn", "kernel_source"), ("data", "height"), ("data", "width"),
+)
+
+PathLike = Union[str, os.PathLike]
+
+
+# --------------------------------------------------------------------------- RNG states
+def capture_rng_state() -> dict[str, Any]:
+    """Global RNG states of torch, numpy and python, as weights_only-loadable values."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+                  "cached_gaussian": float(np_state[4])},
+        "python": _py_state_to_plain(random.getstate()),
+        "cuda": [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached_gaussian"]))
+    random.setstate(_py_state_from_plain(state["python"]))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _py_state_to_plain(st: tuple) -> list:
+    version, internal, gauss = st
+    return [version, list(internal), gauss]
+
+
+def _py_state_from_plain(st: list) -> tuple:
+    version, internal, gauss = st
+    return (version, tuple(internal), gauss)
+
+
+# --------------------------------------------------------------------------- writing
+def atomic_torch_save(obj: Any, path: PathLike) -> Path:
+    """``torch.save`` to a temp file in the same folder, fsync, ``os.replace``, fsync the folder
+    (:mod:`vireid.engine.atomic`); a failed write leaves the previous file intact."""
+    return atomic_save_torch(obj, path)
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """Short content hash of a state dict (names, dtypes, shapes and values)."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key]
+        if not isinstance(t, torch.Tensor):
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def save_checkpoint(path: PathLike, *, model: nn.Module, cfg: Config, num_classes: int,
+                    epoch: int, iteration: int, optimizer: Optional[torch.optim.Optimizer] = None,
+                    scheduler: Optional[dict[str, Any]] = None,
+                    sampler: Optional[dict[str, Any]] = None,
+                    rng: Optional[dict[str, Any]] = None,
+                    dataset: Optional[dict[str, Any]] = None,
+                    history: Optional[list[dict[str, Any]]] = None,
+                    extra: Optional[dict[str, Any]] = None) -> Path:
+    """Write a checkpoint atomically (see the module docstring for the fields)."""
+    model_state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    ckpt = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model_state,
+        "model_digest": state_digest(model_state),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler,
+        "sampler": sampler,
+        "rng": rng if rng is not None else capture_rng_state(),
+        "epoch": int(epoch),
+        "iteration": int(iteration),
+        "config": cfg.to_dict(),
+        "config_digest": cfg.digest(),
+        "num_classes": int(num_classes),
+        "dataset": dataset or {"name": cfg.data.dataset, "trial": cfg.data.trial},
+        "history": history or [],
+        "extra": extra or {},
+        "torch_version": str(torch.__version__),
+    }
+    return atomic_torch_save(ckpt, path)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)  # DDP / DataParallel wrappers
+
+
+# --------------------------------------------------------------------------- reading
+def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
+    """Read and sanity-check a checkpoint file; returns its dict.
+
+    Raises:
+        CheckpointError: missing/unreadable file, not a vireid checkpoint, or another
+            format version.
+    """
+    path = Path(path)
+    if path.is_dir():
+        # A run folder: take its last checkpoint (what `vireid eval --checkpoint RUN_DIR` means).
+        for cand in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt"):
+            if cand.is_file():
+                path = cand
+                break
+        else:
+            raise CheckpointError(f"no checkpoint in {path}: expected checkpoints/last.pt "
+                                  f"(or best.pt) inside the run folder")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt/foreign files
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a vireid checkpoint (expected a dict with "
+                              f"format={FORMAT!r})")
+    version = ckpt.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version}, this vireid reads "
+                              f"version {FORMAT_VERSION}")
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def checkpoint_config(ckpt: dict[str, Any]) -> Config:
+    """The resolved config stored in a checkpoint."""
+    try:
+        return from_dict(ckpt["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{ckpt.get('path', 'checkpoint')}: stored config is not valid "
+                              f"for this vireid: {exc}") from exc
+
+
+def arch_differences(saved: Config, current: Config) -> list[str]:
+    """Human-readable differences of the architecture-defining fields."""
+    diffs = []
+    for section, key in ARCH_FIELDS:
+        a = getattr(getattr(saved, section), key)
+        b = getattr(getattr(current, section), key)
+        if a != b:
+            diffs.append(f"{section}.{key}: checkpoint has {a!r}, expected {b!r}")
+    return diffs
+
+
+def check_compatible(ckpt: dict[str, Any], cfg: Config, num_classes: Optional[int] = None) -> None:
+    """Refuse a checkpoint whose architecture or class count differs from ``cfg``.
+
+    Raises:
+        CheckpointError: naming every differing field.
+    """
+    saved = checkpoint_config(ckpt)
+    diffs = arch_differences(saved, cfg)
+    if num_classes is not None and int(ckpt["num_classes"]) != int(num_classes):
+        diffs.append(f"num_classes: checkpoint has {ckpt['num_classes']}, expected {num_classes}")
+    if diffs:
+        raise CheckpointError(f"{ckpt.get('path', 'checkpoint')} does not match this model: "
+                              + "; ".join(diffs))
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """``load_state_dict`` that names missing/unexpected keys and shape mismatches."""
+    target = _unwrap(model)
+    own = target.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(state)) if tuple(state[k].shape) != tuple(own[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:3])})")
+    if problems:
+        raise CheckpointError(f"{source} weights do not fit the model: " + "; ".join(problems))
+    target.load_state_dict(state, strict=True)
+
+
+def load_model_from_checkpoint(path: PathLike, device: Union[str, torch.device] = "cpu"
+                               ) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """Rebuild the model a checkpoint was trained with and load its weights.
+
+    Returns ``(model, cfg, meta)``: the model in eval mode on ``device``, the stored config,
+    and the checkpoint dict without the heavy optimizer state (``meta["model_digest"]``,
+    ``meta["dataset"]``, ``meta["num_classes"]``, ``meta["epoch"]``, ``meta["path"]``, …).
+    """
+    from vireid.models.build import build_model  # late import: the models import torch heavily
+
+    ckpt = load_checkpoint(path, map_location="cpu")
+    cfg = checkpoint_config(ckpt)
+    # The stored weights replace any initial ones: never fetch ImageNet weights here.
+    model = build_model(cfg, int(ckpt["num_classes"]), load_pretrained=False)
+    load_state_strict(model, ckpt["model"], source=ckpt["path"])
+    model.to(device).eval()
+    meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "rng")}
+    meta.setdefault("model_digest", state_digest(ckpt["model"]))
+    return model, cfg, meta

@@ -1,0 +1,428 @@
+"""The evaluation runner behind ``vireid eval``: checkpoints → features → scores → metrics.
+
+SYSU-MM01 (one checkpoint): features are extracted ONCE for the union of every image any
+requested trial uses (the query set, which all trials share, and the union of the trials'
+galleries); full-mode D is computed once on query × gallery-union, so a gallery image that
+several trials reuse is scored once per query; each trial then takes its columns.
+
+RegDB (one checkpoint per trial): the model of trial t is evaluated on trial t only. A
+checkpoint trained on another trial than the one requested, on another dataset, or with
+another model configuration than the others is refused (CheckpointError).
+
+Scoring modes (plug-ins of :mod:`vireid.evaluation.scoring` over stored features):
+``simplified`` (cosine of G), ``full`` (D_RI of every pair), ``rerank`` (full mode on each
+query's simplified top-K, the rest behind in simplified order), or ``all``: the three from one
+feature extraction, returned as ``{"simplified": result, "full": result, "rerank": result}``.
+
+A result (percent) is::
+
+    {"dataset", "protocol", "scoring", "trials", "mean": {"rank1", "rank5", "rank10",
+     "rank20", "mAP", "mINP"}, "std": {...}, "per_trial": [{"trial", "rank1", ...}],
+     "seconds": {"features", "scoring"}, "cmc": [rank-1..rank-20 mean curve],
+     "checkpoints": [...], "flip", "topk", "model_digests", "selection"}
+
+``seconds.features`` is the extraction time (shared by all modes of ``all``), and
+``seconds.scoring`` the time of that mode's scoring and metrics.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+from vireid.data.records import IR, RGB, EvalSplit, ImageRecord
+from vireid.engine.checkpoint import load_model_from_checkpoint
+from vireid.engine.features import (FeatureSet, extract_features, load_features, open_images,
+                                    save_features)
+from vireid.errors import CheckpointError, ConfigError, DataError
+from vireid.evaluation.metrics import cmc_map, eval_regdb, eval_sysu
+from vireid.evaluation.protocols import aggregate, build_split, evaluate_split, get_protocol
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+SCORINGS = ("simplified", "full", "rerank")
+METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+DEFAULT_PROTOCOL = {"sysu": "sysu-all", "regdb": "regdb-v2t", "llcm": "llcm-v2i"}
+
+
+# --------------------------------------------------------------------------- models
+class _Model:
+    """A loaded checkpoint: model, config, metadata."""
+
+    def __init__(self, path: PathLike, device: Union[str, torch.device]) -> None:
+        self.model, self.cfg, self.meta = load_model_from_checkpoint(path, device)
+        self.path = str(self.meta["path"])
+        ds = self.meta.get("dataset") or {}
+        self.dataset: str = ds.get("name") or self.cfg.data.dataset
+        self.trial: Optional[int] = ds.get("trial")
+        self.digest: str = self.meta["model_digest"]
+        self.arch_digest: str = self.cfg.digest()
+        self.selection = (self.meta.get("extra") or {}).get("selection", self.cfg.train.selection)
+
+
+def _check_models(models: list[_Model]) -> None:
+    first = models[0]
+    for m in models[1:]:
+        if m.dataset != first.dataset:
+            raise CheckpointError(f"checkpoints of different datasets: {first.path} was trained on "
+                                  f"{first.dataset}, {m.path} on {m.dataset}")
+        if m.arch_digest != first.arch_digest or m.meta["num_classes"] != first.meta["num_classes"]:
+            from vireid.engine.checkpoint import arch_differences
+
+            diffs = arch_differences(m.cfg, first.cfg)
+            if m.meta["num_classes"] != first.meta["num_classes"]:
+                diffs.append(f"num_classes: {m.meta['num_classes']} vs {first.meta['num_classes']}")
+            raise CheckpointError(f"checkpoints of different models: {m.path} differs from "
+                                  f"{first.path} ({'; '.join(diffs)})")
+
+
+def _resolve_protocol(dataset: str, protocol: Optional[str]) -> str:
+    from vireid.evaluation.protocols import PROTOCOLS
+
+    name = protocol or DEFAULT_PROTOCOL.get(dataset, "")
+    if name not in PROTOCOLS and f"{dataset}-{name}" in PROTOCOLS:
+        name = f"{dataset}-{name}"
+    proto = get_protocol(name)
+    if proto.dataset != dataset:
+        raise CheckpointError(f"the checkpoint was trained on {dataset}, but protocol {proto.name} "
+                              f"evaluates {proto.dataset}; use a {dataset} protocol "
+                              f"({', '.join(p for p, v in PROTOCOLS.items() if v.dataset == dataset)})")
+    return proto.name
+
+
+def _load_dataset(dataset: str, root: PathLike, ckpt_path: str) -> Any:
+    from vireid.evaluation.summary import load_dataset
+
+    try:
+        return load_dataset(dataset, root)
+    except DataError as exc:
+        raise DataError(f"{ckpt_path} was trained on {dataset}, but {root} does not hold a "
+                        f"{dataset} dataset: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- scoring
+def _query_side(split: EvalSplit) -> str:
+    """CCN side of the queries: "a" is the RGB side of a pair, "b" the IR side."""
+    mods = {r.modality for r in split.query} | {r.modality for r in split.gallery}
+    q = {r.modality for r in split.query}
+    g = {r.modality for r in split.gallery}
+    if q == {IR} and g == {RGB}:
+        return "b"
+    if q == {RGB} and g == {IR}:
+        return "a"
+    raise ConfigError(f"full-mode scoring needs an IR query vs RGB gallery (or the reverse); "
+                      f"protocol {split.name} mixes modalities {sorted(mods)}: use --scoring "
+                      f"simplified")
+
+
+def _scorers() -> Any:
+    from vireid.evaluation import scoring
+
+    return scoring
+
+
+def _score_all_modes(modes: Sequence[str], model: Optional[torch.nn.Module], q: FeatureSet,
+                     g: FeatureSet, query_side: str, topk: int, chunk_size: int,
+                     device: Union[str, torch.device]) -> dict[str, tuple[Any, float]]:
+    """Similarity / distance matrices of query × gallery for each mode (union gallery).
+
+    Returns ``{mode: (M, seconds)}`` where M is S (Q, G) for "simplified" (higher = closer),
+    D (Q, G) for "full" (lower = closer) and, for "rerank", a function ``cols -> dist``
+    giving the rerank distance over a trial's gallery columns (top-K depends on the gallery).
+    """
+    sc = _scorers()
+    out: dict[str, tuple[Any, float]] = {}
+    t0 = time.perf_counter()
+    S = torch.as_tensor(sc.score_simplified(q.G, g.G))
+    t_s = time.perf_counter() - t0
+    out["simplified"] = (S, t_s)
+    D = None
+    if "full" in modes:
+        if model is None:
+            raise CheckpointError("full-mode scoring needs the checkpoint (its CCN weights)")
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            D = torch.as_tensor(sc.score_full(model.ccn, q.F.to(device), g.F.to(device),
+                                              query_side=query_side, chunk_size=chunk_size)).cpu()
+        out["full"] = (D, time.perf_counter() - t0)
+    if "rerank" in modes:
+        if model is None:
+            raise CheckpointError("rerank scoring needs the checkpoint (its CCN weights)")
+
+        def rerank(cols: np.ndarray) -> torch.Tensor:
+            idx = torch.from_numpy(cols)
+            s_t = S[:, idx]
+            if D is not None:
+                d_fn = _table_d_fn(D[:, idx])
+            else:
+                d_fn = _ccn_d_fn(model, q.F, g.F[idx], query_side, device)
+            with torch.no_grad():
+                return torch.as_tensor(sc.score_rerank(s_t, d_fn, topk))
+
+        out["rerank"] = (rerank, t_s)
+    return out
+
+
+def _table_d_fn(D: torch.Tensor) -> Any:
+    """D_fn over a precomputed full matrix: (rows (R,), cols (R, K)) -> D (R, K)."""
+    def fn(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return D[rows[:, None], cols]
+    return fn
+
+
+def _ccn_d_fn(model: torch.nn.Module, qF: torch.Tensor, gF: torch.Tensor, query_side: str,
+              device: Union[str, torch.device]) -> Any:
+    """D_fn computing D_RI of the requested pairs only: (rows (R,), cols (R, K)) -> (R, K)."""
+    def fn(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        r = rows[:, None].expand_as(cols).reshape(-1)
+        c = cols.reshape(-1)
+        qf, gf = qF[r].to(device), gF[c].to(device)
+        ia = ib = torch.arange(len(r), device=qf.device)
+        with torch.no_grad():
+            d = model.ccn(gf, qf, ia, ib) if query_side == "b" else model.ccn(qf, gf, ia, ib)
+        return d.cpu().reshape(cols.shape)
+    return fn
+
+
+def _cmc_curve(dist: np.ndarray, split: EvalSplit, metric: str) -> np.ndarray:
+    qp = np.array([r.pid for r in split.query]); gp = np.array([r.pid for r in split.gallery])
+    qc = np.array([r.camid for r in split.query]); gc = np.array([r.camid for r in split.gallery])
+    if metric == "sysu":
+        cmc = eval_sysu(dist, qp, gp, qc, gc)[0]
+    elif metric == "regdb":
+        cmc = eval_regdb(dist, qp, gp)[0]
+    else:
+        cmc = cmc_map(dist, qp, gp, qc, gc)[0]
+    out = np.full(20, float(cmc[-1]))
+    out[:len(cmc)] = cmc[:20]
+    return out * 100.0
+
+
+# --------------------------------------------------------------------------- runner
+def _extract_union(model: _Model, splits: list[EvalSplit], root: PathLike, flip: bool,
+                   batch_size: int, device: Union[str, torch.device], use_cache: bool,
+                   cache_dir: Optional[str]) -> FeatureSet:
+    seen: dict[tuple[str, str], ImageRecord] = {}
+    for sp in splits:
+        for r in sp.query + sp.gallery:
+            seen.setdefault((r.path, r.modality), r)
+    records = list(seen.values())
+    cfg = model.cfg
+    images = open_images(root, records, (cfg.data.height, cfg.data.width), use_cache=use_cache,
+                         cache_dir=cache_dir)
+    return extract_features(model.model, records, images, batch_size, flip, device)
+
+
+def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = None,
+             protocol: Optional[str] = None, scoring: str = "simplified",
+             topk: Optional[int] = None, trials: Optional[Sequence[int]] = None,
+             flip: bool = False, batch_size: Optional[int] = None,
+             chunk_size: Optional[int] = None, device: Union[str, torch.device] = "cpu",
+             save_features_path: Optional[PathLike] = None,
+             features_paths: Optional[Sequence[PathLike]] = None,
+             use_cache: bool = True, cache_dir: Optional[str] = None,
+             ) -> dict[str, Any]:
+    """Evaluate checkpoints on a protocol (see the module docstring for the result shape).
+
+    Args:
+        checkpoints: one checkpoint (or run folder) for SYSU; one per trial for RegDB.
+        data_root: dataset folder (needed unless ``features_paths`` hold the splits).
+        protocol: registry name or short form ("all", "indoor", "v2t", …); default per dataset.
+        scoring: "simplified", "full", "rerank" or "all".
+        topk: rerank depth (default: the checkpoint config's eval.topk).
+        trials: trials to run (default: all of the protocol for SYSU, the checkpoints' own
+            trials for RegDB).
+        flip: flip test-time augmentation (see :mod:`vireid.engine.features`).
+        save_features_path: write the extracted features (and the trial splits) here; with
+            several checkpoints, one file per trial: ``NAME.trialT.pt``.
+        features_paths: score features saved earlier instead of extracting them.
+    """
+    if scoring not in SCORINGS + ("all",):
+        raise ConfigError(f"scoring: found {scoring!r}; allowed values: "
+                          f"{', '.join(SCORINGS + ('all',))}")
+    modes = list(SCORINGS) if scoring == "all" else [scoring]
+    if not checkpoints:
+        raise ConfigError("expected at least one checkpoint (--checkpoint CKPT)")
+    models = [_Model(p, device) for p in checkpoints]
+    _check_models(models)
+    first = models[0]
+    dataset = first.dataset
+    proto = get_protocol(_resolve_protocol(dataset, protocol))
+    cfg = first.cfg
+    topk = int(topk or cfg.eval.topk)
+    batch_size = int(batch_size or cfg.eval.batch_size)
+    chunk_size = int(chunk_size or cfg.eval.chunk_size)
+
+    # Which model evaluates which trial.
+    if dataset == "regdb":
+        by_trial: dict[int, _Model] = {}
+        for m in models:
+            if m.trial in by_trial:
+                raise CheckpointError(f"two checkpoints of RegDB trial {m.trial}: "
+                                      f"{by_trial[m.trial].path} and {m.path}")
+            by_trial[int(m.trial)] = m
+        wanted = list(trials) if trials else sorted(by_trial)
+        for t in wanted:
+            if t not in by_trial:
+                raise CheckpointError(
+                    f"RegDB trial {t} needs a model trained on trial {t} (mixing trials leaks "
+                    f"test ids into training); got checkpoints of trial(s) "
+                    f"{', '.join(str(k) for k in sorted(by_trial))}")
+        unused = sorted(set(by_trial) - set(wanted))
+        if unused:
+            log.warning("ignoring checkpoints of trials %s (not requested)", unused)
+        groups = [(by_trial[t], [t]) for t in wanted]
+    else:
+        if len(models) > 1:
+            raise CheckpointError(f"{dataset} evaluation takes one checkpoint, got {len(models)}")
+        wanted = list(trials) if trials else list(cfg.eval.trials or proto.trials)
+        groups = [(first, wanted)]
+    for t in wanted:
+        if t not in proto.trials:
+            raise ConfigError(f"protocol {proto.name} has trials {proto.trials[0]}.."
+                              f"{proto.trials[-1]}, got {t}")
+
+    ds = _load_dataset(dataset, data_root, first.path) if data_root is not None else None
+    t_feat = 0.0
+    per_mode: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+    cmcs: dict[str, list[np.ndarray]] = {m: [] for m in modes}
+    t_score = {m: 0.0 for m in modes}
+    feats_in = list(features_paths or [])
+    for gi, (model, group_trials) in enumerate(groups):
+        stored = None
+        if feats_in:
+            stored = _matching_features(feats_in, model, flip)
+        if ds is not None:
+            splits = [build_split(proto, ds, t) for t in group_trials]
+        elif stored is not None:
+            splits = _stored_splits(stored[1], stored[0], proto.name, group_trials)
+        else:
+            raise ConfigError("expected --data-root DIR (or --features FILE saved with the splits)")
+        t0 = time.perf_counter()
+        if stored is not None:
+            feats = stored[0]
+        else:
+            if data_root is None:
+                raise ConfigError("expected --data-root DIR to extract features")
+            feats = _extract_union(model, splits, data_root, flip, batch_size, device,
+                                   use_cache, cache_dir)
+        t_feat += time.perf_counter() - t0
+        if save_features_path is not None:
+            out = Path(save_features_path)
+            if len(groups) > 1:
+                out = out.with_name(f"{out.stem}.trial{group_trials[0]}{out.suffix or '.pt'}")
+            _save_with_splits(out, feats, splits, model, flip, proto.name)
+        # All trials of a group share the query (SYSU) or are one trial (RegDB).
+        q_rows = feats.rows_of(splits[0].query)
+        if any(feats.rows_of(sp.query).tolist() != q_rows.tolist() for sp in splits[1:]):
+            raise DataError(f"trials of {proto.name} do not share one query set")
+        g_union = sorted({int(r) for sp in splits for r in feats.rows_of(sp.gallery)})
+        g_pos = {r: i for i, r in enumerate(g_union)}
+        q, g = feats.subset(q_rows), feats.subset(g_union)
+        side = _query_side(splits[0]) if set(modes) & {"full", "rerank"} else "b"
+        mats = _score_all_modes(modes, model.model, q, g, side, topk, chunk_size, device)
+        for sp in splits:
+            cols = np.array([g_pos[int(r)] for r in feats.rows_of(sp.gallery)], dtype=np.int64)
+            for mode in modes:
+                t0 = time.perf_counter()
+                mat, _ = mats[mode]
+                if mode == "simplified":
+                    dist = (-mat[:, torch.from_numpy(cols)]).numpy()
+                elif mode == "full":
+                    dist = mat[:, torch.from_numpy(cols)].numpy()
+                else:
+                    dist = mat(cols).numpy()
+                res = evaluate_split(dist, sp, proto)
+                cmcs[mode].append(_cmc_curve(dist, sp, proto.metric))
+                per_mode[mode].append({"trial": sp.trial, **res})
+                t_score[mode] += time.perf_counter() - t0
+        for mode in modes:  # matrix computation time, counted once per group
+            t_score[mode] += mats[mode][1]
+
+    results = {}
+    for mode in modes:
+        mean, std = aggregate([{k: r[k] for k in METRIC_KEYS} for r in per_mode[mode]])
+        results[mode] = {
+            "dataset": dataset, "protocol": proto.name, "scoring": mode, "trials": wanted,
+            "mean": mean, "std": std, "per_trial": per_mode[mode],
+            "seconds": {"features": t_feat, "scoring": t_score[mode]},
+            "cmc": np.mean(cmcs[mode], axis=0).tolist(),
+            "checkpoints": [g[0].path for g in groups], "flip": bool(flip),
+            "topk": topk if mode == "rerank" else None,
+            "model_digests": [g[0].digest for g in groups],
+            "selection": sorted({g[0].selection for g in groups}),
+        }
+    return results if scoring == "all" else results[scoring]
+
+
+# --------------------------------------------------------------------------- feature files
+def _save_with_splits(path: Path, feats: FeatureSet, splits: list[EvalSplit], model: _Model,
+                      flip: bool, protocol: str) -> None:
+    split_rows = [{"trial": sp.trial, "name": sp.name, "query": feats.rows_of(sp.query).tolist(),
+                   "gallery": feats.rows_of(sp.gallery).tolist()} for sp in splits]
+    save_features(path, feats, model_digest=model.digest, config_digest=model.arch_digest,
+                  flip=flip, dataset={"name": model.dataset, "trial": model.trial,
+                                      "protocol": protocol, "splits": split_rows})
+    log.info("saved features of %d images to %s", len(feats), path)
+
+
+def _matching_features(paths: list[PathLike], model: _Model, flip: bool
+                       ) -> tuple[FeatureSet, dict[str, Any]]:
+    errors = []
+    for p in paths:
+        try:
+            return load_features(p, model_digest=model.digest, flip=flip)
+        except CheckpointError as exc:
+            errors.append(str(exc))
+    raise CheckpointError(f"no feature file matches {model.path}: " + " | ".join(errors))
+
+
+def _stored_splits(meta: dict[str, Any], feats: FeatureSet, protocol: str,
+                   trials: list[int]) -> list[EvalSplit]:
+    ds = meta.get("dataset") or {}
+    if ds.get("protocol") != protocol:
+        raise CheckpointError(f"the feature file holds splits of protocol {ds.get('protocol')}, "
+                              f"not {protocol}; pass --data-root to rebuild the splits")
+    by_trial = {s["trial"]: s for s in ds.get("splits", [])}
+    out = []
+    for t in trials:
+        if t not in by_trial:
+            raise CheckpointError(f"the feature file has no split of trial {t} (it has "
+                                  f"{sorted(by_trial)}); pass --data-root")
+        s = by_trial[t]
+        rec = _records(feats)
+        out.append(EvalSplit(s["name"], t, [rec[i] for i in s["query"]],
+                             [rec[i] for i in s["gallery"]]))
+    return out
+
+
+def _records(feats: FeatureSet) -> list[ImageRecord]:
+    return [ImageRecord(p, int(pid), int(c), m) for p, pid, c, m in
+            zip(feats.paths, feats.pids, feats.camids, feats.modalities)]
+
+
+# --------------------------------------------------------------------------- formatting
+def format_results(results: Union[dict[str, Any], list[dict[str, Any]]], title: str = "") -> str:
+    """Markdown table: one row per result, ``mean ± std`` over trials, in percent."""
+    if isinstance(results, dict) and "mean" not in results:
+        results = list(results.values())
+    if isinstance(results, dict):
+        results = [results]
+    header = "| model | scoring | trials | R1 | R5 | R10 | R20 | mAP | mINP |"
+    lines = ([f"**{title}**", ""] if title else []) + [header, "|" + "---|" * 9]
+    for r in results:
+        label = r.get("label") or Path(r["checkpoints"][0]).parent.parent.name or "model"
+        cells = []
+        for k in METRIC_KEYS:
+            m, s = r["mean"][k], r["std"][k]
+            cells.append(f"{m:.1f} ± {s:.1f}" if len(r["per_trial"]) > 1 else f"{m:.1f}")
+        mode = r["scoring"] + (f" (top-{r['topk']})" if r.get("topk") else "")
+        lines.append(f"| {label} | {mode} | {len(r['per_trial'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,667 @@
+"""The training loop: dataset → sampler → model → loss, with checkpoints, logs and resume.
+
+One iteration takes N identities with one RGB and one IR image each (the sampler), augments
+them (pad + random crop + flip), runs both modalities through the DSCSN in one pass, builds
+the N positive and r·N negative pairs and applies the loss of ``cfg.loss.kind``.
+
+An epoch is ``cfg.train.iters_per_epoch`` iterations, or by default
+``ceil(max(#RGB, #IR training images) / N)``: every image of the larger modality is drawn about
+once per epoch (see docs/training.md).
+
+Learning rate (a pure function of epoch and iteration, so resuming needs no scheduler state):
+``lr · gamma^(number of milestones ≤ epoch)`` with 0-based epochs (milestone 30 of 60: the
+last 30 epochs run at lr·gamma), times a linear warm-up ``(t + 1) / (warmup_epochs · iters)``
+over the first ``warmup_epochs`` epochs (t = iteration since the start).
+
+Run folder::
+
+    RUN_DIR/config.yaml           the resolved config
+    RUN_DIR/metrics.jsonl         one JSON object per log step ("type": "step") and per epoch
+    RUN_DIR/loss_curve.png        loss against iteration
+    RUN_DIR/summary.json          how the run ended, the model selection rule and its result
+    RUN_DIR/checkpoints/last.pt   after every checkpoint_every epochs and at the end
+    RUN_DIR/checkpoints/epoch_XXX.pt   the last KEEP_EPOCH_CHECKPOINTS of those
+    RUN_DIR/checkpoints/best.pt   only with train.selection=val: best held-out rank-1
+
+Reproducibility: all randomness comes from seeded generators (sampler plan per epoch,
+augmentation, pair building, model init) whose states are saved in every checkpoint, and
+on the CPU ``torch.use_deterministic_algorithms`` is on; a resumed CPU run ends with the same
+weights, bit for bit, as one that was not interrupted (on the same machine and thread count).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vireid import losses as L
+from vireid.config import Config, from_dict, save_config
+from vireid.data.records import IR, RGB, ImageRecord, TrainSplit
+from vireid.data.sampler import CrossModalitySampler, build_pairs
+from vireid.data.transforms import TrainTransform
+from vireid.engine.checkpoint import (capture_rng_state, load_checkpoint, load_state_strict,
+                                      restore_rng_state, save_checkpoint)
+from vireid.errors import ConfigError, DataError, TrainingError
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+#: Files a run writes into RUN_DIR; their presence means the folder "holds a run".
+RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "loss_curve.png", "checkpoints")
+#: epoch_XXX.pt files kept besides last.pt / best.pt (older ones are deleted).
+KEEP_EPOCH_CHECKPOINTS = 3
+#: Config keys that may differ when resuming: they do not change what is computed.
+RESUME_MUTABLE = {"data.root", "data.workers", "data.cache", "data.cache_dir", "train.epochs",
+                  "train.log_every", "train.checkpoint_every", "train.device", "name"}
+
+
+# --------------------------------------------------------------------------- losses
+@dataclass
+class StepBatch:
+    """Everything a loss needs from one iteration.
+
+    F_rgb, F_ir: (N, C, h, w); G_rgb, G_ir: (N, C); y_rgb, y_ir: (N,) labels;
+    ia, ib: (M,) pair indices into the RGB / IR batch; target: (M,) 0 = same, 1 = different.
+    """
+
+    F_rgb: Tensor
+    G_rgb: Tensor
+    F_ir: Tensor
+    G_ir: Tensor
+    y_rgb: Tensor
+    y_ir: Tensor
+    ia: Tensor
+    ib: Tensor
+    target: Tensor
+
+
+#: loss(model, batch, cfg) -> (scalar loss with grad, {component name: scalar tensor}).
+LossFn = Callable[[nn.Module, StepBatch, Config], tuple[Tensor, dict[str, Tensor]]]
+LOSS_FUNCTIONS: dict[str, LossFn] = {}
+
+
+def register_loss(kind: str) -> Callable[[LossFn], LossFn]:
+    """Decorator registering a loss function for ``cfg.loss.kind == kind``."""
+    def deco(fn: LossFn) -> LossFn:
+        LOSS_FUNCTIONS[kind] = fn
+        return fn
+    return deco
+
+
+def _id_logits(model: nn.Module, b: StepBatch) -> tuple[Tensor, Tensor]:
+    logits = model.classify(torch.cat([b.G_rgb, b.G_ir], 0))  # (2N, K)
+    return logits, torch.cat([b.y_rgb, b.y_ir], 0)
+
+
+@register_loss("ccn")
+def _loss_ccn(model: nn.Module, b: StepBatch, cfg: Config) -> tuple[Tensor, dict[str, Tensor]]:
+    """The paper: L_PBCE + λ·L_ID (Eqs. 8–11)."""
+    la, lb = model.ccn.logits(b.F_rgb, b.F_ir, b.ia, b.ib)
+    logits, y = _id_logits(model, b)
+    parts = L.total_loss(la, lb, b.target, logits, y, id_weight=cfg.loss.lambda_id)
+    return parts["loss"], {"pbce": parts["pbce"], "id": parts["id"]}
+
+
+@register_loss("ccn-noid")
+def _loss_ccn_noid(model: nn.Module, b: StepBatch, cfg: Config) -> tuple[Tensor, dict[str, Tensor]]:
+    """PBCE only (the paper's ablation without the ID loss)."""
+    la, lb = model.ccn.logits(b.F_rgb, b.F_ir, b.ia, b.ib)
+    pbce = L.pbce_loss(la, lb, b.target)
+    return pbce, {"pbce": pbce}
+
+
+@register_loss("idl")
+def _loss_idl(model: nn.Module, b: StepBatch, cfg: Config) -> tuple[Tensor, dict[str, Tensor]]:
+    """ID loss only (Table I's IDL baseline)."""
+    logits, y = _id_logits(model, b)
+    idl = L.id_loss(logits, y)
+    return idl, {"id": idl}
+
+
+def get_loss_fn(kind: str) -> LossFn:
+    """The loss function of ``kind``.
+
+    Baseline losses (vl, rkl, kvl) are provided by :mod:`vireid.losses` through a function
+    ``trainer_loss(kind, model, batch, cfg) -> (loss, parts)`` when it exists there; any other
+    module can also call :func:`register_loss`.
+    """
+    if kind in LOSS_FUNCTIONS:
+        return LOSS_FUNCTIONS[kind]
+    hook = getattr(L, "trainer_loss", None)
+    if hook is not None:
+        return lambda model, b, cfg: hook(kind, model, b, cfg)
+    raise ConfigError(f"loss.kind: {kind!r} is not implemented in this build; available: "
+                      f"{', '.join(sorted(LOSS_FUNCTIONS))}")
+
+
+# --------------------------------------------------------------------------- schedule
+def lr_at(cfg: Config, epoch: int, it: int, iters_per_epoch: int) -> float:
+    """Learning rate of iteration ``it`` (0-based) of epoch ``epoch`` (0-based)."""
+    t = cfg.train
+    lr = t.lr * t.lr_gamma ** sum(1 for m in t.lr_milestones if epoch >= m)
+    if epoch < t.warmup_epochs:
+        lr *= (epoch * iters_per_epoch + it + 1) / (t.warmup_epochs * iters_per_epoch)
+    return lr
+
+
+def iterations_per_epoch(cfg: Config, split: TrainSplit) -> int:
+    """cfg.train.iters_per_epoch, or ceil(max(#RGB, #IR) / N)."""
+    if cfg.train.iters_per_epoch:
+        return int(cfg.train.iters_per_epoch)
+    return max(1, math.ceil(max(len(split.rgb), len(split.ir)) / cfg.data.ids_per_batch))
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class TrainData:
+    """The training split (after carving validation ids), its images and the val split."""
+
+    split: TrainSplit
+    root: Path
+    images: Any  # .batch(indices) over split.rgb + split.ir
+    labels_rgb: np.ndarray
+    labels_ir: np.ndarray
+    val_query: list[ImageRecord] = field(default_factory=list)  # IR images of held-out ids
+    val_gallery: list[ImageRecord] = field(default_factory=list)  # RGB images of held-out ids
+    val_rows_query: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    val_rows_gallery: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    val_pids: list[int] = field(default_factory=list)
+    val_images: Any = None  # .batch(rows) over all training images (val rows included)
+
+
+def load_train_split(cfg: Config, root: PathLike) -> TrainSplit:
+    """Training split of cfg.data.dataset at ``root`` (RegDB: trial cfg.data.trial)."""
+    ds = cfg.data.dataset
+    if ds == "sysu":
+        from vireid.data.sysu import load_sysu
+        return load_sysu(root).train
+    if ds == "regdb":
+        from vireid.data.regdb import load_regdb
+        return load_regdb(root).train(cfg.data.trial)
+    if ds == "llcm":
+        from vireid.data.llcm import load_llcm
+        train = load_llcm(root).train
+        return train() if callable(train) else train
+    raise ConfigError(f"data.dataset: {ds!r} has no training loader")
+
+
+def carve_validation(split: TrainSplit, num_val: int, seed: int
+                     ) -> tuple[TrainSplit, list[int]]:
+    """Hold out ``num_val`` identities (with images of both modalities) for model selection.
+
+    The held-out ids are ``random.Random(seed).sample`` of the eligible ids (sorted); the
+    remaining ids are relabelled 0..K'-1 by increasing pid. Returns (train split, val pids).
+    """
+    eligible = sorted({r.pid for r in split.rgb} & {r.pid for r in split.ir})
+    if num_val > len(eligible) - 2:
+        raise ConfigError(f"data.val_ids: {num_val} held-out ids leave fewer than 2 of the "
+                          f"{len(eligible)} training ids that have both modalities")
+    val = sorted(random.Random(seed).sample(eligible, num_val))
+    keep = sorted(set(split.labels) - set(val))
+    labels = {p: i for i, p in enumerate(keep)}
+    vs = set(val)
+    return TrainSplit([r for r in split.rgb if r.pid not in vs],
+                      [r for r in split.ir if r.pid not in vs], labels), val
+
+
+def prepare_data(cfg: Config, root: PathLike) -> TrainData:
+    """Load the split, carve validation ids, open the image cache over all training images."""
+    from vireid.engine.features import open_images
+
+    root = Path(root)
+    full = load_train_split(cfg, root)
+    if not full.rgb or not full.ir:
+        raise DataError(f"training split of {cfg.data.dataset} at {root} has {len(full.rgb)} RGB "
+                        f"and {len(full.ir)} IR images; both modalities are needed")
+    split, val = full, []
+    if cfg.data.val_ids > 0:
+        split, val = carve_validation(full, cfg.data.val_ids, cfg.train.seed)
+    # One cache over every training image (val ids included), RGB first then IR.
+    images = open_images(root, full.rgb + full.ir, (cfg.data.height, cfg.data.width),
+                         use_cache=cfg.data.cache, cache_dir=cfg.data.cache_dir or None)
+    vs = set(val)
+    row_rgb = [i for i, r in enumerate(full.rgb) if r.pid not in vs]
+    row_ir = [len(full.rgb) + i for i, r in enumerate(full.ir) if r.pid not in vs]
+    data = TrainData(split=split, root=root, images=_Rows(images, np.array(row_rgb + row_ir)),
+                     labels_rgb=np.array([split.labels[r.pid] for r in split.rgb], np.int64),
+                     labels_ir=np.array([split.labels[r.pid] for r in split.ir], np.int64))
+    if val:
+        data.val_pids = val
+        data.val_query = [r for r in full.ir if r.pid in vs]
+        data.val_gallery = [r for r in full.rgb if r.pid in vs]
+        data.val_rows_query = np.array([len(full.rgb) + i for i, r in enumerate(full.ir)
+                                        if r.pid in vs], np.int64)
+        data.val_rows_gallery = np.array([i for i, r in enumerate(full.rgb) if r.pid in vs],
+                                         np.int64)
+        data.val_images = images
+    return data
+
+
+class _Rows:
+    """A view of an image source through a row map: ``batch(i)`` = ``source.batch(rows[i])``."""
+
+    def __init__(self, source: Any, rows: np.ndarray) -> None:
+        self.source, self.rows = source, rows
+
+    def batch(self, indices: Any) -> np.ndarray:
+        return self.source.batch(self.rows[np.asarray(indices, dtype=np.int64)])
+
+
+# --------------------------------------------------------------------------- run folder
+def _holds_run(run_dir: Path) -> bool:
+    return any((run_dir / f).exists() for f in RUN_FILES)
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Create RUN_DIR; refuse one that holds a run unless resuming or overwriting."""
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other")
+    if resume:
+        if not (run_dir / "checkpoints" / "last.pt").is_file():
+            raise ConfigError(f"cannot resume: expected {run_dir / 'checkpoints' / 'last.pt'}, "
+                              f"found none")
+        return
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run folder {run_dir} exists and is not a folder")
+    if _holds_run(run_dir):
+        if not overwrite:
+            raise ConfigError(f"run folder {run_dir} already holds a run; use --resume to continue "
+                              f"it or --overwrite to start over")
+        for name in RUN_FILES:  # only what a run writes; anything else in the folder stays
+            p = run_dir / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume_config(saved: dict[str, Any], cfg: Config) -> None:
+    """Resuming must not change what the run computes (only RESUME_MUTABLE keys may differ)."""
+    a, b = _flat(saved), _flat(cfg.to_dict())
+    diffs = [f"{k}: run has {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(set(a) | set(b))
+             if a.get(k) != b.get(k) and k not in RESUME_MUTABLE]
+    if diffs:
+        raise ConfigError("cannot resume with a different config (" + "; ".join(diffs)
+                          + f"); only {', '.join(sorted(RESUME_MUTABLE))} may change")
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=2)
+    os.replace(tmp, path)
+
+
+def _truncate_metrics(path: Path, iteration: int) -> list[dict[str, Any]]:
+    """Keep the metrics lines up to ``iteration`` (a resumed run redoes what came after)."""
+    if not path.is_file():
+        return []
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+        if rec.get("iteration", 0) <= iteration:
+            kept.append(rec)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in kept)
+    os.replace(tmp, path)
+    return kept
+
+
+# --------------------------------------------------------------------------- determinism
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: 'cuda' requested but no CUDA device is available")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def deterministic(device: torch.device):
+    """Deterministic kernels on the CPU for the duration of a run (restored afterwards)."""
+    prev = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    prev_bench = torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+        torch.backends.cudnn.benchmark = prev_bench
+
+
+def set_threads(threads: Optional[int]) -> None:
+    """Fix torch's CPU thread count (None: leave torch's default). Results of reductions can
+    depend on the thread count, so bit-identical reruns need the same count; the count used
+    is recorded in the run's summary and checkpoints."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"threads: expected an integer >= 1, found {threads}")
+    torch.set_num_threads(int(threads))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- validation
+@torch.no_grad()
+def validate_rank1(model: nn.Module, data: TrainData, cfg: Config, device: torch.device
+                   ) -> dict[str, float]:
+    """Simplified-mode rank-1 / mAP (percent) on the held-out ids: IR query → RGB gallery,
+    textbook CMC (eval_regdb semantics), no test data involved."""
+    from vireid.engine.features import extract_features
+    from vireid.evaluation.metrics import eval_regdb
+
+    src = data.val_images
+    q = extract_features(model, data.val_query, _Rows(src, data.val_rows_query),
+                         cfg.eval.batch_size, False, device)
+    g = extract_features(model, data.val_gallery, _Rows(src, data.val_rows_gallery),
+                         cfg.eval.batch_size, False, device)
+    qn = torch.nn.functional.normalize(q.G, dim=1)
+    gn = torch.nn.functional.normalize(g.G, dim=1)
+    dist = -(qn @ gn.T).numpy()
+    cmc, mAP, _ = eval_regdb(dist, q.pids, g.pids)
+    model.train()
+    return {"val_rank1": float(cmc[0]) * 100, "val_mAP": float(mAP) * 100}
+
+
+# --------------------------------------------------------------------------- the loop
+@dataclass
+class TrainResult:
+    """How a call of :func:`train` ended."""
+
+    run_dir: Path
+    last_checkpoint: Path
+    best_checkpoint: Optional[Path]
+    selection: str
+    epochs_done: int
+    epochs_total: int
+    iterations: int
+    history: list[dict[str, Any]]
+    seconds: float
+    finished: bool  # False when stopped early by ``stop_after``
+
+    @property
+    def selected_checkpoint(self) -> Path:
+        """The checkpoint the selection rule picks (best.pt for "val", else last.pt)."""
+        return self.best_checkpoint if self.best_checkpoint is not None else self.last_checkpoint
+
+
+class _Progress:
+    """tqdm on a terminal, log lines otherwise."""
+
+    def __init__(self, total: int, initial: int, enabled: bool) -> None:
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=initial, file=sys.stderr, unit="it",
+                            dynamic_ncols=True, leave=True)
+
+    def update(self, n: int, info: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            self.bar.set_postfix(loss=f"{info['loss']:.4f}", lr=f"{info['lr']:.2e}",
+                                 img_s=f"{info['img_s']:.0f}", refresh=False)
+
+    def message(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            log.info("%s", text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train(cfg: Config, run_dir: PathLike, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, stop_after: Optional[int] = None) -> TrainResult:
+    """Train ``cfg`` into ``run_dir`` (see the module docstring for the folder's contents).
+
+    Args:
+        cfg: validated config; ``cfg.data.root`` is the dataset folder.
+        run_dir: output folder; refused when it holds a run, unless resume/overwrite.
+        resume: continue the run in ``run_dir`` from ``checkpoints/last.pt``; ``cfg`` must
+            equal the run's config except for RESUME_MUTABLE keys (e.g. more epochs).
+        overwrite: delete the run files in ``run_dir`` and start over.
+        progress: a progress bar on a terminal (log lines otherwise or when False).
+        stop_after: stop (with a checkpoint) once this many epochs are done in total, without
+            changing the schedule; a later ``resume`` continues. For preemptible jobs and tests.
+
+    Raises:
+        ConfigError, DataError: bad config, run folder or data.
+        TrainingError: the loss became NaN/inf (the last good checkpoint stays).
+    """
+    t_start = time.perf_counter()
+    run_dir = Path(run_dir)
+    if not cfg.data.root:
+        raise ConfigError("data.root: expected the dataset folder (--data-root), found nothing")
+    prepare_run_dir(run_dir, resume, overwrite)
+    ckpt_dir = run_dir / "checkpoints"
+    device = resolve_device(cfg.train.device)
+    loss_fn = get_loss_fn(cfg.loss.kind)
+
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(ckpt_dir / "last.pt")
+        check_resume_config(ckpt["config"], cfg)
+        from_dict(ckpt["config"])  # still valid for this vireid
+
+    with deterministic(device):
+        seed_everything(cfg.train.seed)
+        data = prepare_data(cfg, cfg.data.root)
+        split = data.split
+        num_classes = split.num_classes
+        iters = iterations_per_epoch(cfg, split)
+        n_ids = cfg.data.ids_per_batch
+        sampler = CrossModalitySampler(data.labels_rgb, data.labels_ir, n_ids, iters,
+                                       seed=cfg.train.seed)
+        from vireid.models.build import build_model
+
+        model = build_model(cfg, num_classes, load_pretrained=ckpt is None).to(device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr,
+                                    momentum=cfg.train.momentum,
+                                    weight_decay=cfg.train.weight_decay)
+        aug_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
+        pair_gen = torch.Generator().manual_seed(cfg.train.seed + 2)
+        transform = TrainTransform(pad=cfg.data.pad, flip=cfg.data.flip)
+
+        start_epoch, global_it, history = 0, 0, []
+        best: dict[str, Any] = {}
+        if ckpt is not None:
+            load_state_strict(model, ckpt["model"], source=ckpt["path"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            sampler.load_state_dict(ckpt["sampler"])
+            restore_rng_state(ckpt["rng"])
+            aug_gen.set_state(ckpt["rng"]["augment"])
+            pair_gen.set_state(ckpt["rng"]["pairs"])
+            start_epoch, global_it = int(ckpt["epoch"]), int(ckpt["iteration"])
+            history = list(ckpt["history"])
+            best = dict(ckpt["extra"].get("best", {}))
+            if int(ckpt["num_classes"]) != num_classes:
+                raise ConfigError(f"cannot resume: the run has {ckpt['num_classes']} classes, the "
+                                  f"data now gives {num_classes}")
+            _truncate_metrics(run_dir / "metrics.jsonl", global_it)
+            log.info("resuming %s at epoch %d (iteration %d)", run_dir, start_epoch, global_it)
+        save_config(cfg, run_dir / "config.yaml")
+
+        total_epochs = cfg.train.epochs
+        end_epoch = total_epochs if stop_after is None else min(total_epochs, max(stop_after, start_epoch))
+        dataset_meta = {"name": cfg.data.dataset, "trial": cfg.data.trial if cfg.data.dataset == "regdb" else None,
+                        "root": str(Path(cfg.data.root).resolve())}
+        log.info("training %s: %d classes, %d RGB + %d IR images, %d iterations/epoch, epochs "
+                 "%d..%d of %d, device %s, %d threads", cfg.name, num_classes, len(split.rgb),
+                 len(split.ir), iters, start_epoch + 1, end_epoch, total_epochs, device,
+                 torch.get_num_threads())
+
+        y_rgb_all = torch.from_numpy(data.labels_rgb)
+        y_ir_all = torch.from_numpy(data.labels_ir)
+        n_rgb = len(split.rgb)
+        metrics_path = run_dir / "metrics.jsonl"
+        bar = _Progress(iters * total_epochs, global_it, progress)
+        last_path = ckpt_dir / "last.pt"
+        try:
+            with open(metrics_path, "a") as mlog:
+                for epoch in range(start_epoch, end_epoch):
+                    sampler.set_epoch(epoch)
+                    model.train()
+                    sums: dict[str, float] = {}
+                    win: dict[str, float] = {}
+                    win_n, win_t, ep_t = 0, time.perf_counter(), time.perf_counter()
+                    for it, batch in enumerate(sampler):
+                        lr = lr_at(cfg, epoch, it, iters)
+                        for g in optimizer.param_groups:
+                            g["lr"] = lr
+                        idx = np.asarray(batch, dtype=np.int64)  # (N, 2): rgb, ir index
+                        x_rgb = transform(data.images.batch(idx[:, 0]), aug_gen).to(device)
+                        x_ir = transform(data.images.batch(idx[:, 1] + n_rgb), aug_gen).to(device)
+                        y_rgb = y_rgb_all[idx[:, 0]].to(device)
+                        y_ir = y_ir_all[idx[:, 1]].to(device)
+                        ia, ib, target = build_pairs(y_rgb.cpu(), y_ir.cpu(), cfg.data.neg_ratio,
+                                                     generator=pair_gen)
+                        f_rgb, g_rgb, f_ir, g_ir = model.forward_pair(x_rgb, x_ir)
+                        step = StepBatch(f_rgb, g_rgb, f_ir, g_ir, y_rgb, y_ir, ia.to(device),
+                                         ib.to(device), target.to(device))
+                        loss, parts = loss_fn(model, step, cfg)
+                        values = {"loss": float(loss.detach())}
+                        values.update({k: float(v.detach()) for k, v in parts.items()})
+                        if not all(math.isfinite(v) for v in values.values()):
+                            raise TrainingError(
+                                f"non-finite loss at epoch {epoch + 1}, iteration {it + 1} "
+                                f"({', '.join(f'{k}={v}' for k, v in values.items())}); "
+                                f"the last good checkpoint is {last_path if last_path.exists() else 'none'}; "
+                                f"try a lower train.lr or train.warmup_epochs")
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimizer.step()
+                        global_it += 1
+                        for k, v in values.items():
+                            sums[k] = sums.get(k, 0.0) + v
+                            win[k] = win.get(k, 0.0) + v
+                        win_n += 1
+                        if global_it % cfg.train.log_every == 0 or it == iters - 1:
+                            now = time.perf_counter()
+                            rec = {"type": "step", "epoch": epoch + 1, "iteration": global_it,
+                                   **{k: v / win_n for k, v in win.items()}, "lr": lr,
+                                   "img_s": 2 * n_ids * win_n / max(now - win_t, 1e-9)}
+                            mlog.write(json.dumps(rec) + "\n")
+                            mlog.flush()
+                            bar.update(win_n, rec)
+                            if bar.bar is None:
+                                bar.message(f"epoch {epoch + 1}/{total_epochs} it {it + 1}/{iters} "
+                                            f"loss {rec['loss']:.4f} lr {lr:.2e} "
+                                            f"{rec['img_s']:.0f} img/s")
+                            win, win_n, win_t = {}, 0, now
+                    done = epoch + 1
+                    ep = {"type": "epoch", "epoch": done, "iteration": global_it,
+                          **{k: v / iters for k, v in sums.items()}, "lr": lr,
+                          "seconds": time.perf_counter() - ep_t}
+                    is_ckpt = done % cfg.train.checkpoint_every == 0 or done == end_epoch
+                    if is_ckpt and cfg.train.selection == "val":
+                        ep.update(validate_rank1(model, data, cfg, device))
+                    history.append(ep)
+                    mlog.write(json.dumps(ep) + "\n")
+                    mlog.flush()
+                    if not is_ckpt:
+                        continue
+                    improved = (cfg.train.selection == "val"
+                                and ep["val_rank1"] > best.get("val_rank1", -1.0))
+                    if improved:
+                        best = {"epoch": done, "val_rank1": ep["val_rank1"], "val_mAP": ep["val_mAP"]}
+                    rng = capture_rng_state()
+                    rng["augment"] = aug_gen.get_state()
+                    rng["pairs"] = pair_gen.get_state()
+                    kwargs = dict(model=model, cfg=cfg, num_classes=num_classes, epoch=done,
+                                  iteration=global_it, optimizer=optimizer,
+                                  scheduler={"kind": "multistep-warmup", "epoch": done},
+                                  sampler=sampler.state_dict(),
+                                  rng=rng, dataset=dataset_meta, history=history,
+                                  extra={"best": best, "selection": cfg.train.selection,
+                                         "val_pids": data.val_pids,
+                                         "threads": torch.get_num_threads()})
+                    save_checkpoint(last_path, **kwargs)
+                    save_checkpoint(ckpt_dir / f"epoch_{done:03d}.pt", **kwargs)
+                    _prune_epoch_checkpoints(ckpt_dir)
+                    if improved:
+                        shutil.copyfile(last_path, ckpt_dir / ".best.pt.tmp")
+                        os.replace(ckpt_dir / ".best.pt.tmp", ckpt_dir / "best.pt")
+                    bar.message(f"epoch {done}/{total_epochs}: loss {ep['loss']:.4f}"
+                                + (f", val rank-1 {ep['val_rank1']:.1f}%" if "val_rank1" in ep else "")
+                                + f" -> {last_path}")
+        finally:
+            bar.close()
+            _plot_losses(run_dir)
+
+    finished = end_epoch >= total_epochs
+    seconds = time.perf_counter() - t_start
+    result = TrainResult(run_dir=run_dir, last_checkpoint=last_path,
+                         best_checkpoint=(ckpt_dir / "best.pt") if cfg.train.selection == "val" else None,
+                         selection=cfg.train.selection, epochs_done=end_epoch,
+                         epochs_total=total_epochs, iterations=global_it, history=history,
+                         seconds=seconds, finished=finished)
+    summary = {"finished": finished, "epochs_done": end_epoch, "epochs_total": total_epochs,
+               "iterations": global_it, "iters_per_epoch": iters, "num_classes": num_classes,
+               "dataset": dataset_meta, "selection": cfg.train.selection,
+               "selection_rule": ("last epoch (no model selection)" if cfg.train.selection == "last"
+                                  else f"best simplified rank-1 on {len(data.val_pids)} held-out "
+                                       f"training ids (IR query -> RGB gallery)"),
+               "best": best or None, "selected_checkpoint": str(result.selected_checkpoint),
+               "final_loss": history[-1]["loss"] if history else None,
+               "seconds_this_session": seconds, "device": str(device),
+               "threads": torch.get_num_threads(), "seed": cfg.train.seed}
+    _write_json(run_dir / "summary.json", summary)
+    return result
+
+
+def _prune_epoch_checkpoints(ckpt_dir: Path) -> None:
+    olds = sorted(ckpt_dir.glob("epoch_*.pt"))
+    for p in olds[:-KEEP_EPOCH_CHECKPOINTS]:
+        p.unlink(missing_ok=True)
+
+
+def _plot_losses(run_dir: Path) -> None:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return
+    try:
+        recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        from vireid.viz.curves import plot_loss_curves
+        plot_loss_curves({run_dir.name or "run": recs}, run_dir / "loss_curve.png")
+    except Exception as exc:  # a plot must never hide the training outcome
+        log.warning("could not plot the loss curve: %s", exc)

@@ -1,0 +1,145 @@
+"""Full-mode (and rerank) scoring split across the ranks of a torchrun job.
+
+Full mode costs one CCN evaluation per query × gallery pair, so it is the part of an
+evaluation worth spreading over processes. The split is by **query rows**: rank r scores a
+contiguous block of queries against the whole gallery, and the blocks are gathered in rank
+order. Block boundaries fall on multiples of ``chunk_size`` (the single-process scorer's own
+query chunks), so every rank runs exactly the chunks one process would run and the merged
+matrix equals the single-process matrix bit for bit — and hence so do the rankings and
+metrics computed from it.
+
+Every rank must hold the same ``qF``/``gF`` (e.g. every rank extracted all features, or rank
+0 broadcast them). With no process group (a plain run, or ``WORLD_SIZE=1``) every function
+here is the single-process computation.
+
+:func:`full_topk_sharded` splits the **gallery** instead, for searches over galleries too
+large for one process: each rank keeps the best k of its gallery block and the ranked lists
+are merged (ties ordered by gallery row, so the merge is exact as well).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from vireid.engine import distributed as D
+
+log = logging.getLogger(__name__)
+
+
+def gather_rows(compute: Callable[[int, int], Tensor], n_rows: int, n_cols: int, align: int = 1,
+                dst: Optional[int] = None, dtype: torch.dtype = torch.float32) -> Optional[Tensor]:
+    """Compute a (n_rows, n_cols) matrix block-wise across ranks and gather it.
+
+    Rank r calls ``compute(lo, hi)`` for its slice ``[lo, hi)`` of the rows
+    (:func:`vireid.engine.distributed.shard_bounds` with ``align``), which must return a
+    (hi − lo, n_cols) tensor; ``compute`` is not called for an empty slice.
+
+    Returns:
+        The full (n_rows, n_cols) CPU tensor on every rank (``dst`` None) or on rank ``dst``
+        only (the others get None).
+    """
+    world, me = D.world_size(), D.rank()
+    if world == 1:
+        return compute(0, n_rows).to("cpu", dtype) if n_rows else torch.empty(0, n_cols, dtype=dtype)
+    bounds = [D.shard_bounds(n_rows, world, r, align) for r in range(world)]
+    lo, hi = bounds[me]
+    dev = D.collective_device()
+    block = compute(lo, hi) if hi > lo else torch.empty(0, n_cols)
+    if tuple(block.shape) != (hi - lo, n_cols):
+        raise RuntimeError(f"rank {me}: block of shape {tuple(block.shape)}, expected {(hi - lo, n_cols)}")
+    # Collectives need equal shapes: pad every block to the largest one.
+    rows_max = max(h - l for l, h in bounds)
+    padded = torch.zeros(rows_max, n_cols, dtype=dtype, device=dev)
+    padded[: hi - lo] = block.to(dev, dtype)
+    if dst is None:
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+    else:
+        parts = [torch.empty_like(padded) for _ in range(world)] if me == dst else None
+        dist.gather(padded, parts, dst=dst)
+        if me != dst:
+            return None
+    assert parts is not None
+    return torch.cat([p[: h - l] for p, (l, h) in zip(parts, bounds)]).cpu()
+
+
+def score_sharded(ccn: nn.Module, qF: Tensor, gF: Tensor, query_side: str = "b",
+                  chunk_size: int = 256, *, dst: Optional[int] = None) -> Optional[Tensor]:
+    """Full-mode distance D_RI, query rows split across ranks; same result as ``score_full``.
+
+    qF: (Q, C, h, w), gF: (G, C, h, w) (identical on every rank); returns D: (Q, G),
+    lower = closer, on every rank (``dst`` None) or on rank ``dst`` only (others: None).
+    Arguments as :func:`vireid.evaluation.scoring.score_full`.
+    """
+    from vireid.evaluation.scoring import score_full
+
+    def compute(lo: int, hi: int) -> Tensor:
+        with torch.no_grad():
+            return torch.as_tensor(score_full(ccn, qF[lo:hi], gF, query_side=query_side,
+                                              chunk_size=chunk_size))
+
+    log.debug("full-mode scoring of %d x %d pairs on %d ranks", len(qF), len(gF), D.world_size())
+    return gather_rows(compute, len(qF), len(gF), align=chunk_size, dst=dst)
+
+
+def rerank_sharded(S: Tensor, d_fn: Callable[[Tensor, Tensor], Tensor], topk: int,
+                   chunk_size: int = 256, *, dst: Optional[int] = None) -> Optional[Tensor]:
+    """Rerank distances with the query rows split across ranks; same result as ``score_rerank``.
+
+    S: (Q, G) cosine similarities (identical on every rank); ``d_fn(rows (R,), cols (R, K))
+    -> D (R, K)`` the full-mode function :func:`vireid.evaluation.scoring.score_rerank` takes
+    for the whole of S (rows are indices of S's rows; each rank calls it for its own rows
+    only). Returns dist (Q, G) as ``score_rerank(S, d_fn, topk)`` would.
+    """
+    from vireid.evaluation.scoring import score_rerank
+
+    def compute(lo: int, hi: int) -> Tensor:
+        def local(rows: Tensor, cols: Tensor) -> Tensor:
+            return d_fn(rows + lo, cols)  # score_rerank numbers the rows of its slice from 0
+
+        with torch.no_grad():
+            return torch.as_tensor(score_rerank(S[lo:hi], local, topk))
+
+    return gather_rows(compute, S.shape[0], S.shape[1], align=chunk_size, dst=dst,
+                       dtype=S.dtype if S.is_floating_point() else torch.float32)
+
+
+def _merge_topk(s: Tensor, i: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Per row: the k smallest ``s`` ascending, ties by smaller index ``i``. s, i: (Q, M)."""
+    # Sort by index first, then stably by value: equal values stay in index order.
+    by_idx = torch.argsort(i, dim=1, stable=True)
+    s, i = torch.gather(s, 1, by_idx), torch.gather(i, 1, by_idx)
+    by_val = torch.argsort(s, dim=1, stable=True)[:, :k]
+    return torch.gather(s, 1, by_val), torch.gather(i, 1, by_val)
+
+
+def full_topk_sharded(ccn: nn.Module, qF: Tensor, gF: Tensor, k: int, query_side: str = "b",
+                      chunk_size: int = 256) -> tuple[Tensor, Tensor]:
+    """The k gallery items of smallest D_RI per query, with the gallery split across ranks.
+
+    qF: (Q, C, h, w), gF: (G, C, h, w) (identical on every rank). Returns on every rank
+    (D (Q, k') ascending, rows (Q, k') int64), k' = min(k, G); equal D are ordered by row.
+    """
+    from vireid.evaluation.scoring import score_full
+
+    world, me = D.world_size(), D.rank()
+    n_q, n_g = len(qF), len(gF)
+    k = min(k, n_g)
+    lo, hi = D.shard_bounds(n_g, world, me)
+    if hi > lo:
+        with torch.no_grad():
+            d = torch.as_tensor(score_full(ccn, qF, gF[lo:hi], query_side=query_side,
+                                           chunk_size=chunk_size)).float().cpu()
+        idx = torch.arange(lo, hi, dtype=torch.int64).expand(n_q, -1)
+        d, idx = _merge_topk(d, idx, k)
+    else:
+        d, idx = torch.empty(n_q, 0), torch.empty(n_q, 0, dtype=torch.int64)
+    if world == 1:
+        return d, idx
+    parts = D.all_gather_object((d, idx))
+    return _merge_topk(torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1), k)

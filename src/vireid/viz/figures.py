@@ -1,0 +1,307 @@
+"""The paper's qualitative figures, as PNG files (matplotlib Agg, atomic writes).
+
+* Fig. 2 — :func:`plot_tsne_panels`: t-SNE of common-space global features G of 10 identities,
+  one colour per identity, marker per modality (dot = RGB, cross = IR), one panel per model
+  (e.g. unshared vs shared stage 3–4 embedding), side by side.
+* Fig. 4 — :func:`contrastive_maps` / :func:`plot_contrastive_maps`: for an IR query I and RGB
+  gallery images R, the contrastive correlation maps F_R^I = K_RI ⊗ F_R and F_I^R = K_RI ⊗ F_I
+  (mean over the n kernels, bilinearly upsampled to the image), overlaid on the images, with
+  D_RI per pair. All maps of one figure share one colour scale so responses are comparable
+  across pairs, which is what the paper's figure argues from.
+* Fig. 5 — :func:`plot_ranked_lists`: query + top-k gallery thumbnails, green border = correct
+  identity, red = wrong.
+* CMC curves of several runs — :func:`plot_cmc` (delegates to :mod:`vireid.viz.curves`).
+
+:func:`make_figures` runs all of them from a checkpoint and a dataset folder (``vireid figures``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as nnf  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from vireid.errors import DataError  # noqa: E402
+from vireid.viz.curves import plot_cmc_curves, save_figure  # noqa: E402
+from vireid.viz.tsne import tsne  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+FIGURES = ("tsne", "maps", "ranked")
+
+
+# --------------------------------------------------------------------------- Fig. 2: t-SNE
+def select_identities(pids: np.ndarray, modalities: Sequence[str], num_ids: int = 10,
+                      per_modality: int = 10, seed: int = 0) -> np.ndarray:
+    """Rows for a t-SNE plot: ``num_ids`` identities that have both modalities (seeded random
+    choice, as the paper picks 10 random test persons), at most ``per_modality`` images of each
+    modality per identity. Returns sorted row indices."""
+    pids = np.asarray(pids)
+    mods = np.asarray(modalities)
+    both = sorted(set(pids[mods == "rgb"].tolist()) & set(pids[mods == "ir"].tolist()))
+    if not both:
+        raise DataError("t-SNE needs identities with images of both modalities; found none")
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(both, size=min(num_ids, len(both)), replace=False)
+    rows: list[int] = []
+    for pid in sorted(chosen.tolist()):
+        for m in ("rgb", "ir"):
+            idx = np.flatnonzero((pids == pid) & (mods == m))
+            if len(idx) > per_modality:
+                idx = np.sort(rng.choice(idx, size=per_modality, replace=False))
+            rows.extend(idx.tolist())
+    return np.array(sorted(rows), dtype=np.int64)
+
+
+def plot_tsne_panels(panels: Mapping[str, tuple[np.ndarray, np.ndarray, Sequence[str]]],
+                     path: PathLike, perplexity: float = 15.0, seed: int = 0,
+                     iterations: int = 1000) -> Path:
+    """One t-SNE panel per entry: ``{title: (G (n, C), pids (n,), modalities (n,))}``.
+
+    Colour = identity (consistent across panels), marker: "o" RGB, "x" IR. G is
+    L2-normalised before t-SNE (the simplified mode compares G by cosine).
+    """
+    if not panels:
+        raise ValueError("plot_tsne_panels: no panels given")
+    all_ids = sorted({int(p) for _, pids, _ in panels.values() for p in np.asarray(pids)})
+    cmap = plt.get_cmap("tab10" if len(all_ids) <= 10 else "tab20")
+    color = {pid: cmap(i % cmap.N) for i, pid in enumerate(all_ids)}
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.8), squeeze=False)
+    for ax, (title, (g, pids, mods)) in zip(axes[0], panels.items()):
+        g = np.asarray(g, dtype=np.float64)
+        g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+        y = tsne(g, perplexity=perplexity, seed=seed, iterations=iterations)
+        pids = np.asarray(pids)
+        mods = np.asarray(mods)
+        for pid in all_ids:
+            for m, marker in (("rgb", "o"), ("ir", "x")):
+                sel = (pids == pid) & (mods == m)
+                if sel.any():
+                    ax.scatter(y[sel, 0], y[sel, 1], c=[color[pid]], marker=marker, s=28,
+                               linewidths=1.4)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [Line2D([], [], marker="o", linestyle="", color="k", label="RGB (visible)"),
+               Line2D([], [], marker="x", linestyle="", color="k", label="IR")]
+    axes[0][-1].legend(handles=handles, loc="best", fontsize=8)
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- Fig. 4: maps
+@torch.no_grad()
+def contrastive_maps(ccn: torch.nn.Module, f_rgb: torch.Tensor, f_ir: torch.Tensor
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean contrastive correlation maps of pairs (R_m, I_m).
+
+    f_rgb, f_ir: (M, C, h, w) aligned pairs. Returns (map_R (M, h', w'), map_I (M, h', w'),
+    D (M,)): map_R = mean_k (K_RI ⊗ F_R)[k] scaled by the CCN's corr_scale, likewise map_I,
+    and D_RI of each pair. Uses ``ccn.kernels``, ``ccn.correlate``, ``ccn.logits``.
+    """
+    kab = (ccn.kernels(f_rgb) - ccn.kernels(f_ir)).abs()
+    scale = float(getattr(ccn, "corr_scale", 1.0))
+    map_r = ccn.correlate(f_rgb, kab).mean(1) * scale
+    map_i = ccn.correlate(f_ir, kab).mean(1) * scale
+    idx = torch.arange(f_rgb.shape[0])
+    la, lb = ccn.logits(f_rgb, f_ir, idx, idx)
+    d = 0.5 * (torch.sigmoid(la) + torch.sigmoid(lb))
+    return map_r.cpu().numpy(), map_i.cpu().numpy(), d.cpu().numpy()
+
+
+def _upsample(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    t = torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))[None, None]
+    return nnf.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def plot_contrastive_maps(query_img: np.ndarray, gallery_imgs: Sequence[np.ndarray],
+                          maps_query: np.ndarray, maps_gallery: np.ndarray,
+                          scores: Sequence[float], correct: Sequence[bool], path: PathLike,
+                          alpha: float = 0.5) -> Path:
+    """Fig. 4 layout, one row per gallery image R_m:
+    [I | F_I^R over I | R_m | F_R^I over R_m], titled with D_RI and positive/negative.
+
+    query_img: (H, W, 3) uint8; gallery_imgs: M × (H, W, 3) uint8; maps_query (F_I^R) and
+    maps_gallery (F_R^I): (M, h', w'); scores: D_RI (M,); correct: same identity or not.
+    """
+    m = len(gallery_imgs)
+    if m == 0:
+        raise ValueError("plot_contrastive_maps: no gallery images")
+    vmax = float(max(np.max(maps_query), np.max(maps_gallery)))
+    vmin = float(min(np.min(maps_query), np.min(maps_gallery)))
+    fig, axes = plt.subplots(m, 4, figsize=(6.4, 2.6 * m), squeeze=False)
+    hq, wq = query_img.shape[:2]
+    im = None
+    for r in range(m):
+        g = gallery_imgs[r]
+        hg, wg = g.shape[:2]
+        cells = [(query_img, None, "IR query I"),
+                 (query_img, _upsample(maps_query[r], (hq, wq)), "F_I^R on I"),
+                 (g, None, f"R{r + 1} ({'pos' if correct[r] else 'neg'})"),
+                 (g, _upsample(maps_gallery[r], (hg, wg)), f"F_R^I, D={scores[r]:.3f}")]
+        for ax, (img, heat, title) in zip(axes[r], cells):
+            ax.imshow(img)
+            if heat is not None:
+                im = ax.imshow(heat, cmap="jet", alpha=alpha, vmin=vmin, vmax=vmax)
+            ax.set_title(title, fontsize=8, color="green" if (heat is None and "pos" in title)
+                         else "red" if (heat is None and "neg" in title) else "black")
+            ax.axis("off")
+    if im is not None:
+        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="mean correlation")
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- Fig. 5: ranks
+def plot_ranked_lists(query_imgs: Sequence[np.ndarray], ranked_imgs: Sequence[Sequence[np.ndarray]],
+                      correct: Sequence[Sequence[bool]], path: PathLike,
+                      query_titles: Optional[Sequence[str]] = None) -> Path:
+    """One row per query: the query, then its top-k gallery images left to right, each with a
+    green (correct identity) or red (wrong) border.
+
+    query_imgs: Q × (H, W, 3) uint8; ranked_imgs: Q × k images; correct: Q × k booleans.
+    """
+    q = len(query_imgs)
+    if q == 0:
+        raise ValueError("plot_ranked_lists: no queries")
+    k = max(len(r) for r in ranked_imgs)
+    fig, axes = plt.subplots(q, k + 1, figsize=(1.1 * (k + 1), 2.3 * q), squeeze=False)
+    for i in range(q):
+        ax = axes[i][0]
+        ax.imshow(query_imgs[i])
+        ax.set_title(query_titles[i] if query_titles else "query", fontsize=7)
+        ax.axis("off")
+        for j in range(k):
+            ax = axes[i][j + 1]
+            ax.axis("off")
+            if j >= len(ranked_imgs[i]):
+                continue
+            img = ranked_imgs[i][j]
+            ax.imshow(img)
+            h, w = img.shape[:2]
+            ok = bool(correct[i][j])
+            ax.add_patch(Rectangle((0, 0), w - 1, h - 1, fill=False, linewidth=3,
+                                   edgecolor="limegreen" if ok else "red"))
+            ax.set_title(f"{j + 1}{'' if ok else ' ✗'}", fontsize=7)
+    return save_figure(fig, path)
+
+
+def plot_cmc(curves: Mapping[str, Sequence[float]], path: PathLike, title: str = "CMC") -> Path:
+    """CMC curves (rank-k in percent) of several runs on one plot."""
+    return plot_cmc_curves(curves, path, title=title)
+
+
+# --------------------------------------------------------------------------- from a checkpoint
+def _test_records(cfg: Any, root: PathLike) -> tuple[list, list]:
+    """(RGB records, IR records) of the test identities of ``cfg.data.dataset`` at ``root``."""
+    ds_name = cfg.data.dataset
+    if ds_name == "sysu":
+        from vireid.data.sysu import load_sysu
+
+        ds = load_sysu(root)
+        rgb = ds.images(ds.test_ids, (1, 2, 4, 5))
+        ir = ds.images(ds.test_ids, (3, 6))
+        return rgb, ir
+    if ds_name == "regdb":
+        from vireid.data.regdb import load_regdb
+
+        vis, th = load_regdb(root).test(cfg.data.trial)
+        return list(vis), list(th)
+    raise DataError(f"figures: dataset {ds_name!r} not supported; expected sysu or regdb")
+
+
+def _subsample(records: list, per_id: int, rng: np.random.Generator) -> list:
+    by: dict[int, list] = {}
+    for r in records:
+        by.setdefault(r.pid, []).append(r)
+    out = []
+    for pid in sorted(by):
+        rs = by[pid]
+        if len(rs) > per_id:
+            rs = [rs[i] for i in sorted(rng.choice(len(rs), per_id, replace=False))]
+        out.extend(rs)
+    return out
+
+
+def make_figures(checkpoint: PathLike, data_root: PathLike, out_dir: PathLike,
+                 which: Sequence[str] = FIGURES, compare_checkpoint: Optional[PathLike] = None,
+                 per_id: int = 10, num_queries: int = 4, topk: int = 10, seed: int = 0,
+                 device: str = "cpu") -> dict[str, Path]:
+    """Draw the requested figures for the model of ``checkpoint`` on its dataset's test ids.
+
+    ``tsne``: Fig. 2 with one panel for this model (two when ``compare_checkpoint`` is given,
+    e.g. an unshared-embedding model). ``maps``: Fig. 4 for one random IR query against 3
+    positive and 6 negative RGB images (fewer if the data has fewer). ``ranked``: Fig. 5 for
+    ``num_queries`` IR queries, simplified-mode ranking (cosine of G), top ``topk``.
+    Returns {figure name: PNG path}. At most ``per_id`` images per identity and modality are used.
+    """
+    from vireid.engine.checkpoint import load_model_from_checkpoint
+    from vireid.engine.features import extract_features, open_images
+
+    bad = [w for w in which if w not in FIGURES]
+    if bad:
+        raise DataError(f"--which: unknown figure(s) {', '.join(bad)}; expected any of {', '.join(FIGURES)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, cfg, _ = load_model_from_checkpoint(checkpoint, device)
+    rng = np.random.default_rng(seed)
+    rgb, ir = _test_records(cfg, data_root)
+    records = _subsample(rgb, per_id, rng) + _subsample(ir, per_id, rng)
+    size = (cfg.data.height, cfg.data.width)
+    images = open_images(data_root, records, size, use_cache=False)
+    feats = extract_features(model, records, images, batch_size=cfg.eval.batch_size, device=device)
+    mods = np.array(feats.modalities)
+    made: dict[str, Path] = {}
+
+    if "tsne" in which:
+        rows = select_identities(feats.pids, feats.modalities, 10, per_id, seed)
+        label = f"{cfg.name}: shared {cfg.model.shared_stages}"
+        panels = {label: (feats.G[rows].numpy(), feats.pids[rows], [feats.modalities[i] for i in rows])}
+        if compare_checkpoint is not None:
+            m2, cfg2, _ = load_model_from_checkpoint(compare_checkpoint, device)
+            f2 = extract_features(m2, records, images, batch_size=cfg2.eval.batch_size, device=device)
+            panels = {f"{cfg2.name}: shared {cfg2.model.shared_stages}":
+                      (f2.G[rows].numpy(), f2.pids[rows], [f2.modalities[i] for i in rows]), **panels}
+        made["tsne"] = plot_tsne_panels(panels, out_dir / "fig2_tsne.png", seed=seed)
+
+    q_rows = np.flatnonzero(mods == "ir")
+    g_rows = np.flatnonzero(mods == "rgb")
+    if ("maps" in which or "ranked" in which) and (len(q_rows) == 0 or len(g_rows) == 0):
+        raise DataError("figures need IR queries and RGB gallery images among the test records")
+
+    if "maps" in which:
+        q = int(rng.choice(q_rows))
+        pos = [r for r in g_rows if feats.pids[r] == feats.pids[q]][:3]
+        neg_all = [r for r in g_rows if feats.pids[r] != feats.pids[q]]
+        neg = [int(x) for x in rng.choice(neg_all, size=min(6, len(neg_all)), replace=False)] if neg_all else []
+        gal = pos + neg
+        f_r = feats.F[gal].to(device)
+        f_i = feats.F[[q] * len(gal)].to(device)
+        map_r, map_i, d = contrastive_maps(model.ccn, f_r, f_i)
+        made["maps"] = plot_contrastive_maps(
+            images.batch([q])[0], list(images.batch(gal)), map_i, map_r, d.tolist(),
+            [feats.pids[r] == feats.pids[q] for r in gal], out_dir / "fig4_contrastive_maps.png")
+
+    if "ranked" in which:
+        qs = np.sort(rng.choice(q_rows, size=min(num_queries, len(q_rows)), replace=False))
+        qg = nnf.normalize(feats.G[qs], dim=1)
+        gg = nnf.normalize(feats.G[g_rows], dim=1)
+        order = torch.argsort(-(qg @ gg.T), dim=1)[:, :topk].numpy()
+        ranked = [list(images.batch(g_rows[o])) for o in order]
+        correct = [[feats.pids[g_rows[j]] == feats.pids[qi] for j in o] for qi, o in zip(qs, order)]
+        made["ranked"] = plot_ranked_lists(list(images.batch(qs)), ranked, correct,
+                                           out_dir / "fig5_ranked.png",
+                                           [f"query id {feats.pids[i]}" for i in qs])
+    for name, p in made.items():
+        log.info("wrote %s figure: %s", name, p)
+    return made

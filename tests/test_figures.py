@@ -1,0 +1,135 @@
+"""t-SNE, figure files and the self-contained HTML report."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vireid.viz import figures as FG
+from vireid.viz.report import build_report, write_report
+from vireid.viz.tsne import conditional_affinities, tsne
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _clusters(k: int = 4, per: int = 15, dim: int = 12, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 8, (k, dim))
+    x = np.concatenate([c + rng.normal(0, 1, (per, dim)) for c in centres])
+    return x, np.repeat(np.arange(k), per)
+
+
+def test_affinities_hit_the_perplexity() -> None:
+    x, _ = _clusters()
+    p = conditional_affinities(x, perplexity=8.0)
+    # Independent check of each row: normalised, zero self-affinity, entropy = log(perplexity).
+    for i in range(x.shape[0]):
+        assert p[i, i] == 0.0
+        assert p[i].sum() == pytest.approx(1.0, abs=1e-9)
+        row = p[i][p[i] > 0]
+        h = -sum(v * np.log(v) for v in row)
+        assert h == pytest.approx(np.log(8.0), abs=1e-3)
+    # Gaussian kernel: a nearer point gets a larger affinity.
+    d0 = ((x - x[0]) ** 2).sum(1)
+    j, k = np.argsort(d0)[1], np.argsort(d0)[-1]
+    assert p[0, j] > p[0, k]
+
+
+def test_tsne_separates_clusters() -> None:
+    x, lab = _clusters()
+    y = tsne(x, perplexity=10, iterations=400, seed=1)
+    assert y.shape == (len(x), 2) and np.isfinite(y).all()
+    # Every point's nearest embedded neighbour is of its own cluster, and clusters are far
+    # apart relative to their spread.
+    d = ((y[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    assert (lab[d.argmin(1)] == lab).all()
+    cent = np.array([y[lab == c].mean(0) for c in range(4)])
+    spread = max(np.linalg.norm(y[lab == c] - cent[c], axis=1).mean() for c in range(4))
+    gaps = [np.linalg.norm(cent[a] - cent[b]) for a in range(4) for b in range(a + 1, 4)]
+    assert min(gaps) > 2 * spread
+
+
+def _is_png(path: Path) -> bool:
+    data = Path(path).read_bytes()
+    return data[:8] == PNG_MAGIC and b"IEND" in data[-16:]
+
+
+def test_figure_files_are_pngs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x, lab = _clusters(k=3, per=8)
+    mods = ["rgb" if i % 2 else "ir" for i in range(len(lab))]
+    p = FG.plot_tsne_panels({"unshared": (x, lab, mods), "shared 3-4": (x * 2, lab, mods)},
+                            tmp_path / "t.png", perplexity=5, iterations=150)
+    assert _is_png(p)
+    img = lambda: (rng.random((32, 16, 3)) * 255).astype(np.uint8)  # noqa: E731
+    p = FG.plot_contrastive_maps(img(), [img(), img()], rng.random((2, 4, 2)), rng.random((2, 4, 2)),
+                                 [0.2, 0.9], [True, False], tmp_path / "m.png")
+    assert _is_png(p)
+    p = FG.plot_ranked_lists([img(), img()], [[img(), img(), img()], [img(), img()]],
+                             [[True, False, True], [False, False]], tmp_path / "r.png")
+    assert _is_png(p)
+    p = FG.plot_cmc({"a": np.linspace(10, 90, 20), "b": np.linspace(5, 80, 20)}, tmp_path / "c.png")
+    assert _is_png(p)
+    assert not list(tmp_path.glob(".*"))  # no temp files left behind
+
+
+def test_contrastive_maps_match_loop() -> None:
+    from vireid.models.ccn import CCN
+
+    torch.manual_seed(0)
+    c, h, w = 3, 4, 3
+    ccn = CCN(c, (h, w), kernel_size=(2, 2), stride=(1, 1), padding=1)
+    fr, fi = torch.randn(2, c, h, w), torch.randn(2, c, h, w)
+    map_r, map_i, d = FG.contrastive_maps(ccn, fr, fi)
+    # Literal loops: kernels at Algorithm 1's offsets, |K_R − K_I|, zero-padded correlation,
+    # mean over kernels, times corr_scale.
+    offs = [(i, j) for i in range(h - 1) for j in range(w - 1)]
+    for m in range(2):
+        for f, got in ((fr[m], map_r[m]), (fi[m], map_i[m])):
+            pad = torch.nn.functional.pad(f, (1, 1, 1, 1))
+            ho, wo = h + 2 - 2 + 1, w + 2 - 2 + 1
+            want = np.zeros((ho, wo))
+            for (i, j) in offs:
+                k = (fr[m, :, i:i + 2, j:j + 2] - fi[m, :, i:i + 2, j:j + 2]).abs()
+                for y in range(ho):
+                    for x in range(wo):
+                        want[y, x] += float((k * pad[:, y:y + 2, x:x + 2]).sum())
+            want = want / len(offs) * ccn.corr_scale
+            assert np.allclose(got, want, atol=1e-5)
+    assert d.shape == (2,) and ((d > 0) & (d < 1)).all()
+
+
+def test_report_is_self_contained(tmp_path: Path) -> None:
+    run = tmp_path / "run<1>"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: demo <script>alert(1)</script>\n")
+    (run / "eval_simplified.json").write_text(json.dumps(
+        {"mean": {"rank1": 12.3456, "mAP": 7.891}, "std": {"rank1": 0.5, "mAP": 0.25},
+         "per_trial": [{"trial": 0, "rank1": 12.0, "mAP": 7.5}], "scoring": "simplified"}))
+    (run / "metrics.jsonl").write_text(
+        "\n".join(json.dumps({"type": "step", "iteration": i, "loss": 1.0 / (i + 1), "pbce": 0.5})
+                  for i in range(5)) + "\n" + json.dumps({"type": "epoch", "epoch": 1, "loss": 0.3}) + "\n")
+    FG.plot_cmc({"x": [10, 20, 30]}, run / "cmc.png")
+    out = write_report([run], tmp_path / "report.html", title="T <b>")
+    text = out.read_text()
+    assert text.startswith("<!DOCTYPE html>")
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.I)
+    assert "<script" not in text.lower()
+    assert "&lt;script&gt;" in text and "run&lt;1&gt;" in text and "T &lt;b&gt;" in text
+    assert "12.35" in text and "7.89" in text  # the run's numbers, formatted
+    assert text.count('src="data:image/png;base64,') >= 2  # loss curve + cmc.png inlined
+
+
+def test_report_renders_reproduce_tables(tmp_path: Path) -> None:
+    run = tmp_path / "out"
+    run.mkdir()
+    (run / "table7.json").write_text(json.dumps({
+        "table": "table7", "paper_ref": "paper Table VII",
+        "rows": [{"label": "λ = 0.1", "ours": {"rank1": 41.25}, "paper": {"rank1": 33.4}}]}))
+    text = build_report([run])
+    assert "41.25" in text and "33.40" in text and "paper Table VII" in text
