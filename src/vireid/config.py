@@ -61,6 +61,9 @@ class CCNConfig:
     corr_scale: Optional[float] = None
     share_fc: bool = True  # paper Table VI: one W_D for both directions
     kernel_source: str = "sample"  # "sample" (Algorithm 1) or "generator" (KG, Table IV)
+    # (not in the paper) hidden width r of the learned kernel generator; null = 9·C/128
+    # (144 at C = 2048, which gives the paper's ~24M extra parameters).
+    kg_hidden: Optional[int] = None
 
 
 @dataclass
@@ -89,6 +92,8 @@ class DataConfig:
     skip_corrupt: bool = False
     # (not in the paper) number of training ids held out for model selection; 0 = none.
     val_ids: int = 0
+    # Open-set training (paper appendix): add RGB-RGB and IR-IR pairs, 1:1:1 with RGB-IR pairs.
+    same_modality_pairs: bool = False
 
 
 @dataclass
@@ -265,6 +270,8 @@ def validate(cfg: Config) -> Config:
     _check("ccn.corr_scale", c.corr_scale is None or c.corr_scale > 0, "null or a number > 0",
            c.corr_scale)
     _check_choice("ccn.kernel_source", c.kernel_source, KERNEL_SOURCES)
+    _check("ccn.kg_hidden", c.kg_hidden is None or c.kg_hidden >= 1, "null or an integer ≥ 1",
+           c.kg_hidden)
     _check_choice("loss.kind", l.kind, LOSSES)
     _check("loss.lambda_id", l.lambda_id >= 0, "a number ≥ 0", l.lambda_id)
     _check("loss.rank_margin", l.rank_margin >= 0, "a number ≥ 0", l.rank_margin)

@@ -228,12 +228,14 @@ def full_topk(ccn: torch.nn.Module, query_F: ArrayLike, gallery: Gallery, k: int
 
     query_F: (Q, C, h, w). Returns (D (Q, k') ascending, rows (Q, k') int64), ties by row.
     """
-    from vireid.evaluation.scoring import score_full
+    from vireid.evaluation.sharded import full_scorer
 
+    score_full = full_scorer()
     qF = torch.from_numpy(_np32(query_F))
     best_s = best_i = None
     for start, F, _ in gallery.iter_shards():
-        gF = torch.from_numpy(_np32(F))
+        # A writable in-memory copy of the (read-only, memory-mapped) shard.
+        gF = torch.from_numpy(np.array(F, dtype=np.float32))
         with torch.no_grad():
             D = torch.as_tensor(score_full(ccn, qF, gF, query_side=side, chunk_size=chunk_size)).float()
         i = torch.arange(start, start + len(gF), dtype=torch.int64).expand(len(qF), -1)

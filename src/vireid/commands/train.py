@@ -37,8 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.trainer import set_threads, train
-
     run_dir = args.run_dir
     if isinstance(args.resume, str):
         if run_dir and Path(run_dir) != Path(args.resume):
@@ -57,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise ConfigError("expected --config FILE or a preset name (e.g. --config cpu-synthetic)")
     cfg = load_config(cfg_path, overrides)
+    # Imported after validating the config, so that config errors come back without the
+    # seconds torch takes to import.
+    from ..engine.trainer import set_threads, train
+
     set_threads(args.threads)
     result = train(cfg, run_dir, resume=resume, overwrite=args.overwrite,
                    progress=not args.no_progress and not getattr(args, "quiet", False),

@@ -55,7 +55,7 @@ class Knobs:
     shift_jitter: float = 0.08     # relative horizontal position jitter
     illum_jitter: float = 0.25     # per-image brightness jitter (relative)
     ir_agc_jitter: float = 0.15    # per-image IR gain/offset jitter
-    ir_colour_corr: float = 0.5    # weight of garment luminance in its IR level (0: independent)
+    ir_colour_corr: float = 0.8    # weight of garment luminance in its IR level (0: independent)
     shape_var: float = 1.0         # spread of per-identity continuous body/garment proportions
 
 
@@ -79,7 +79,7 @@ def knobs_for(difficulty: float) -> Knobs:
         shift_jitter=0.02 + 0.06 * d,
         illum_jitter=0.08 + 0.17 * d,
         ir_agc_jitter=0.05 + 0.10 * d,
-        ir_colour_corr=max(0.0, 0.8 - 0.3 * d),
+        ir_colour_corr=min(0.95, max(0.0, 1.1 - 0.3 * d)),
         shape_var=max(0.3, 1.5 - 0.5 * d),
     )
 

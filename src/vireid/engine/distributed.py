@@ -57,8 +57,25 @@ def env_world_size() -> int:
     return _env_int("WORLD_SIZE", 1)
 
 
+def local_world_size() -> int:
+    """Processes on this node (``LOCAL_WORLD_SIZE`` as set by torchrun; 1 when unset)."""
+    return _env_int("LOCAL_WORLD_SIZE", 1)
+
+
+def set_cpu_threads(threads: int) -> None:
+    """Intra-op threads of torch and of numba's parallel kernels (the folded CCN scorer)."""
+    threads = max(1, int(threads))
+    torch.set_num_threads(threads)
+    try:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
+
+
 def init_from_env(backend: Optional[str] = None, device: str = "auto",
-                  timeout_s: float = 1800.0) -> DistInfo:
+                  timeout_s: float = 1800.0, threads_per_rank: Optional[int] = None) -> DistInfo:
     """Join the process group described by torchrun's environment variables.
 
     Args:
@@ -66,6 +83,9 @@ def init_from_env(backend: Optional[str] = None, device: str = "auto",
             the environment variable ``VIREID_DIST_BACKEND`` wins over the automatic choice).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         timeout_s: how long collectives wait for slow ranks before failing.
+        threads_per_rank: CPU threads of torch and numba in each rank. None = the node's
+            cores divided by ``LOCAL_WORLD_SIZE`` when ``WORLD_SIZE`` > 1 (ranks on one node
+            share its cores: more threads than cores makes every rank slower), else left as is.
 
     Returns:
         DistInfo; with ``WORLD_SIZE`` unset or 1 no process group is created.
@@ -87,6 +107,10 @@ def init_from_env(backend: Optional[str] = None, device: str = "auto",
     if use_cuda:
         # Each rank owns one GPU; NCCL collectives run on the "current" device.
         torch.cuda.set_device(dev)
+    if threads_per_rank is not None:
+        set_cpu_threads(threads_per_rank)
+    elif world > 1:
+        set_cpu_threads((os.cpu_count() or 1) // max(1, local_world_size()))
     if world == 1:
         return DistInfo(0, 1, local, None, dev)
     backend = backend or os.environ.get("VIREID_DIST_BACKEND") or ("nccl" if use_cuda else "gloo")

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from vireid.data.records import IR, RGB, ImageRecord
-from vireid.data.transforms import TestTransform
+from vireid.data.transforms import EvalTransform
 from vireid.engine.checkpoint import atomic_torch_save
 from vireid.errors import CheckpointError
 
@@ -138,7 +138,7 @@ def extract_features(model: nn.Module, records: Sequence[ImageRecord], images: I
     Returns the FeatureSet in record order; F, G on the CPU as float32.
     """
     model.eval()
-    transform = TestTransform()
+    transform = EvalTransform()
     n = len(records)
     if n == 0:
         raise CheckpointError("no images to extract features from")

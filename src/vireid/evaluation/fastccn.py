@@ -77,11 +77,12 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "numba", "torch")
 SIDES = ("a", "b")
 
-# Cache blocking of the numba kernel: a (QB queries × GB gallery × TD values) tile of the four
-# float32 operands is 2·(QB+GB)·TD·4 bytes = 256 KiB, which stays in a 512 KiB L2 while the
-# 2×2 register tiles sweep it; TD also bounds how many float32 products are summed before
-# they are added to the float64 accumulator.
-_QB, _GB, _TD = 32, 32, 1024
+# Cache blocking of the numba kernel: a block of QB queries × GB gallery items is swept one
+# d-chunk of TD values at a time by 2×2 register tiles (each query row chunk is reused for
+# GB/2 gallery pairs). TD also bounds how many float32 products are summed (per SIMD lane:
+# TD/8) before they are added to the float64 accumulator. Values tuned on the 2-core EPYC
+# (AVX2) this was written on; see docs/performance.md.
+_QB, _GB, _TD = 32, 32, 2048
 # Elements materialised at once by the torch backend (per chunk of |x − y|): 2^25 float32 = 128 MiB.
 _TORCH_CHUNK_ELEMS = 1 << 25
 
@@ -239,38 +240,7 @@ if _HAVE_NUMBA:
     # features still propagate.
     _FASTMATH = {"reassoc", "contract"}
 
-    @_nb.njit(fastmath=_FASTMATH, boundscheck=False, cache=True, nogil=True)
-    def _tile22(x0, x1, wx0, wx1, y0, y1, wy0, wy1):  # pragma: no cover - compiled
-        # 2 queries × 2 gallery items over one d-chunk; slices, so indices are ≥ 0 and the
-        # loop vectorises (runtime offsets would make numba emit wrap-around checks).
-        a00 = np.float32(0.0)
-        a01 = np.float32(0.0)
-        a10 = np.float32(0.0)
-        a11 = np.float32(0.0)
-        b00 = np.float32(0.0)
-        b01 = np.float32(0.0)
-        b10 = np.float32(0.0)
-        b11 = np.float32(0.0)
-        for d in range(x0.shape[0]):
-            u0 = x0[d]
-            u1 = x1[d]
-            v0 = y0[d]
-            v1 = y1[d]
-            e = abs(u0 - v0)
-            a00 += e * wx0[d]
-            b00 += e * wy0[d]
-            e = abs(u0 - v1)
-            a01 += e * wx0[d]
-            b01 += e * wy1[d]
-            e = abs(u1 - v0)
-            a10 += e * wx1[d]
-            b10 += e * wy0[d]
-            e = abs(u1 - v1)
-            a11 += e * wx1[d]
-            b11 += e * wy1[d]
-        return a00, a01, a10, a11, b00, b01, b10, b11
-
-    @_nb.njit(parallel=True, boundscheck=False, cache=True, nogil=True)
+    @_nb.njit(parallel=True, fastmath=_FASTMATH, boundscheck=False, cache=True, nogil=True)
     def _wl1_blocked(X, WX, Y, WY, mask, use_mask, OX, OY, qb, gb, td):  # pragma: no cover - compiled
         nq, nd = X.shape
         ng = Y.shape[0]
@@ -281,34 +251,67 @@ if _HAVE_NUMBA:
             g0 = (blk % nbg) * gb
             q1 = min(nq, q0 + qb)
             g1 = min(ng, g0 + gb)
-            acc = np.zeros((2, q1 - q0, g1 - g0), dtype=np.float64)
+            # One spare row and column receive the duplicated results of odd edges.
+            acc = np.zeros((2, q1 - q0 + 1, g1 - g0 + 1), dtype=np.float64)
             for d0 in range(0, nd, td):
-                d1 = min(nd, d0 + td)
+                # Unsigned loop bounds: numba then emits no negative-index wrap-around code
+                # and the d-loop vectorises (8 float32 lanes on AVX2).
+                lo = np.uint64(d0)
+                hi = np.uint64(min(nd, d0 + td))
                 for g in range(g0, g1, 2):
-                    gg = min(g + 1, g1 - 1)  # odd edge: duplicate, result not stored
-                    y0 = Y[g, d0:d1]
-                    y1 = Y[gg, d0:d1]
-                    wy0 = WY[g, d0:d1]
-                    wy1 = WY[gg, d0:d1]
+                    gg = min(g + 1, g1 - 1)
+                    yr0 = Y[g]
+                    yr1 = Y[gg]
+                    wyr0 = WY[g]
+                    wyr1 = WY[gg]
                     for q in range(q0, q1, 2):
                         qq = min(q + 1, q1 - 1)
                         if use_mask:
                             if not (mask[q, g] or mask[q, gg] or mask[qq, g] or mask[qq, gg]):
                                 continue
-                        r = _tile22(X[q, d0:d1], X[qq, d0:d1], WX[q, d0:d1], WX[qq, d0:d1],
-                                   y0, y1, wy0, wy1)
-                        i, j = q - q0, g - g0
-                        acc[0, i, j] += r[0]
-                        acc[1, i, j] += r[4]
-                        if gg != g:
-                            acc[0, i, j + 1] += r[1]
-                            acc[1, i, j + 1] += r[5]
-                        if qq != q:
-                            acc[0, i + 1, j] += r[2]
-                            acc[1, i + 1, j] += r[6]
-                            if gg != g:
-                                acc[0, i + 1, j + 1] += r[3]
-                                acc[1, i + 1, j + 1] += r[7]
+                        xr0 = X[q]
+                        xr1 = X[qq]
+                        wxr0 = WX[q]
+                        wxr1 = WX[qq]
+                        # 2 queries × 2 gallery register tile, both directions: |x − y| is
+                        # computed once and used by both weighted sums.
+                        a00 = np.float32(0.0)
+                        a01 = np.float32(0.0)
+                        a10 = np.float32(0.0)
+                        a11 = np.float32(0.0)
+                        b00 = np.float32(0.0)
+                        b01 = np.float32(0.0)
+                        b10 = np.float32(0.0)
+                        b11 = np.float32(0.0)
+                        for d in range(lo, hi):
+                            u0 = xr0[d]
+                            u1 = xr1[d]
+                            v0 = yr0[d]
+                            v1 = yr1[d]
+                            e = abs(u0 - v0)
+                            a00 += e * wxr0[d]
+                            b00 += e * wyr0[d]
+                            e = abs(u0 - v1)
+                            a01 += e * wxr0[d]
+                            b01 += e * wyr1[d]
+                            e = abs(u1 - v0)
+                            a10 += e * wxr1[d]
+                            b10 += e * wyr0[d]
+                            e = abs(u1 - v1)
+                            a11 += e * wxr1[d]
+                            b11 += e * wyr1[d]
+                        i = q - q0
+                        j = g - g0
+                        i1 = i + 1 if qq != q else q1 - q0
+                        j1 = j + 1 if gg != g else g1 - g0
+                        acc[0, i, j] += a00
+                        acc[1, i, j] += b00
+                        acc[0, i, j1] += a01
+                        acc[1, i, j1] += b01
+                        acc[0, i1, j] += a10
+                        acc[1, i1, j] += b10
+                        acc[0, i1, j1] += a11
+                        acc[1, i1, j1] += b11
             for i in range(q1 - q0):
                 for j in range(g1 - g0):
                     OX[q0 + i, g0 + j] = acc[0, i, j]

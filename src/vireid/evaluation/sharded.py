@@ -31,6 +31,20 @@ from vireid.engine import distributed as D
 log = logging.getLogger(__name__)
 
 
+def full_scorer() -> Callable[..., Tensor]:
+    """``score_full(ccn, qF, gF, query_side=..., chunk_size=...)`` of the scoring plug-ins.
+
+    vireid.evaluation.scoring is the public entry point; its full mode is the exact folded
+    scorer of vireid.evaluation.fastccn (same signature), used directly when the plug-in
+    module is not importable.
+    """
+    try:
+        from vireid.evaluation.scoring import score_full
+    except ImportError:
+        from vireid.evaluation.fastccn import score_full
+    return score_full
+
+
 def gather_rows(compute: Callable[[int, int], Tensor], n_rows: int, n_cols: int, align: int = 1,
                 dst: Optional[int] = None, dtype: torch.dtype = torch.float32) -> Optional[Tensor]:
     """Compute a (n_rows, n_cols) matrix block-wise across ranks and gather it.
@@ -76,7 +90,7 @@ def score_sharded(ccn: nn.Module, qF: Tensor, gF: Tensor, query_side: str = "b",
     lower = closer, on every rank (``dst`` None) or on rank ``dst`` only (others: None).
     Arguments as :func:`vireid.evaluation.scoring.score_full`.
     """
-    from vireid.evaluation.scoring import score_full
+    score_full = full_scorer()
 
     def compute(lo: int, hi: int) -> Tensor:
         with torch.no_grad():
@@ -125,8 +139,7 @@ def full_topk_sharded(ccn: nn.Module, qF: Tensor, gF: Tensor, k: int, query_side
     qF: (Q, C, h, w), gF: (G, C, h, w) (identical on every rank). Returns on every rank
     (D (Q, k') ascending, rows (Q, k') int64), k' = min(k, G); equal D are ordered by row.
     """
-    from vireid.evaluation.scoring import score_full
-
+    score_full = full_scorer()
     world, me = D.world_size(), D.rank()
     n_q, n_g = len(qF), len(gF)
     k = min(k, n_g)

@@ -50,7 +50,7 @@ def _ccn_kwargs(cfg: Any) -> dict[str, Any]:
     c = cfg.ccn
     return dict(kernel_size=tuple(c.kernel_size), stride=tuple(c.stride), padding=c.padding,
                 share_fc=c.share_fc, kernel_source=c.kernel_source, corr_scale=c.corr_scale,
-                kg_hidden=getattr(c, "kg_hidden", None))
+                kg_hidden=c.kg_hidden)
 
 
 def build_model(cfg: Any, num_classes: int, load_pretrained: bool = True) -> ReIDModel:

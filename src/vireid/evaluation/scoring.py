@@ -1,0 +1,156 @@
+"""Scoring plug-ins over stored features: simplified, full, rerank (docs/architecture.md).
+
+Every scorer returns a DISTANCE matrix (Q, G), lower = closer, ready for ``eval_sysu`` /
+``eval_regdb``:
+
+* ``simplified``: −S with S the cosine similarity of the global features G (paper "-S").
+* ``full``: D_RI of every pair (paper "-F"), exact, computed by :mod:`vireid.evaluation.fastccn`.
+* ``rerank`` (ours, not in the paper): D_RI on each query's simplified top-K and 3 − S (≥ 2,
+  since S ≤ 1) behind them, so the top-K come first, ordered by D_RI ∈ (0, 1), and the rest
+  keep the simplified order.
+
+Trials that reuse gallery images (SYSU's ten gallery draws) need not re-score pairs: score
+the queries once against the union of all trials' gallery images, then index the columns of
+each trial with :func:`columns_for`.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as nnf
+from torch import Tensor
+
+from vireid.errors import CheckpointError, ConfigError
+from vireid.evaluation import fastccn
+
+log = logging.getLogger(__name__)
+
+#: D_fn(qi, gi) -> D: (M,) full-mode distance of the pairs (query qi[m], gallery gi[m]).
+PairFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def score_simplified(qG: Tensor, gG: Tensor, chunk_size: int = 4096) -> Tensor:
+    """Cosine similarity S (Q, G) float32 of qG (Q, C) and gG (G, C); higher = closer.
+
+    Rows of zero norm give S = 0 with every row. Computed ``chunk_size`` queries at a time.
+    """
+    if qG.dim() != 2 or gG.dim() != 2 or qG.shape[1] != gG.shape[1]:
+        raise ConfigError(f"score_simplified: expected (Q, C) and (G, C) global features, got "
+                          f"{tuple(qG.shape)} and {tuple(gG.shape)}")
+    g = nnf.normalize(gG.float(), dim=1)
+    out = torch.empty(qG.shape[0], gG.shape[0], dtype=torch.float32, device=qG.device)
+    for s in range(0, qG.shape[0], max(1, chunk_size)):
+        out[s:s + chunk_size] = nnf.normalize(qG[s:s + chunk_size].float(), dim=1) @ g.T
+    return out
+
+
+def score_full(ccn: Any, qF: Tensor, gF: Tensor, query_side: str = "b", chunk_size: int = 256,
+               backend: str = "auto") -> Tensor:
+    """Full-mode distance D (Q, G) = D_RI, lower = closer; qF (Q, C, h, w), gF (G, C, h, w).
+
+    Exact folded computation (:func:`vireid.evaluation.fastccn.score_full`); ``chunk_size``
+    queries at a time bounds the memory.
+    """
+    return fastccn.score_full(ccn, qF, gF, query_side=query_side, chunk_size=chunk_size,
+                              backend=backend)  # type: ignore[return-value]
+
+
+def full_pair_fn(ccn: Any, qF: Tensor, gF: Tensor, query_side: str = "b",
+                 backend: str = "auto") -> PairFn:
+    """The D_fn of :func:`score_rerank` for these features: (qi, gi) (M,) -> D (M,)."""
+
+    def fn(qi: Tensor, gi: Tensor) -> Tensor:
+        return fastccn.score_pairs(ccn, qF, gF, qi, gi, query_side=query_side, backend=backend)
+
+    return fn
+
+
+def score_rerank(S: Tensor, D_fn: PairFn, topk: int) -> Tensor:
+    """Rerank distance (Q, G): full mode on each query's simplified top-K only.
+
+    S: (Q, G) cosine similarities; ``D_fn(qi, gi)`` returns D_RI of the listed pairs (all
+    Q·K pairs are passed in one call). Entries in a query's top-K get D_RI ∈ (0, 1); the
+    others get 3 − S ≥ 2, so they stay behind, in simplified order. K ≥ G is full mode.
+    """
+    if topk < 1:
+        raise ConfigError(f"rerank topk: expected an integer >= 1, got {topk!r}")
+    nq, ng = S.shape
+    k = min(int(topk), ng)
+    dist = (3.0 - S.float()).clone()
+    if nq == 0 or k == 0:
+        return dist
+    top = torch.topk(S.float(), k, dim=1).indices                  # (Q, K)
+    qi = torch.arange(nq, device=S.device).repeat_interleave(k)
+    gi = top.reshape(-1)
+    d = torch.as_tensor(D_fn(qi, gi)).to(dist.device, torch.float32).reshape(nq, k)
+    dist.scatter_(1, top, d)
+    return dist
+
+
+def columns_for(split_paths: Sequence[str], union_paths: Sequence[str]) -> Tensor:
+    """Column of each of a trial's gallery images in a matrix scored against ``union_paths``.
+
+    Returns a (len(split_paths),) int64 tensor; ``dist_union[:, cols]`` is the trial's matrix.
+
+    Raises:
+        CheckpointError: a path of the split is not in the union.
+    """
+    where = {p: i for i, p in enumerate(union_paths)}
+    cols = []
+    for p in split_paths:
+        if p not in where:
+            raise CheckpointError(f"gallery image {p!r} is not among the {len(union_paths)} "
+                                  f"scored gallery images (was the union built from these trials?)")
+        cols.append(where[p])
+    return torch.tensor(cols, dtype=torch.int64)
+
+
+def union_paths(*splits: Sequence[str]) -> list[str]:
+    """Distinct paths of several trials' galleries, in first-seen order."""
+    return list(dict.fromkeys(p for split in splits for p in split))
+
+
+# --------------------------------------------------------------------------------------
+# Registry: uniform signature over feature sets (anything with .F and .G).
+
+
+def _simplified(q: Any, g: Any, **_: Any) -> Tensor:
+    return -score_simplified(q.G, g.G)
+
+
+def _full(q: Any, g: Any, *, ccn: Any = None, query_side: str = "b", chunk_size: int = 256,
+          backend: str = "auto", **_: Any) -> Tensor:
+    if ccn is None:
+        raise ConfigError("full-mode scoring needs the model's CCN")
+    return score_full(ccn, q.F, g.F, query_side=query_side, chunk_size=chunk_size, backend=backend)
+
+
+def _rerank(q: Any, g: Any, *, ccn: Any = None, topk: int = 20, query_side: str = "b",
+            backend: str = "auto", **_: Any) -> Tensor:
+    if ccn is None:
+        raise ConfigError("rerank scoring needs the model's CCN")
+    return score_rerank(score_simplified(q.G, g.G), full_pair_fn(ccn, q.F, g.F, query_side, backend),
+                        topk)
+
+
+#: name -> fn(query_features, gallery_features, *, ccn=None, query_side="b", chunk_size=256,
+#: topk=20, backend="auto") -> distance (Q, G), lower = closer.
+SCORERS: dict[str, Callable[..., Tensor]] = {
+    "simplified": _simplified,
+    "full": _full,
+    "rerank": _rerank,
+}
+
+
+def get_scorer(name: str) -> Callable[..., Tensor]:
+    """The scorer called ``name`` (one of :data:`SCORERS`)."""
+    if name not in SCORERS:
+        raise ConfigError(f"eval.scoring: expected one of {', '.join(SCORERS)}, got {name!r}")
+    return SCORERS[name]
+
+
+__all__ = ["score_simplified", "score_full", "score_rerank", "full_pair_fn", "columns_for",
+           "union_paths", "SCORERS", "get_scorer", "PairFn"]
