@@ -102,11 +102,20 @@ def run_single(args: argparse.Namespace) -> list[dict[str, Any]]:
         for n in sizes_s:
             gG = gG_all[:n]
             for backend in ("torch", "faiss") if faiss_available() else ("torch",):
-                t = best_time(lambda: simplified_topk(qG, gG, args.topk, backend=backend),
-                              args.repeats)
-                out.append(record(geom, f"simplified-{backend}", args.queries, n, t, topk=args.topk))
-                print(out[-1], flush=True)
+                for nq in (1, args.queries):
+                    # A fresh gallery object: the first search also normalises G (and fills
+                    # the FAISS index); later searches reuse that ("warm", the serving case).
+                    fresh = PooledGallery(gF_all, gG)
+                    t0 = time.perf_counter()
+                    simplified_topk(qG[:nq], fresh, args.topk, backend=backend)
+                    cold = time.perf_counter() - t0
+                    t = best_time(lambda: simplified_topk(qG[:nq], fresh, args.topk,
+                                                          backend=backend), args.repeats)
+                    out.append(record(geom, f"simplified-{backend}", nq, n, t, topk=args.topk,
+                                      first_search_seconds=round(cold, 5)))
+                    print(out[-1], flush=True)
             gal = PooledGallery(gF_all, gG)
+            simplified_topk(qG, gal, 1)  # warm the cache
             _, cand, _ = simplified_topk(qG, gG, args.rerank_k, backend="torch")
 
             def rerank() -> None:

@@ -14,8 +14,6 @@ from vireid.evaluation.sharded import full_topk_sharded, rerank_sharded, score_s
 from vireid.models.ccn import CCN
 
 NQ, NG, CHUNK = 13, 11, 4
-import importlib.util  # TEMP until scoring.py lands
-HAVE_SCORING = importlib.util.find_spec("vireid.evaluation.scoring") is not None
 
 
 def problem() -> tuple[CCN, torch.Tensor, torch.Tensor]:
@@ -48,11 +46,11 @@ def main(out: str) -> None:
         torch.nn.functional.normalize(gF.mean((2, 3)), dim=1).T
     full = result["full_b"]
 
-    def d_fn(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        return full[rows[:, None], cols]
+    def d_fn(qi: torch.Tensor, gi: torch.Tensor) -> torch.Tensor:
+        return full[qi, gi]
 
     result["S"] = S
-    result["rerank"] = rerank_sharded(S, d_fn, 3, chunk_size=CHUNK) if HAVE_SCORING else None
+    result["rerank"] = rerank_sharded(S, d_fn, 3, chunk_size=CHUNK)
     result["topk_D"], result["topk_rows"] = full_topk_sharded(ccn, qF, gF, 4, query_side="b",
                                                               chunk_size=CHUNK)
     if D.is_main():

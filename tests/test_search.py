@@ -36,7 +36,7 @@ def test_faiss_and_torch_give_the_reference_topk():
     qG = rng.normal(size=(15, 32)).astype(np.float32)
     ref = _cosine_reference(qG, gG)
     ref_rows = np.argsort(-ref, axis=1)[:, :10]
-    s_t, r_t, used_t = simplified_topk(qG, gG, 10, backend="torch", block_size=64)
+    s_t, r_t, used_t = simplified_topk(qG, gG, 10, backend="torch", block_elems=15 * 64)
     s_f, r_f, used_f = simplified_topk(qG, gG, 10, backend="faiss")
     assert (used_t, used_f) == ("torch", "faiss")
     np.testing.assert_array_equal(r_t, ref_rows)
@@ -48,6 +48,10 @@ def test_faiss_and_torch_give_the_reference_topk():
 
 
 def test_faiss_stays_optional(monkeypatch):
+    import vireid.search as vs
+
+    monkeypatch.setattr(vs, "FAISS_MIN_GALLERY", 1000)
+    assert resolve_backend("auto", 10**4) == "faiss" and resolve_backend("auto", 999) == "torch"
     monkeypatch.setitem(sys.modules, "faiss", None)  # makes `import faiss` fail
     assert resolve_backend("auto", 10**7) == "torch"
     with pytest.raises(ConfigError, match="faiss"):

@@ -107,8 +107,11 @@ def test_two_gloo_processes_equal_single_process(tmp_path):
     assert torch.equal(torch.argsort(got["full_b"], dim=1, stable=True),
                        torch.argsort(score_full(ccn, qF, gF, query_side="b", chunk_size=W.CHUNK),
                                      dim=1, stable=True))
-    if got["rerank"] is not None:  # TEMP
-     np.testing.assert_allclose(got["rerank"].double().numpy(),
+    from vireid.evaluation.scoring import score_rerank
+
+    single = score_rerank(got["S"], lambda qi, gi: got["full_b"][qi, gi], 3)
+    assert torch.equal(got["rerank"], single)
+    np.testing.assert_allclose(got["rerank"].double().numpy(),
                                _rerank_reference(got["S"], got["full_b"], 3).numpy(), atol=1e-6)
     ref = got["full_b"].numpy()
     want_rows = np.argsort(ref, axis=1, kind="stable")[:, :4]

@@ -3,10 +3,11 @@
 Three scorings, as in evaluation (docs/architecture.md, "Features and scoring"):
 
 * ``simplified``: cosine similarity of the global features G; **higher = more similar**.
-  Served by FAISS (``IndexFlatIP`` on L2-normalised G, i.e. exact cosine) when the optional
-  ``faiss-cpu`` package is installed and the gallery is large, else by a chunked torch
-  search (gallery blocks of ``block_size`` rows, running top-K) that gives the same ranking,
-  ties aside. ``backend`` picks one explicitly.
+  Two exact backends give the same ranking (ties aside): FAISS (``IndexFlatIP`` on
+  L2-normalised G, i.e. exact cosine; the optional ``faiss-cpu`` package, imported lazily)
+  and a chunked torch search (gallery blocks of about 2^24 / Q rows, running top-K).
+  ``backend="auto"`` picks FAISS for galleries of at least :data:`FAISS_MIN_GALLERY` images
+  when it is installed, else torch (see that constant for why it defaults to torch).
 * ``full``: the CCN's D_RI for every gallery item (:func:`vireid.evaluation.scoring.score_full`,
   gallery shard by shard); **lower = more similar** (D is the probability of "different").
 * ``rerank``: the simplified top-``rerank_depth`` candidates (default: ``topk``) re-ordered by
@@ -44,9 +45,12 @@ SCORE_MEANING = {
     "rerank": "CCN difference score D_RI on the simplified top-K (lower = more similar)",
 }
 HIGHER_IS_BETTER = {"simplified": True, "full": False, "rerank": False}
-#: ``backend="auto"`` uses FAISS from this many gallery images on (when it is installed).
-#: Below it the torch search is as fast (see docs/scaling.md) and needs no extra package.
-FAISS_MIN_GALLERY = 20000
+#: ``backend="auto"`` uses FAISS (when installed) from this many gallery images on; None =
+#: never. Measured on the reference 2-core CPU (docs/scaling.md), the exact FAISS flat index
+#: (faiss-cpu 1.15, AVX2) was slower than the chunked torch search at every gallery size up
+#: to 10^6 and every batch size from 1 to 100 queries, so auto picks torch there. Set it
+#: where FAISS is faster (other CPUs, a FAISS GPU build), or pass backend="faiss".
+FAISS_MIN_GALLERY: Optional[int] = None
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -149,7 +153,9 @@ def resolve_backend(backend: str, gallery_size: int) -> str:
         return "faiss"
     if backend == "torch":
         return "torch"
-    return "faiss" if gallery_size >= FAISS_MIN_GALLERY and faiss_available() else "torch"
+    if FAISS_MIN_GALLERY is not None and gallery_size >= FAISS_MIN_GALLERY and faiss_available():
+        return "faiss"
+    return "torch"
 
 
 def query_side(query_modality: str, gallery_modality: str) -> str:
@@ -185,14 +191,18 @@ def _order_rows(scores: torch.Tensor, idx: torch.Tensor, largest: bool
 
 # --------------------------------------------------------------------------- simplified stage
 def simplified_topk(query_G: ArrayLike, gallery: Union[Gallery, ArrayLike], k: int,
-                    backend: str = "auto", block_size: int = 65536) -> tuple[np.ndarray, np.ndarray, str]:
+                    backend: str = "auto", block_elems: int = 1 << 24
+                    ) -> tuple[np.ndarray, np.ndarray, str]:
     """Top-k cosine similarities of each query against the gallery's G.
 
     query_G: (Q, C); gallery: a Gallery or a (N, C) array of global features.
+    block_elems: the torch backend scores gallery blocks of ``block_elems // Q`` rows
+    at a time, which bounds its memory to about 4·block_elems bytes.
     Returns (scores (Q, k') float32 descending, rows (Q, k') int64, backend used),
     k' = min(k, N). Ties are ordered by gallery row.
     """
-    gG = gallery.G() if hasattr(gallery, "G") and callable(gallery.G) else _np32(gallery)
+    is_gallery = hasattr(gallery, "G") and callable(gallery.G)
+    gG = gallery.G() if is_gallery else _np32(gallery)
     n = len(gG)
     if n == 0:
         raise DataError("the gallery is empty")
@@ -201,24 +211,45 @@ def simplified_topk(query_G: ArrayLike, gallery: Union[Gallery, ArrayLike], k: i
     k = min(k, n)
     used = resolve_backend(backend, n)
     qn = l2_normalize(query_G)
+    # Normalising the gallery (and filling a FAISS index) costs about as much as one search
+    # of a 100-query batch: done once per gallery object and kept on it.
+    cache = _search_cache(gallery) if is_gallery else {}
+    if "Gn" not in cache:
+        cache["Gn"] = l2_normalize(gG)
+    gn = cache["Gn"]
     if used == "faiss":
-        import faiss
+        if "faiss" not in cache:
+            import faiss
 
-        index = faiss.IndexFlatIP(qn.shape[1])
-        index.add(l2_normalize(gG))
-        scores, rows = index.search(qn, k)
+            cache["faiss"] = faiss.IndexFlatIP(gn.shape[1])
+            cache["faiss"].add(gn)
+        scores, rows = cache["faiss"].search(qn, k)
         s, i = _order_rows(torch.from_numpy(scores), torch.from_numpy(rows.astype(np.int64)), True)
         return s, i, used
     qt = torch.from_numpy(qn)
+    # Blocks of gallery rows bound the (Q, rows) similarity block to ~block_elems values.
+    rows_per_block = max(1, block_elems // max(1, len(qt)))
     best_s = best_i = None
-    for lo in range(0, n, block_size):
-        gb = torch.from_numpy(l2_normalize(gG[lo:lo + block_size]))
-        s = qt @ gb.T
-        i = torch.arange(lo, lo + len(gb), dtype=torch.int64).expand(len(qt), -1)
-        best_s, best_i = _merge_topk(best_s, best_i, s, i, k, largest=True)
+    for lo in range(0, n, rows_per_block):
+        gb = torch.from_numpy(gn[lo:lo + rows_per_block])
+        s, pos = torch.topk(qt @ gb.T, min(k, len(gb)), dim=1, largest=True, sorted=False)
+        best_s, best_i = _merge_topk(best_s, best_i, s, pos + lo, k, largest=True)
     assert best_s is not None and best_i is not None
     s, i = _order_rows(best_s, best_i, True)
     return s, i, used
+
+
+def _search_cache(gallery: Any) -> dict[str, Any]:
+    """Per-gallery-object cache of search structures (normalised G, FAISS index); dropped
+    when the row count changes (an extended index is a new object anyway)."""
+    cache = getattr(gallery, "_search_cache_", None)
+    if cache is None or cache.get("count") != gallery.count:
+        cache = {"count": gallery.count}
+        try:
+            gallery._search_cache_ = cache
+        except AttributeError:  # an object that refuses attributes: no caching
+            pass
+    return cache
 
 
 # --------------------------------------------------------------------------- full stage

@@ -161,8 +161,8 @@ def _score_all_modes(modes: Sequence[str], model: Optional[torch.nn.Module], q: 
             s_t = S[:, idx]
             if D is not None:
                 d_fn = _table_d_fn(D[:, idx])
-            else:
-                d_fn = _ccn_d_fn(model, q.F, g.F[idx], query_side, device)
+            else:  # rerank alone: D_RI of the top-K pairs only
+                d_fn = sc.full_pair_fn(model.ccn, q.F.to(device), g.F[idx].to(device), query_side)
             with torch.no_grad():
                 return torch.as_tensor(sc.score_rerank(s_t, d_fn, topk))
 
@@ -171,23 +171,10 @@ def _score_all_modes(modes: Sequence[str], model: Optional[torch.nn.Module], q: 
 
 
 def _table_d_fn(D: torch.Tensor) -> Any:
-    """D_fn over a precomputed full matrix: (rows (R,), cols (R, K)) -> D (R, K)."""
-    def fn(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        return D[rows[:, None], cols]
-    return fn
-
-
-def _ccn_d_fn(model: torch.nn.Module, qF: torch.Tensor, gF: torch.Tensor, query_side: str,
-              device: Union[str, torch.device]) -> Any:
-    """D_fn computing D_RI of the requested pairs only: (rows (R,), cols (R, K)) -> (R, K)."""
-    def fn(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        r = rows[:, None].expand_as(cols).reshape(-1)
-        c = cols.reshape(-1)
-        qf, gf = qF[r].to(device), gF[c].to(device)
-        ia = ib = torch.arange(len(r), device=qf.device)
-        with torch.no_grad():
-            d = model.ccn(gf, qf, ia, ib) if query_side == "b" else model.ccn(qf, gf, ia, ib)
-        return d.cpu().reshape(cols.shape)
+    """The pair function of ``score_rerank`` over a precomputed full matrix D (Q, G):
+    (qi (M,), gi (M,)) -> D[qi, gi] (M,)."""
+    def fn(qi: torch.Tensor, gi: torch.Tensor) -> torch.Tensor:
+        return D[qi.cpu(), gi.cpu()]
     return fn
 
 

@@ -32,16 +32,10 @@ log = logging.getLogger(__name__)
 
 
 def full_scorer() -> Callable[..., Tensor]:
-    """``score_full(ccn, qF, gF, query_side=..., chunk_size=...)`` of the scoring plug-ins.
+    """``score_full(ccn, qF, gF, query_side=..., chunk_size=...)`` of the scoring plug-ins
+    (imported late: the folded scorer pulls in numba)."""
+    from vireid.evaluation.scoring import score_full
 
-    vireid.evaluation.scoring is the public entry point; its full mode is the exact folded
-    scorer of vireid.evaluation.fastccn (same signature), used directly when the plug-in
-    module is not importable.
-    """
-    try:
-        from vireid.evaluation.scoring import score_full
-    except ImportError:
-        from vireid.evaluation.fastccn import score_full
     return score_full
 
 
@@ -105,16 +99,16 @@ def rerank_sharded(S: Tensor, d_fn: Callable[[Tensor, Tensor], Tensor], topk: in
                    chunk_size: int = 256, *, dst: Optional[int] = None) -> Optional[Tensor]:
     """Rerank distances with the query rows split across ranks; same result as ``score_rerank``.
 
-    S: (Q, G) cosine similarities (identical on every rank); ``d_fn(rows (R,), cols (R, K))
-    -> D (R, K)`` the full-mode function :func:`vireid.evaluation.scoring.score_rerank` takes
-    for the whole of S (rows are indices of S's rows; each rank calls it for its own rows
-    only). Returns dist (Q, G) as ``score_rerank(S, d_fn, topk)`` would.
+    S: (Q, G) cosine similarities (identical on every rank); ``d_fn(qi (M,), gi (M,)) -> D (M,)``
+    the pair function :func:`vireid.evaluation.scoring.score_rerank` takes for the whole of S
+    (``qi`` index S's rows; each rank asks only for pairs of its own rows). Returns dist
+    (Q, G) as ``score_rerank(S, d_fn, topk)`` would.
     """
     from vireid.evaluation.scoring import score_rerank
 
     def compute(lo: int, hi: int) -> Tensor:
-        def local(rows: Tensor, cols: Tensor) -> Tensor:
-            return d_fn(rows + lo, cols)  # score_rerank numbers the rows of its slice from 0
+        def local(qi: Tensor, gi: Tensor) -> Tensor:
+            return d_fn(qi + lo, gi)  # score_rerank numbers the rows of its slice from 0
 
         with torch.no_grad():
             return torch.as_tensor(score_rerank(S[lo:hi], local, topk))

@@ -1,0 +1,49 @@
+"""``vireid bench``: full-mode CCN scoring at the paper's geometry, against the paper's per-pair form.
+
+Every figure and JSON key is described in docs/performance.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..evaluation.benchmark import REGDB_N
+
+    p = sub.add_parser("bench", help="measure full-mode scoring, simplified scoring, extraction and training speed")
+    p.add_argument("--json", metavar="OUT", help="write every figure as JSON to OUT")
+    p.add_argument("--n", type=int, default=512, help=f"queries = gallery size of the full-mode run "
+                   f"(default 512; {REGDB_N} = RegDB in full)")
+    p.add_argument("--paper-pairs", type=int, default=200, help="pairs timed for the per-pair form")
+    p.add_argument("--fft-pairs", type=int, default=20, help="pairs timed with FFT correlation (0: skip)")
+    p.add_argument("--chunk-size", type=int, default=256, help="queries per full-mode chunk")
+    p.add_argument("--torch-n", type=int, default=128, help="size of the torch-backend run (0: skip)")
+    p.add_argument("--lowp-n", type=int, default=32, help="size of the fp16/bf16 run (0: skip)")
+    p.add_argument("--model-batch", type=int, default=4, help="images per modality for model timings")
+    p.add_argument("--no-models", action="store_true", help="skip extraction/training timings")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine.atomic import atomic_write_text
+    from ..evaluation.benchmark import run_benchmark
+
+    res = run_benchmark(n_full=args.n, paper_pairs=args.paper_pairs, fft_pairs=args.fft_pairs,
+                        chunk_size=args.chunk_size, torch_n=args.torch_n, lowp_n=args.lowp_n,
+                        model_batch=args.model_batch, with_models=not args.no_models,
+                        progress=lambda s: print(f"... {s}", file=sys.stderr, flush=True))
+    s = res["summary"]
+    print(f"paper per-pair form : {s['paper_pairs_per_s']:.1f} pairs/s")
+    print(f"vireid full mode    : {s['full_pairs_per_s']:.0f} pairs/s "
+          f"(x{s['speedup_full_vs_paper_per_pair']:.0f}; max rel. error vs direct form "
+          f"{res['full']['max_rel_error_vs_direct']:.1e})")
+    print(f"RegDB 2060x2060 full: {s['regdb_full_extrapolated_s']:.1f} s (paper: {s['regdb_full_paper_s']:.0f} s)")
+    print(f"RegDB simplified    : {s['regdb_simplified_s']:.2f} s")
+    if s["fraction_of_incache_kernel"] is not None:
+        print(f"fraction of in-cache kernel rate: {s['fraction_of_incache_kernel']:.2f}")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(res, indent=2))
+        print(f"wrote {args.json}")
+    return 0
