@@ -30,7 +30,9 @@ def test_paper_presets_hold_the_papers_settings():
 def test_overrides_are_parsed_as_yaml_and_typed():
     cfg = apply_overrides(Config(), ["train.lr=0.05", "ccn.stride=[2, 1]", "eval.trials=[0, 3]",
                                      "model.shared_stages=4", "ccn.corr_scale=null",
-                                     "data.flip=false"])
+                                     "data.flip=false", "train.weight_decay=1e-4",
+                                     "train.threads=1"])
+    assert cfg.train.weight_decay == 1e-4 and cfg.train.threads == 1
     assert cfg.train.lr == 0.05 and isinstance(cfg.train.lr, float)
     assert cfg.ccn.stride == [2, 1]
     assert cfg.eval.trials == [0, 3]

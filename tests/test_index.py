@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from _index_helpers import make_checkpoint, make_images, reference_features, single_thread

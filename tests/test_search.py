@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from _index_helpers import identity_image, make_checkpoint, make_images, single_thread
+from _index_helpers import make_checkpoint, make_images, single_thread
 from vireid.cli import main
 from vireid.engine.checkpoint import load_model_from_checkpoint
 from vireid.errors import CheckpointError, ConfigError

@@ -111,6 +111,9 @@ class TrainConfig:
     warmup_epochs: int = 0
     seed: int = 0
     device: str = "auto"
+    # torch threads per process; null = torch's default. A bit-identical resume needs the
+    # same value as the original run (reductions split differently across threads).
+    threads: Optional[int] = None
     checkpoint_every: int = 1  # epochs
     log_every: int = 10  # iterations
     selection: str = "last"  # "last" epoch, or best rank-1 on the held-out "val" ids
@@ -181,6 +184,12 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        # YAML 1.1 reads `1e-4` (no dot) as a string; accept what Python reads as a number.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -299,6 +308,7 @@ def validate(cfg: Config) -> Config:
     _check("train.warmup_epochs", 0 <= t.warmup_epochs < t.epochs,
            f"an integer in 0..{t.epochs - 1}", t.warmup_epochs)
     _check_choice("train.device", t.device, DEVICES)
+    _check("train.threads", t.threads is None or t.threads >= 1, "null or an integer ≥ 1", t.threads)
     _check("train.checkpoint_every", t.checkpoint_every >= 1, "an integer ≥ 1", t.checkpoint_every)
     _check("train.log_every", t.log_every >= 1, "an integer ≥ 1", t.log_every)
     _check_choice("train.selection", t.selection, SELECTIONS)

@@ -256,6 +256,9 @@ def load_model_from_checkpoint(path: PathLike, device: Union[str, torch.device] 
     cfg = checkpoint_config(ckpt)
     # The stored weights replace any initial ones: never fetch ImageNet weights here.
     model = build_model(cfg, int(ckpt["num_classes"]), load_pretrained=False)
+    from vireid.engine.trainer import attach_loss_head  # a baseline's head is part of the weights
+
+    attach_loss_head(model, cfg)
     load_state_strict(model, ckpt["model"], source=ckpt["path"])
     model.to(device).eval()
     meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "rng")}

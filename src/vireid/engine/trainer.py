@@ -137,17 +137,37 @@ def _loss_idl(model: nn.Module, b: StepBatch, cfg: Config) -> tuple[Tensor, dict
 def get_loss_fn(kind: str) -> LossFn:
     """The loss function of ``kind``.
 
-    Baseline losses (vl, rkl, kvl) are provided by :mod:`vireid.losses` through a function
-    ``trainer_loss(kind, model, batch, cfg) -> (loss, parts)`` when it exists there; any other
-    module can also call :func:`register_loss`.
+    ``ccn``, ``ccn-noid`` and ``idl`` are defined here; the Table I baselines (``vl``,
+    ``rkl``, ``kvl``) come from :func:`vireid.baseline_losses.trainer_loss`, whose learnable
+    head (VL, KVL) :func:`attach_loss_head` puts on the model. Other modules can add kinds
+    with :func:`register_loss`.
     """
     if kind in LOSS_FUNCTIONS:
         return LOSS_FUNCTIONS[kind]
-    hook = getattr(L, "trainer_loss", None)
-    if hook is not None:
-        return lambda model, b, cfg: hook(kind, model, b, cfg)
+    try:
+        from vireid import baseline_losses as B
+    except ImportError:
+        B = None
+    if B is not None and kind in getattr(B, "BASELINE_LOSSES", {}):
+        return lambda model, b, cfg: B.trainer_loss(kind, model, b, cfg)
     raise ConfigError(f"loss.kind: {kind!r} is not implemented in this build; available: "
                       f"{', '.join(sorted(LOSS_FUNCTIONS))}")
+
+
+def attach_loss_head(model: nn.Module, cfg: Config) -> nn.Module:
+    """Put the learnable head of a baseline loss (VL, KVL) on the model as
+    ``model.baseline_head``, so that the optimizer trains it and checkpoints hold it
+    (:func:`vireid.engine.checkpoint.load_model_from_checkpoint` calls this too)."""
+    if cfg.loss.kind in LOSS_FUNCTIONS:
+        return model
+    try:
+        from vireid.baseline_losses import build_baseline_head
+    except ImportError:
+        return model
+    head = build_baseline_head(cfg, model)
+    if head is not None:
+        model.baseline_head = head
+    return model
 
 
 # --------------------------------------------------------------------------- schedule
@@ -494,7 +514,8 @@ def train(cfg: Config, run_dir: PathLike, resume: bool = False, overwrite: bool 
                                        seed=cfg.train.seed)
         from vireid.models.build import build_model
 
-        model = build_model(cfg, num_classes, load_pretrained=ckpt is None).to(device)
+        model = build_model(cfg, num_classes, load_pretrained=ckpt is None)
+        model = attach_loss_head(model, cfg).to(device)
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr,
                                     momentum=cfg.train.momentum,
                                     weight_decay=cfg.train.weight_decay)

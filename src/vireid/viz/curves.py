@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 PathLike = Union[str, os.PathLike]
@@ -47,6 +48,7 @@ def plot_loss_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: Path
     """
     fig, ax = plt.subplots(figsize=(7, 4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    part_styles = iter(["--", ":", "-.", (0, (5, 1)), (0, (1, 3))] * 4)
     for i, (label, records) in enumerate(runs.items()):
         steps = [r for r in records if r.get("type", "step") == "step"]
         if not steps:
@@ -57,7 +59,7 @@ def plot_loss_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: Path
             if key not in steps[0]:
                 continue
             y = np.array([r.get(key, np.nan) for r in steps], dtype=float)
-            style = "-" if key == "loss" else "--"
+            style = "-" if key == "loss" else next(part_styles)
             name = f"{label}" if key == "loss" else f"{label}: {key}"
             ax.plot(x, y, style, color=color, alpha=1.0 if key == "loss" else 0.6,
                     linewidth=1.6 if key == "loss" else 1.0, label=name)
@@ -81,6 +83,7 @@ def plot_cmc_curves(curves: Mapping[str, Sequence[float]], path: PathLike,
         y = np.asarray(cmc, dtype=float)[:max_rank]
         ax.plot(np.arange(1, len(y) + 1), y, marker="o", markersize=3, label=label)
     ax.set_xlabel("rank")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("matching rate (%)")
     ax.set_title(title)
     ax.set_ylim(0, 100)
