@@ -1,4 +1,4 @@
-"""``vireid figures --checkpoint CKPT --data-root DIR -o OUT``: the paper's Figs. 2, 4 and 5."""
+"""``vireid figures``: the paper's Figs. 2, 4 and 5 from a checkpoint, and CMC curves of runs."""
 from __future__ import annotations
 
 import argparse
@@ -6,9 +6,9 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("figures", help="t-SNE (Fig. 2), contrastive maps (Fig. 4) and ranked "
-                                       "lists (Fig. 5) of a trained model")
-    p.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
-    p.add_argument("--data-root", required=True, help="dataset folder the model was trained for")
+                                       "lists (Fig. 5) of a trained model; CMC curves of runs")
+    p.add_argument("--checkpoint", default=None, help="checkpoint file or run folder")
+    p.add_argument("--data-root", default=None, help="dataset folder the model was trained for")
     p.add_argument("-o", "--output", required=True, help="folder for the PNG files")
     p.add_argument("--which", default="tsne,maps,ranked",
                    help="comma-separated subset of tsne,maps,ranked (default: all)")
@@ -19,17 +19,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topk", type=int, default=10, help="gallery images per ranked list")
     p.add_argument("--seed", type=int, default=0, help="seed of the random picks")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--cmc", nargs="+", default=None, metavar="JSON",
+                   help="result JSON files (vireid reproduce tables, vireid eval --json): "
+                        "draw their CMC curves on one plot, OUT/cmc.png")
+    p.add_argument("--cmc-runs", default=None,
+                   help="comma-separated curve labels to keep (e.g. ours-S,ours-F,idl-S)")
+    p.add_argument("--cmc-title", default="CMC", help="title of the CMC plot")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..viz.figures import make_figures
+    from pathlib import Path
 
-    which = [w.strip() for w in args.which.split(",") if w.strip()]
-    made = make_figures(args.checkpoint, args.data_root, args.output, which=which,
-                        compare_checkpoint=args.compare, per_id=args.per_id,
-                        num_queries=args.queries, topk=args.topk, seed=args.seed,
-                        device=args.device)
+    from ..errors import ConfigError
+    from ..viz.figures import cmc_curves_from_results, make_figures, plot_cmc
+
+    if args.checkpoint is None and not args.cmc:
+        raise ConfigError("figures: expected --checkpoint (with --data-root) and/or --cmc JSON…, found neither")
+    made = {}
+    if args.checkpoint is not None:
+        if args.data_root is None:
+            raise ConfigError("figures: --checkpoint needs --data-root (the dataset folder), found none")
+        which = [w.strip() for w in args.which.split(",") if w.strip()]
+        made.update(make_figures(args.checkpoint, args.data_root, args.output, which=which,
+                                 compare_checkpoint=args.compare, per_id=args.per_id,
+                                 num_queries=args.queries, topk=args.topk, seed=args.seed,
+                                 device=args.device))
+    if args.cmc:
+        select = [s.strip() for s in args.cmc_runs.split(",")] if args.cmc_runs else None
+        curves = cmc_curves_from_results(args.cmc, select)
+        made["cmc"] = plot_cmc(curves, Path(args.output) / "cmc.png", title=args.cmc_title)
     for name, path in made.items():
         print(f"{name}: {path}")
     return 0

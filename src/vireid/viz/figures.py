@@ -201,6 +201,46 @@ def plot_cmc(curves: Mapping[str, Sequence[float]], path: PathLike, title: str =
     return plot_cmc_curves(curves, path, title=title)
 
 
+def cmc_curves_from_results(paths: Sequence[PathLike],
+                            select: Optional[Sequence[str]] = None) -> dict[str, list[float]]:
+    """Collect the mean CMC curves (rank 1..20, percent) stored in result JSON files.
+
+    Accepts ``vireid reproduce`` table JSON files (one curve per run and scoring mode, labelled
+    ``variant-S`` / ``variant-F`` / ``variant-R``) and ``vireid eval --json`` results (a
+    top-level ``cmc``, or ``{mode: result}``; labelled by the file name). ``select`` keeps only
+    these labels (in the given order).
+    """
+    import json
+
+    suffix = {"simplified": "S", "full": "F", "rerank": "R"}
+    curves: dict[str, list[float]] = {}
+    for p in paths:
+        p = Path(p)
+        try:
+            obj = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(f"--cmc: expected a result JSON file at {p}, found: {e}") from e
+        if isinstance(obj, dict) and "runs" in obj:  # a reproduce table
+            for name, run in obj["runs"].items():
+                for mode, res in (run.get("eval") or {}).items():
+                    if isinstance(res, dict) and res.get("cmc"):
+                        curves[f"{name}-{suffix.get(mode, mode)}"] = [float(v) for v in res["cmc"]]
+        elif isinstance(obj, dict) and obj.get("cmc"):
+            curves[p.stem] = [float(v) for v in obj["cmc"]]
+        elif isinstance(obj, dict):
+            for mode, res in obj.items():
+                if isinstance(res, dict) and res.get("cmc"):
+                    curves[f"{p.stem}-{suffix.get(mode, mode)}"] = [float(v) for v in res["cmc"]]
+    if select:
+        missing = [s for s in select if s not in curves]
+        if missing:
+            raise DataError(f"--cmc-runs: {', '.join(missing)} not found; available: {', '.join(curves)}")
+        curves = {s: curves[s] for s in select}
+    if not curves:
+        raise DataError(f"--cmc: no CMC curve found in {', '.join(map(str, paths))}")
+    return curves
+
+
 # --------------------------------------------------------------------------- from a checkpoint
 def _test_records(cfg: Any, root: PathLike) -> tuple[list, list]:
     """(RGB records, IR records) of the test identities of ``cfg.data.dataset`` at ``root``."""
