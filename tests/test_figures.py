@@ -133,3 +133,25 @@ def test_report_renders_reproduce_tables(tmp_path: Path) -> None:
         "rows": [{"label": "λ = 0.1", "ours": {"rank1": 41.25}, "paper": {"rank1": 33.4}}]}))
     text = build_report([run])
     assert "41.25" in text and "33.40" in text and "paper Table VII" in text
+
+
+def test_cmc_curves_are_read_from_reproduce_and_eval_json(tmp_path: Path) -> None:
+    a = [float(i) for i in range(20)]
+    b = [float(2 * i) for i in range(20)]
+    table = {"table": "table1", "runs": {
+        "ours": {"eval": {"simplified": {"cmc": a}, "full": {"cmc": b}}},
+        "idl": {"eval": {"simplified": {"cmc": b}}}}}
+    (tmp_path / "table1.json").write_text(json.dumps(table))
+    (tmp_path / "mine.json").write_text(json.dumps({"scoring": "simplified", "cmc": a}))
+    (tmp_path / "all.json").write_text(json.dumps({"simplified": {"cmc": a}, "rerank": {"cmc": b}}))
+    curves = FG.cmc_curves_from_results([tmp_path / "table1.json", tmp_path / "mine.json",
+                                         tmp_path / "all.json"])
+    assert curves == {"ours-S": a, "ours-F": b, "idl-S": b, "mine": a, "all-S": a, "all-R": b}
+    picked = FG.cmc_curves_from_results([tmp_path / "table1.json"], ["idl-S", "ours-F"])
+    assert list(picked) == ["idl-S", "ours-F"]
+    from vireid.errors import DataError
+    with pytest.raises(DataError, match="not found"):
+        FG.cmc_curves_from_results([tmp_path / "table1.json"], ["kvl-S"])
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(DataError, match="result JSON"):
+        FG.cmc_curves_from_results([tmp_path / "bad.json"])

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from vireid.config import validate
@@ -13,7 +14,16 @@ from vireid.models.ccn import num_kernels
 from vireid.models.resnet import feature_hw
 
 
-@pytest.mark.parametrize("budget", ["smoke", "cpu", "paper"])
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The smoke runs are tiny: one torch thread is faster than two on a shared 2-core CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("budget", ["smoke", "cpu-short", "cpu", "paper"])
 def test_every_variant_is_a_valid_config(budget: str, tmp_path: Path) -> None:
     base = R.base_config(budget)
     for recipe in R.RECIPES.values():
@@ -27,6 +37,16 @@ def test_every_variant_is_a_valid_config(budget: str, tmp_path: Path) -> None:
                 want = yaml.safe_load(text)
                 got = getattr(getattr(cfg, sect), leaf)
                 assert got == want or str(got) == str(want), (recipe.name, name, ov, got)
+
+def test_cpu_short_budget_is_the_cpu_preset_with_fewer_iterations() -> None:
+    cpu, short = R.base_config("cpu").to_dict(), R.base_config("cpu-short").to_dict()
+    assert short["train"]["epochs"] * short["train"]["iters_per_epoch"] == 8 * 50
+    assert short["train"]["lr_milestones"] == [6]
+    for sect in ("model", "ccn", "loss", "data"):  # only the schedule differs
+        assert short[sect] == cpu[sect], sect
+    diff = {k for k in cpu["train"] if cpu["train"][k] != short["train"][k]}
+    assert diff <= {"epochs", "iters_per_epoch", "lr_milestones", "warmup_epochs"}
+
 
 def test_fig3_kernel_counts_follow_algorithm1() -> None:
     # cpu preset: 128x64 input, last stride 1 -> 8x4 map; 3x3 kernels; stride_h 1.

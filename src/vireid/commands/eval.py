@@ -57,20 +57,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--features", nargs="+", metavar="FILE",
                    help="score saved features instead of extracting them")
     p.add_argument("--no-cache", action="store_true", help="decode images without the cache")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="skip images that cannot be decoded (counted in the log) instead of "
+                        "stopping with the file named")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Under torchrun (WORLD_SIZE > 1) every rank runs the evaluation with full / rerank
+    scoring split across ranks; only rank 0 prints and writes files."""
+    from ..engine import distributed as D
     from ..engine.atomic import atomic_write_text
     from ..engine.evaluate import evaluate, format_results
 
     if args.topk is not None and args.topk < 1:
         raise ConfigError(f"--topk: expected an integer >= 1, found {args.topk}")
-    results = evaluate(args.checkpoint, data_root=args.data_root, protocol=args.protocol,
-                       scoring=args.scoring, topk=args.topk, trials=args.trials, flip=args.flip,
-                       batch_size=args.batch_size, chunk_size=args.chunk_size, device=args.device,
-                       save_features_path=args.save_features, features_paths=args.features,
-                       use_cache=not args.no_cache)
+    device = args.device
+    main = True
+    if D.env_world_size() > 1:
+        info = D.init_from_env(device="cuda" if str(device).startswith("cuda") else "cpu")
+        device = info.device if str(device).startswith("cuda") else device
+        main = info.is_main
+    try:
+        results = evaluate(args.checkpoint, data_root=args.data_root, protocol=args.protocol,
+                           scoring=args.scoring, topk=args.topk, trials=args.trials,
+                           flip=args.flip, batch_size=args.batch_size,
+                           chunk_size=args.chunk_size, device=device,
+                           save_features_path=args.save_features, features_paths=args.features,
+                           use_cache=not args.no_cache, skip_corrupt=args.skip_corrupt)
+        D.barrier()
+    finally:
+        D.cleanup()
+    if not main:
+        return 0
     first = results if "mean" in results else next(iter(results.values()))
     print(format_results(results, title=f"{first['dataset']} {first['protocol']}, "
                                         f"{len(first['trials'])} trial(s), percent"))

@@ -64,14 +64,18 @@ class ImageCache:
 
     ``cache[i]`` is the image of ``records[i]`` as given to :meth:`build`:
     ``(H, W, 3) uint8``. ``.array`` is the underlying ``(N_unique, H, W, 3)`` memmap (distinct
-    paths in sorted order); ``.rows[i]`` is the row of record ``i`` in it.
+    paths in sorted order); ``.rows[i]`` is the row of record ``i`` in it. ``.bad`` lists the
+    relative paths that could not be decoded (only with ``skip_corrupt``; their rows are
+    zeros and callers must drop those records).
     """
 
-    def __init__(self, array: np.ndarray, rows: np.ndarray, path: Path, size: tuple[int, int]):
+    def __init__(self, array: np.ndarray, rows: np.ndarray, path: Path, size: tuple[int, int],
+                 bad: Sequence[str] = ()):
         self.array = array
         self.rows = rows
         self.path = path
         self.size = size
+        self.bad: list[str] = list(bad)
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
@@ -86,7 +90,7 @@ class ImageCache:
     @classmethod
     def build(cls, root: str | os.PathLike, records: Sequence[ImageRecord],
               size: tuple[int, int], cache_dir: str | os.PathLike | None = None,
-              progress: ProgressFn | None = None) -> "ImageCache":
+              progress: ProgressFn | None = None, skip_corrupt: bool = False) -> "ImageCache":
         """Open the cache entry of ``records`` at ``size = (H, W)``, decoding it first if needed.
 
         Args:
@@ -95,9 +99,12 @@ class ImageCache:
             size: ``(H, W)`` of the cached images.
             cache_dir: where entries live; default :func:`default_cache_dir`.
             progress: called as ``progress(done, total)`` after each decoded image.
+            skip_corrupt: record undecodable files in ``.bad`` (logged with a count) instead
+                of failing; a missing file still fails.
 
         Raises:
-            DataError: a file is missing or cannot be decoded (named in the message).
+            DataError: a file is missing or (without ``skip_corrupt``) cannot be decoded
+                (named in the message).
         """
         root = Path(root)
         size = (int(size[0]), int(size[1]))
@@ -116,13 +123,30 @@ class ImageCache:
         array = cls._try_open(npy, manifest, shape)
         if array is None:
             log.info("building image cache %s (%d images at %dx%d)", npy, len(paths), *size)
-            cls._write(root, paths, size, npy, manifest, shape, progress)
+            cls._write(root, paths, size, npy, manifest, shape, progress, skip_corrupt)
             array = cls._try_open(npy, manifest, shape)
             if array is None:  # pragma: no cover - only on a concurrent delete
                 raise DataError(f"image cache {npy} vanished right after it was written")
         else:
             log.info("reusing image cache %s", npy)
-        return cls(array, rows, npy, size)
+        bad = cls._bad_paths(manifest)
+        if bad and not skip_corrupt:
+            # The entry was built by a skipping run; this run must stop on the first bad
+            # file as it would have without the cache (decoding it again gives PIL's reason).
+            decode_image(root / bad[0], size)
+            raise DataError(f"cannot decode image {root / bad[0]} (recorded as corrupt in {npy}); "
+                            f"pass --skip-corrupt (data.skip_corrupt=true) to skip it")
+        if bad:
+            log.warning("skipping %d corrupt image(s) (skip_corrupt): %s%s", len(bad),
+                        ", ".join(str(root / b) for b in bad[:5]), " …" if len(bad) > 5 else "")
+        return cls(array, rows, npy, size, bad)
+
+    @staticmethod
+    def _bad_paths(manifest: Path) -> list[str]:
+        try:
+            return list(json.loads(manifest.read_text()).get("bad", []))
+        except (OSError, ValueError):
+            return []
 
     @staticmethod
     def _try_open(npy: Path, manifest: Path, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -141,14 +165,23 @@ class ImageCache:
 
     @staticmethod
     def _write(root: Path, paths: list[str], size: tuple[int, int], npy: Path,
-               manifest: Path, shape: tuple[int, ...], progress: ProgressFn | None) -> None:
+               manifest: Path, shape: tuple[int, ...], progress: ProgressFn | None,
+               skip_corrupt: bool = False) -> None:
+        bad: list[str] = []
         fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=npy.parent)
         os.close(fd)
         tmp = Path(tmp_name)
         try:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
             for i, rel in enumerate(paths):
-                out[i] = decode_image(root / rel, size)
+                try:
+                    out[i] = decode_image(root / rel, size)
+                except DataError as exc:
+                    if not skip_corrupt or not (root / rel).is_file():
+                        raise
+                    log.warning("corrupt image skipped: %s", exc)
+                    out[i] = 0
+                    bad.append(rel)
                 if progress is not None:
                     progress(i + 1, len(paths))
             out.flush()
@@ -159,7 +192,7 @@ class ImageCache:
             raise
         meta = {"version": CACHE_FORMAT_VERSION, "complete": True, "root": str(root),
                 "size": list(size), "method": RESIZE_METHOD, "count": len(paths),
-                "paths_head": paths[:3]}
+                "paths_head": paths[:3], "bad": bad}
         fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=npy.parent)
         with os.fdopen(fd, "w") as f:
             json.dump(meta, f, indent=1)

@@ -103,7 +103,9 @@ def decode_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -
     except FileNotFoundError:
         raise DataError(f"image file not found: {p}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot decode image {p}: {type(exc).__name__}: {exc}") from exc
+        raise DataError(f"cannot decode image {p}: expected a readable image file, found "
+                        f"{type(exc).__name__}: {exc} (--skip-corrupt / data.skip_corrupt=true "
+                        f"skips such files)") from exc
     if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise DataError(f"image {p} decoded to an empty array of shape {arr.shape}")
     if size is not None:

@@ -57,7 +57,8 @@ def _read_train_index(path: Path, root: Path, modality: str) -> list[ImageRecord
         m = _CAM_IN_NAME.search(rel.rsplit("/", 1)[-1])
         out.append(ImageRecord(rel, label, int(m.group(1)) if m else 0, modality))
     if not out:
-        raise DataError(f"LLCM index file {path} lists no images")
+        raise DataError(f"LLCM index file {path} lists no images; expected one 'PATH LABEL' line "
+                        f"per image, found an empty file")
     return out
 
 

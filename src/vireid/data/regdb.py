@@ -49,7 +49,8 @@ def read_index(path: Path, root: Path, camid: int, modality: str,
         rel = parts[0].replace("\\", "/").lstrip("/")
         out.append(ImageRecord(rel, label, camid, modality))
     if not out:
-        raise DataError(f"index file {path} lists no images")
+        raise DataError(f"index file {path} lists no images; expected one 'PATH LABEL' line per "
+                        f"image, found an empty file")
     if check_files:
         missing = [r.path for r in out if not (root / r.path).is_file()]
         if missing:

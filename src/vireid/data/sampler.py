@@ -11,6 +11,11 @@ identities are seen about equally often; the image of each modality is drawn uni
 Reproducibility: epoch e's whole plan is a pure function of (seed, e), so resuming only needs
 (epoch, position). With DDP every rank builds the same global plan and takes its own
 contiguous slice of each batch's N identities.
+
+Open-set training (``draws=2``, paper appendix): each identity also gets a second RGB and a
+second IR image (a different one when the identity has several), so that same-modality
+positive pairs compare two images; :func:`build_pair_sets` then adds RGB–RGB and IR–IR pairs
+1:1:1 with the RGB–IR ones.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from torch import Tensor
 
 from vireid.errors import ConfigError, DataError
 
-Batch = list[tuple[int, int]]
+Batch = list[tuple[int, ...]]
 
 
 class CrossModalitySampler:
@@ -36,10 +41,13 @@ class CrossModalitySampler:
         seed: base seed; epoch e uses ``np.random.default_rng([seed, e])``.
         rank, world_size: DDP sharding; N must be divisible by world_size; rank r yields
             identities ``[r·N/ws, (r+1)·N/ws)`` of each global batch.
+        draws: images per modality and identity: 1 (the paper's closed-set batches) or 2
+            (open-set training: a second RGB and IR image, distinct from the first when the
+            identity has more than one).
 
     Iteration yields, for the remaining batches of the current epoch, a list of
-    ``(rgb_index, ir_index)`` tuples (N / world_size of them; the two images of one identity),
-    then advances to the next epoch. Usable as a DataLoader ``batch_sampler`` with a dataset
+    ``(rgb_index, ir_index)`` tuples (N / world_size of them; the two images of one identity;
+    with ``draws=2`` ``(rgb, ir, rgb2, ir2)``), then advances to the next epoch. Usable as a DataLoader ``batch_sampler`` with a dataset
     indexed by such tuples.
 
     Resume: ``state_dict()`` holds ``epoch`` and ``position`` (batches of that epoch already
@@ -48,7 +56,11 @@ class CrossModalitySampler:
     """
 
     def __init__(self, labels_rgb: Sequence[int], labels_ir: Sequence[int], num_ids: int,
-                 iters_per_epoch: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+                 iters_per_epoch: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 draws: int = 1) -> None:
+        if draws not in (1, 2):
+            raise ConfigError(f"sampler draws: expected 1 or 2 images per modality, got {draws}")
+        self.draws = int(draws)
         if num_ids < 1:
             raise ConfigError(f"sampler num_ids: expected >= 1, got {num_ids}")
         if iters_per_epoch < 1:
@@ -87,7 +99,8 @@ class CrossModalitySampler:
         self.epoch, self.position = int(epoch), 0
 
     def epoch_plan(self, epoch: int) -> np.ndarray:
-        """Global plan of one epoch: (iters_per_epoch, N, 2) int64 of (rgb_index, ir_index)."""
+        """Global plan of one epoch: (iters_per_epoch, N, 2·draws) int64 of
+        (rgb_index, ir_index[, rgb_index2, ir_index2])."""
         rng = np.random.default_rng([self.seed, int(epoch)])
         k, n = len(self.identities), self.num_ids
         ids = np.empty((self.iters_per_epoch, n), dtype=np.int64)
@@ -107,17 +120,29 @@ class CrossModalitySampler:
                     continue
                 chosen.append(cand)
             ids[b] = chosen
-        plan = np.empty((self.iters_per_epoch, n, 2), dtype=np.int64)
+        plan = np.empty((self.iters_per_epoch, n, 2 * self.draws), dtype=np.int64)
         for b in range(self.iters_per_epoch):
             for t, idx in enumerate(ids[b]):
-                plan[b, t, 0] = self._rgb[idx][rng.integers(len(self._rgb[idx]))]
-                plan[b, t, 1] = self._ir[idx][rng.integers(len(self._ir[idx]))]
+                if self.draws == 1:  # the closed-set stream, unchanged
+                    plan[b, t, 0] = self._rgb[idx][rng.integers(len(self._rgb[idx]))]
+                    plan[b, t, 1] = self._ir[idx][rng.integers(len(self._ir[idx]))]
+                else:
+                    r2, i2 = self._two(self._rgb[idx], rng), self._two(self._ir[idx], rng)
+                    plan[b, t] = (r2[0], i2[0], r2[1], i2[1])
         return plan
+
+    @staticmethod
+    def _two(images: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+        """Two distinct images of one identity (the same one twice if it has only one)."""
+        if len(images) < 2:
+            return int(images[0]), int(images[0])
+        a, b = rng.choice(len(images), size=2, replace=False)
+        return int(images[a]), int(images[b])
 
     def _local(self, batch: np.ndarray) -> Batch:
         per = self.num_ids // self.world_size
         part = batch[self.rank * per:(self.rank + 1) * per]
-        return [(int(r), int(i)) for r, i in part]
+        return [tuple(int(v) for v in row) for row in part]
 
     def __iter__(self) -> Iterator[Batch]:
         plan = self.epoch_plan(self.epoch)
@@ -130,10 +155,10 @@ class CrossModalitySampler:
     def state_dict(self, position: int | None = None) -> dict[str, int]:
         """Resume state; ``position`` overrides the count of batches consumed this epoch."""
         return {"seed": self.seed, "num_ids": self.num_ids, "iters_per_epoch": self.iters_per_epoch,
-                "epoch": self.epoch, "position": self.position if position is None else int(position)}
+                "draws": self.draws, "epoch": self.epoch, "position": self.position if position is None else int(position)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        for key in ("seed", "num_ids", "iters_per_epoch"):
+        for key in ("seed", "num_ids", "iters_per_epoch", "draws"):
             if key in state and int(state[key]) != getattr(self, key):
                 raise ConfigError(
                     f"sampler state was saved with {key}={state[key]}, this run has "
@@ -182,3 +207,31 @@ def build_pairs(labels_rgb_batch: Tensor, labels_ir_batch: Tensor, neg_ratio: in
         ib = torch.cat([pos, j.reshape(-1)])
     target = (la[ia] != lb[ib]).float()
     return ia, ib, target
+
+
+#: Names of the pair sets of :func:`build_pair_sets`, in order.
+PAIR_SETS = ("rgb-ir", "rgb-rgb", "ir-ir")
+
+
+def build_pair_sets(labels_rgb: Tensor, labels_ir: Tensor, neg_ratio: int = 3,
+                    generator: torch.Generator | None = None,
+                    labels_rgb2: Tensor | None = None, labels_ir2: Tensor | None = None
+                    ) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+    """The pair sets of one group of n identities.
+
+    Always ``"rgb-ir"``: :func:`build_pairs` of (R_k, I_k), indices into the first RGB / IR
+    images. With ``labels_rgb2`` and ``labels_ir2`` (the second draws, open-set training)
+    also ``"rgb-ir"``'s same-modality siblings ``"rgb-rgb"`` (side a: first RGB images, side b:
+    second RGB images) and ``"ir-ir"``, built the same way, so the three sets have n·(1 + r)
+    pairs each: 1:1:1 as in the paper's appendix. Draws from ``generator`` in the order
+    rgb-ir, rgb-rgb, ir-ir.
+
+    Returns {name: (ia, ib, target)}; target 0 = same identity, 1 = different.
+    """
+    out = {"rgb-ir": build_pairs(labels_rgb, labels_ir, neg_ratio, generator)}
+    if (labels_rgb2 is None) != (labels_ir2 is None):
+        raise ValueError("build_pair_sets: give both second-draw label sets or neither")
+    if labels_rgb2 is not None:
+        out["rgb-rgb"] = build_pairs(labels_rgb, labels_rgb2, neg_ratio, generator)
+        out["ir-ir"] = build_pairs(labels_ir, labels_ir2, neg_ratio, generator)
+    return out

@@ -203,8 +203,11 @@ def load_sysu(root: str | os.PathLike) -> SysuDataset:
     has_ir = {r.pid for r in ir}
     ds.train_single_modality_ids = sorted(set(trainval) - (has_rgb & has_ir))
     if ds.train_single_modality_ids:
-        log.info("SYSU-MM01: %d of %d training ids have images of one modality only",
-                 len(ds.train_single_modality_ids), len(trainval))
+        # Logged as a warning with a count: the field's loaders would fail on such ids; ours
+        # keep them as classes but the cross-modality pair sampler never draws them.
+        log.warning("SYSU-MM01: skipping %d of %d training ids in cross-modality sampling: "
+                    "images of one modality only (e.g. %s)", len(ds.train_single_modality_ids),
+                    len(trainval), ", ".join(f"{p:04d}" for p in ds.train_single_modality_ids[:5]))
     if ds.unlisted_ids:
         log.info("SYSU-MM01: ignoring %d id folders listed in no split file", len(ds.unlisted_ids))
     log.info("SYSU-MM01 at %s: %d train+val ids (%d RGB, %d IR images), %d test ids",

@@ -38,8 +38,8 @@ import torch
 
 from vireid.data.records import IR, RGB, EvalSplit, ImageRecord
 from vireid.engine.checkpoint import load_model_from_checkpoint
-from vireid.engine.features import (FeatureSet, extract_features, load_features, open_images,
-                                    save_features)
+from vireid.engine.features import (FeatureSet, drop_paths, extract_features, load_features,
+                                    open_images, save_features)
 from vireid.errors import CheckpointError, ConfigError, DataError
 from vireid.evaluation.metrics import cmc_map, eval_regdb, eval_sysu
 from vireid.evaluation.protocols import aggregate, build_split, evaluate_split, get_protocol
@@ -65,6 +65,12 @@ class _Model:
         self.digest: str = self.meta["model_digest"]
         self.arch_digest: str = self.cfg.digest()
         self.selection = (self.meta.get("extra") or {}).get("selection", self.cfg.train.selection)
+
+
+def _is_main() -> bool:
+    from vireid.engine import distributed
+
+    return distributed.is_main()
 
 
 def _check_models(models: list[_Model]) -> None:
@@ -149,8 +155,17 @@ def _score_all_modes(modes: Sequence[str], model: Optional[torch.nn.Module], q: 
             raise CheckpointError("full-mode scoring needs the checkpoint (its CCN weights)")
         t0 = time.perf_counter()
         with torch.no_grad():
-            D = torch.as_tensor(sc.score_full(model.ccn, q.F.to(device), g.F.to(device),
-                                              query_side=query_side, chunk_size=chunk_size)).cpu()
+            if dist_world_size() > 1:
+                # Query rows split across ranks at chunk boundaries: bit-identical to one
+                # process; every rank gets the whole matrix (metrics are cheap).
+                from vireid.evaluation.sharded import score_sharded
+
+                D = score_sharded(model.ccn, q.F.to(device), g.F.to(device),
+                                  query_side=query_side, chunk_size=chunk_size)
+            else:
+                D = sc.score_full(model.ccn, q.F.to(device), g.F.to(device),
+                                  query_side=query_side, chunk_size=chunk_size)
+            D = torch.as_tensor(D).cpu()
         out["full"] = (D, time.perf_counter() - t0)
     if "rerank" in modes:
         if model is None:
@@ -163,11 +178,25 @@ def _score_all_modes(modes: Sequence[str], model: Optional[torch.nn.Module], q: 
                 d_fn = _table_d_fn(D[:, idx])
             else:  # rerank alone: D_RI of the top-K pairs only
                 d_fn = sc.full_pair_fn(model.ccn, q.F.to(device), g.F[idx].to(device), query_side)
+                if dist_world_size() > 1:
+                    from vireid.evaluation.sharded import rerank_sharded
+
+                    with torch.no_grad():
+                        out_t = rerank_sharded(s_t, d_fn, topk, chunk_size=chunk_size)
+                    assert out_t is not None
+                    return torch.as_tensor(out_t)
             with torch.no_grad():
                 return torch.as_tensor(sc.score_rerank(s_t, d_fn, topk))
 
         out["rerank"] = (rerank, t_s)
     return out
+
+
+def dist_world_size() -> int:
+    """Ranks of the torchrun process group (1 without one)."""
+    from vireid.engine import distributed
+
+    return distributed.world_size()
 
 
 def _table_d_fn(D: torch.Tensor) -> Any:
@@ -195,7 +224,10 @@ def _cmc_curve(dist: np.ndarray, split: EvalSplit, metric: str) -> np.ndarray:
 # --------------------------------------------------------------------------- runner
 def _extract_union(model: _Model, splits: list[EvalSplit], root: PathLike, flip: bool,
                    batch_size: int, device: Union[str, torch.device], use_cache: bool,
-                   cache_dir: Optional[str]) -> FeatureSet:
+                   cache_dir: Optional[str], skip_corrupt: bool = False
+                   ) -> tuple[FeatureSet, list[EvalSplit]]:
+    """Features of every image of ``splits`` (each once), and the splits; with
+    ``skip_corrupt`` undecodable images are dropped from both (counted in the log)."""
     seen: dict[tuple[str, str], ImageRecord] = {}
     for sp in splits:
         for r in sp.query + sp.gallery:
@@ -203,8 +235,23 @@ def _extract_union(model: _Model, splits: list[EvalSplit], root: PathLike, flip:
     records = list(seen.values())
     cfg = model.cfg
     images = open_images(root, records, (cfg.data.height, cfg.data.width), use_cache=use_cache,
-                         cache_dir=cache_dir)
-    return extract_features(model.model, records, images, batch_size, flip, device)
+                         cache_dir=cache_dir, skip_corrupt=skip_corrupt)
+    feats = extract_features(model.model, records, images, batch_size, flip, device)
+    bad = list(getattr(images, "bad", []) or [])
+    if not bad:
+        return feats, splits
+    keep = [i for i, r in enumerate(records) if r.path not in set(bad)]
+    out = []
+    for sp in splits:
+        q, g = drop_paths(sp.query, bad), drop_paths(sp.gallery, bad)
+        if not q or not g:
+            raise DataError(f"{sp.name} trial {sp.trial}: after skipping {len(bad)} corrupt "
+                            f"images, {len(q)} queries and {len(g)} gallery images remain; "
+                            f"expected at least one of each")
+        out.append(EvalSplit(sp.name, sp.trial, q, g))
+    log.warning("evaluation skipped %d corrupt image(s) of %d (--skip-corrupt)", len(bad),
+                len(records))
+    return feats.subset(keep), out
 
 
 def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = None,
@@ -215,6 +262,7 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
              save_features_path: Optional[PathLike] = None,
              features_paths: Optional[Sequence[PathLike]] = None,
              use_cache: bool = True, cache_dir: Optional[str] = None,
+             skip_corrupt: bool = False,
              ) -> dict[str, Any]:
     """Evaluate checkpoints on a protocol (see the module docstring for the result shape).
 
@@ -230,6 +278,13 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
         save_features_path: write the extracted features (and the trial splits) here; with
             several checkpoints, one file per trial: ``NAME.trialT.pt``.
         features_paths: score features saved earlier instead of extracting them.
+        skip_corrupt: drop undecodable images from the splits (counted in the log) instead
+            of stopping with the file named.
+
+    Under torchrun (a process group of several ranks, see :mod:`vireid.engine.distributed`)
+    every rank extracts the features and full / rerank scoring is split across the ranks by
+    query rows (:mod:`vireid.evaluation.sharded`); every rank gets the same, single-process
+    result.
     """
     if scoring not in SCORINGS + ("all",):
         raise ConfigError(f"scoring: found {scoring!r}; allowed values: "
@@ -298,10 +353,10 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
         else:
             if data_root is None:
                 raise ConfigError("expected --data-root DIR to extract features")
-            feats = _extract_union(model, splits, data_root, flip, batch_size, device,
-                                   use_cache, cache_dir)
+            feats, splits = _extract_union(model, splits, data_root, flip, batch_size, device,
+                                           use_cache, cache_dir, skip_corrupt)
         t_feat += time.perf_counter() - t0
-        if save_features_path is not None:
+        if save_features_path is not None and _is_main():
             out = Path(save_features_path)
             if len(groups) > 1:
                 out = out.with_name(f"{out.stem}.trial{group_trials[0]}{out.suffix or '.pt'}")

@@ -104,27 +104,63 @@ class FeatureSet:
 
 
 class RecordImages:
-    """Decode images of records on demand (no cache): ``batch(i)`` -> (B, H, W, 3) uint8."""
+    """Decode images of records on demand (no cache): ``batch(i)`` -> (B, H, W, 3) uint8.
 
-    def __init__(self, root: PathLike, records: Sequence[ImageRecord], size: tuple[int, int]):
+    With ``skip_corrupt`` every distinct file is decoded once up front; undecodable ones are
+    listed in ``.bad`` (relative paths) and come back as zeros (callers drop those records).
+    """
+
+    def __init__(self, root: PathLike, records: Sequence[ImageRecord], size: tuple[int, int],
+                 skip_corrupt: bool = False):
         self.root, self.records, self.size = Path(root), list(records), size
+        self.bad: list[str] = []
+        if skip_corrupt:
+            from vireid.data.images import decode_image
+            from vireid.errors import DataError
+
+            for rel in sorted({r.path for r in self.records}):
+                try:
+                    decode_image(self.root / rel)
+                except DataError as exc:
+                    if not (self.root / rel).is_file():
+                        raise
+                    log.warning("corrupt image skipped: %s", exc)
+                    self.bad.append(rel)
+            if self.bad:
+                log.warning("skipping %d corrupt image(s) (skip_corrupt): %s", len(self.bad),
+                            ", ".join(str(self.root / b) for b in self.bad[:5]))
 
     def batch(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         from vireid.data.images import decode_image
 
-        return np.stack([decode_image(self.root / self.records[int(i)].path, self.size)
+        bad = set(self.bad)
+        return np.stack([np.zeros((*self.size, 3), np.uint8) if self.records[int(i)].path in bad
+                         else decode_image(self.root / self.records[int(i)].path, self.size)
                          for i in indices])
 
 
 def open_images(root: PathLike, records: Sequence[ImageRecord], size: tuple[int, int],
-                use_cache: bool = True, cache_dir: Optional[PathLike] = None) -> ImageSource:
+                use_cache: bool = True, cache_dir: Optional[PathLike] = None,
+                skip_corrupt: bool = False) -> ImageSource:
     """An image source for ``records`` at ``size = (H, W)``: the memory-mapped cache of
-    decoded images (built on first use) or, with ``use_cache=False``, decoding on demand."""
+    decoded images (built on first use) or, with ``use_cache=False``, decoding on demand.
+
+    Without ``skip_corrupt`` a corrupt or truncated file raises DataError naming it. With it,
+    the source's ``.bad`` lists the relative paths of undecodable files (logged with a count);
+    the caller must drop their records (see :func:`drop_paths`). A missing file always fails.
+    """
     if not use_cache:
-        return RecordImages(root, records, size)
+        return RecordImages(root, records, size, skip_corrupt=skip_corrupt)
     from vireid.data.cache import ImageCache
 
-    return ImageCache.build(root, records, size, cache_dir=cache_dir or None)
+    return ImageCache.build(root, records, size, cache_dir=cache_dir or None,
+                            skip_corrupt=skip_corrupt)
+
+
+def drop_paths(records: Sequence[ImageRecord], bad: Sequence[str]) -> list[ImageRecord]:
+    """``records`` without those whose path is in ``bad`` (order kept)."""
+    b = set(bad)
+    return [r for r in records if r.path not in b]
 
 
 @torch.no_grad()

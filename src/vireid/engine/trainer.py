@@ -31,14 +31,15 @@ weights, bit for bit, as one that was not interrupted (on the same machine and t
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
 import os
 import random
 import shutil
+import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,11 +53,12 @@ from torch import Tensor, nn
 from vireid import losses as L
 from vireid.config import Config, from_dict, save_config
 from vireid.data.records import IR, RGB, ImageRecord, TrainSplit
-from vireid.data.sampler import CrossModalitySampler, build_pairs
+from vireid.data.sampler import CrossModalitySampler, build_pair_sets
 from vireid.data.transforms import TrainTransform
+from vireid.engine.atomic import TMP_MARK, OutputWriteError, atomic_path, atomic_write_text
 from vireid.engine.checkpoint import (capture_rng_state, load_checkpoint, load_state_strict,
                                       restore_rng_state, save_checkpoint)
-from vireid.errors import ConfigError, DataError, TrainingError
+from vireid.errors import ConfigError, DataError, TrainingError, VireidError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,10 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "loss_curve.png", "
 KEEP_EPOCH_CHECKPOINTS = 3
 #: Config keys that may differ when resuming: they do not change what is computed.
 RESUME_MUTABLE = {"data.root", "data.workers", "data.cache", "data.cache_dir", "train.epochs",
-                  "train.log_every", "train.checkpoint_every", "train.device", "name"}
+                  "train.log_every", "train.checkpoint_every", "train.device", "train.threads",
+                  "name"}
+#: Losses that handle the open-set same-modality pairs (data.same_modality_pairs).
+SAME_MODALITY_LOSSES = ("ccn", "ccn-noid", "idl")
 
 
 # --------------------------------------------------------------------------- losses
@@ -78,6 +83,9 @@ class StepBatch:
 
     F_rgb, F_ir: (N, C, h, w); G_rgb, G_ir: (N, C); y_rgb, y_ir: (N,) labels;
     ia, ib: (M,) pair indices into the RGB / IR batch; target: (M,) 0 = same, 1 = different.
+    same_modality (open set, data.same_modality_pairs): {"rgb-rgb": (ia, ib, target) into
+    F_rgb on both sides, "ir-ir": the same into F_ir}; F_rgb etc. then hold 2N rows (the N
+    first draws, then the N second draws) and ia/ib above index the first N.
     """
 
     F_rgb: Tensor
@@ -89,6 +97,24 @@ class StepBatch:
     ia: Tensor
     ib: Tensor
     target: Tensor
+    same_modality: dict[str, tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
+
+
+def pair_logits(model: nn.Module, b: StepBatch) -> tuple[Tensor, Tensor, Tensor]:
+    """CCN logits la, lb (M',) and targets (M',) of every pair of the batch: the RGB–IR pairs,
+    then (open set) the RGB–RGB pairs on the RGB path's maps and the IR–IR pairs on the IR
+    path's maps (paper appendix: the kernels come from the pair's own feature maps)."""
+    la, lb = model.ccn.logits(b.F_rgb, b.F_ir, b.ia, b.ib)
+    if not b.same_modality:
+        return la, lb, b.target
+    las, lbs, ts = [la], [lb], [b.target]
+    for name, (ia, ib, t) in b.same_modality.items():
+        f = b.F_rgb if name == "rgb-rgb" else b.F_ir
+        a, c = model.ccn.logits(f, f, ia, ib)
+        las.append(a)
+        lbs.append(c)
+        ts.append(t)
+    return torch.cat(las), torch.cat(lbs), torch.cat(ts)
 
 
 #: loss(model, batch, cfg) -> (scalar loss with grad, {component name: scalar tensor}).
@@ -112,17 +138,17 @@ def _id_logits(model: nn.Module, b: StepBatch) -> tuple[Tensor, Tensor]:
 @register_loss("ccn")
 def _loss_ccn(model: nn.Module, b: StepBatch, cfg: Config) -> tuple[Tensor, dict[str, Tensor]]:
     """The paper: L_PBCE + λ·L_ID (Eqs. 8–11)."""
-    la, lb = model.ccn.logits(b.F_rgb, b.F_ir, b.ia, b.ib)
+    la, lb, target = pair_logits(model, b)
     logits, y = _id_logits(model, b)
-    parts = L.total_loss(la, lb, b.target, logits, y, id_weight=cfg.loss.lambda_id)
+    parts = L.total_loss(la, lb, target, logits, y, id_weight=cfg.loss.lambda_id)
     return parts["loss"], {"pbce": parts["pbce"], "id": parts["id"]}
 
 
 @register_loss("ccn-noid")
 def _loss_ccn_noid(model: nn.Module, b: StepBatch, cfg: Config) -> tuple[Tensor, dict[str, Tensor]]:
     """PBCE only (the paper's ablation without the ID loss)."""
-    la, lb = model.ccn.logits(b.F_rgb, b.F_ir, b.ia, b.ib)
-    pbce = L.pbce_loss(la, lb, b.target)
+    la, lb, target = pair_logits(model, b)
+    pbce = L.pbce_loss(la, lb, target)
     return pbce, {"pbce": pbce}
 
 
@@ -333,10 +359,7 @@ def check_resume_config(saved: dict[str, Any], cfg: Config) -> None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2))
 
 
 def _truncate_metrics(path: Path, iteration: int) -> list[dict[str, Any]]:
@@ -351,11 +374,334 @@ def _truncate_metrics(path: Path, iteration: int) -> list[dict[str, Any]]:
             continue  # a line cut by a crash
         if rec.get("iteration", 0) <= iteration:
             kept.append(rec)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.writelines(json.dumps(r) + "\n" for r in kept)
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
     return kept
+
+
+def _os_reason(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0, "")
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return f"{reason} ({name})" if name else reason
+
+
+def _append(fd: int, data: bytes) -> None:
+    """Write all of ``data`` at the end of ``fd`` (its own function so tests can make it fail)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class MetricsLog:
+    """RUN_DIR/metrics.jsonl, appended one JSON line at a time.
+
+    A line is all or nothing: when a write fails (full disk, read-only folder) the file is
+    cut back to its size before that line and :class:`OutputWriteError` is raised, so the
+    lines logged before stay intact and no partial line is left.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.fd: Optional[int] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputWriteError(f"cannot open the metrics log {path}: {_os_reason(exc)}") from exc
+
+    def write(self, rec: dict[str, Any]) -> None:
+        assert self.fd is not None
+        size = os.fstat(self.fd).st_size
+        try:
+            _append(self.fd, (json.dumps(rec) + "\n").encode())
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, size)
+            raise OutputWriteError(f"cannot append to the metrics log {self.path}: "
+                                   f"{_os_reason(exc)}; the lines logged before are intact"
+                                   ) from exc
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+# --------------------------------------------------------------------------- run lock
+#: Lock file inside RUN_DIR: held (flock) by the process that trains into the folder.
+LOCK_NAME = ".train.lock"
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``RUN_DIR/.train.lock`` for the duration of a run.
+
+    The kernel drops the lock when its process dies (even by SIGKILL), so a stale lock file
+    never blocks a later run; the file records ``pid PID on HOST`` for the error message of
+    a second process. Without ``fcntl`` (Windows) no lock is taken.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK_NAME
+        self.fd: Optional[int] = None
+
+    def acquire(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            log.warning("no fcntl: %s is not protected against a second run", self.path.parent)
+            return self
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputWriteError(f"cannot create the lock file {self.path}: "
+                                   f"{_os_reason(exc)}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "pid unknown"
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise OutputWriteError(f"cannot lock {self.path}: {_os_reason(exc)}") from exc
+            raise ConfigError(f"run folder {self.path.parent} is in use by another training "
+                              f"process ({holder}; lock file {self.path}); wait for it to end "
+                              f"or choose another folder") from None
+        try:
+            os.ftruncate(fd, 0)
+            _append(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        except OSError as exc:
+            os.close(fd)
+            raise OutputWriteError(f"cannot write the lock file {self.path}: "
+                                   f"{_os_reason(exc)}") from exc
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
+
+
+def remove_stale_temp_files(run_dir: Path) -> int:
+    """Delete temporary files left by a killed run (``.NAME.*.tmp*``) in RUN_DIR and its
+    checkpoints folder; only call while holding the run's lock. Returns how many."""
+    n = 0
+    for folder in (run_dir, run_dir / "checkpoints"):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if p.name.startswith(".") and TMP_MARK in p.name and p.is_file():
+                p.unlink(missing_ok=True)
+                n += 1
+    if n:
+        log.info("removed %d temporary files left by an interrupted run in %s", n, run_dir)
+    return n
+
+
+class _Rank0:
+    """Runs file writes on rank 0 only, and stops every rank when one of them fails.
+
+    ``run(fn, what)`` calls ``fn`` on rank 0; an OSError becomes :class:`OutputWriteError`
+    naming ``what``. Then (all ranks) the outcome is broadcast from rank 0: rank 0 re-raises
+    its error, the other ranks raise :class:`TrainingError` quoting it, instead of waiting in
+    the next collective until the timeout. Without a process group it is a plain call.
+    """
+
+    def __init__(self, main: bool, world: int) -> None:
+        self.main, self.world = main, world
+
+    def run(self, fn: Callable[[], Any], what: str) -> Any:
+        err: Optional[VireidError] = None
+        out = None
+        if self.main:
+            try:
+                out = fn()
+            except VireidError as exc:
+                err = exc
+            except OSError as exc:
+                err = OutputWriteError(f"cannot write {what}: {_os_reason(exc)}")
+                err.__cause__ = exc
+        if self.world > 1:
+            from vireid.engine import distributed as D
+
+            msg = D.broadcast_object(None if err is None else str(err), src=0)
+            if err is None and msg is not None:
+                raise TrainingError(f"stopped: rank 0 failed: {msg}")
+        if err is not None:
+            raise err
+        return out
+
+
+# --------------------------------------------------------------------------- per-iteration data
+#: Streams of :func:`step_generator`.
+AUGMENT_STREAM, PAIRS_STREAM = 1, 2
+
+
+def step_generator(seed: int, stream: int, iteration: int, group: int) -> torch.Generator:
+    """The generator of one (iteration, pair group): a pure function of its arguments, so a
+    resumed run and every DDP rank draw exactly what one uninterrupted process draws for
+    that group, with no generator state to save or share."""
+    s = np.random.SeedSequence([int(seed), stream, int(iteration), int(group)])
+    return torch.Generator().manual_seed(int(s.generate_state(1, np.uint64)[0]))
+
+
+def resolve_pair_groups(num_ids: int, world: int, requested: Optional[int]) -> int:
+    """Number G of equal groups each global batch's N ids are split into for pair building
+    (default: the number of processes, each building pairs among its own N/G ids)."""
+    g = world if requested is None else int(requested)
+    if g < 1 or g % world or num_ids % g:
+        raise ConfigError(f"pair groups: expected a multiple of the {world} processes that "
+                          f"divides data.ids_per_batch={num_ids}, found {g}")
+    if num_ids // g < 2:
+        raise ConfigError(f"pair groups: {g} groups of data.ids_per_batch={num_ids} leave fewer "
+                          f"than 2 identities per group (no negative pairs)")
+    return g
+
+
+@dataclass
+class LocalStep:
+    """One rank's share of an iteration, ready for the model.
+
+    x_rgb, x_ir: (d·n, 3, H, W), the n first draws then (open set, d = 2) the n second draws;
+    y_rgb, y_ir: (d·n,); pairs: {set name: (ia, ib, target)} with indices into those rows.
+    """
+
+    x_rgb: Tensor
+    x_ir: Tensor
+    y_rgb: Tensor
+    y_ir: Tensor
+    pairs: dict[str, tuple[Tensor, Tensor, Tensor]]
+
+
+def build_local_step(idx: np.ndarray, images: Any, n_rgb: int, labels_rgb: Tensor,
+                     labels_ir: Tensor, transform: TrainTransform, neg_ratio: int, seed: int,
+                     iteration: int, first_group: int, group_size: int) -> LocalStep:
+    """Images, labels and pairs of this rank's identities of one iteration.
+
+    idx: (n, 2·d) sampler rows ``(rgb, ir[, rgb2, ir2])``; they form n / group_size groups
+    numbered from ``first_group`` (global group numbers). Each group is augmented and paired
+    with its own :func:`step_generator` s, and pairs never cross groups: so a DDP rank
+    holding groups [a, b) computes exactly what one process with the same G computes for
+    them.
+    """
+    n, cols = idx.shape
+    draws = cols // 2
+    raw_rgb = [images.batch(idx[:, 2 * d]) for d in range(draws)]
+    raw_ir = [images.batch(idx[:, 2 * d + 1] + n_rgb) for d in range(draws)]
+    xr: list[list[Tensor]] = [[] for _ in range(draws)]
+    xi: list[list[Tensor]] = [[] for _ in range(draws)]
+    sets: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {}
+    lab_r = [labels_rgb[torch.from_numpy(idx[:, 2 * d])] for d in range(draws)]
+    lab_i = [labels_ir[torch.from_numpy(idx[:, 2 * d + 1])] for d in range(draws)]
+    for j in range(n // group_size):
+        o = j * group_size
+        sl = slice(o, o + group_size)
+        gen = step_generator(seed, AUGMENT_STREAM, iteration, first_group + j)
+        for d in range(draws):
+            xr[d].append(transform(raw_rgb[d][sl], gen))
+            xi[d].append(transform(raw_ir[d][sl], gen))
+        pgen = step_generator(seed, PAIRS_STREAM, iteration, first_group + j)
+        second = (lab_r[1][sl], lab_i[1][sl]) if draws == 2 else (None, None)
+        got = build_pair_sets(lab_r[0][sl], lab_i[0][sl], neg_ratio, pgen, *second)
+        for name, (ia, ib, t) in got.items():
+            # The second draws sit after the n first ones in the same-modality tensors.
+            off_b = o if name == "rgb-ir" else n + o
+            sets.setdefault(name, []).append((ia + o, ib + off_b, t))
+    pairs = {name: tuple(torch.cat([p[k] for p in parts]) for k in range(3))
+             for name, parts in sets.items()}
+    return LocalStep(torch.cat([t for d in range(draws) for t in xr[d]]),
+                     torch.cat([t for d in range(draws) for t in xi[d]]),
+                     torch.cat(lab_r), torch.cat(lab_i), pairs)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- DDP
+class DistBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the global batch of all ranks.
+
+    ``torch.nn.SyncBatchNorm`` only runs on GPUs; this one works with any backend (gloo on
+    the CPU): the per-channel sums, then the centred sums of squares, are all-reduced with
+    autograd-aware collectives (two passes, as numerically sound as ``F.batch_norm``), so the
+    output, its gradients and the running statistics equal those of one process holding the
+    whole batch. Outside training or without a process group it is a plain BatchNorm. Its
+    state-dict keys are those of ``nn.BatchNorm2d``: checkpoints load into plain models.
+    """
+
+    def _check_input_dim(self, x: Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"DistBatchNorm: expected (B, C, ...) input, got {tuple(x.shape)}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        if not (self.training and dist.is_available() and dist.is_initialized()
+                and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average
+                momentum = 1.0 / float(self.num_batches_tracked)
+        dims = [0] + list(range(2, x.dim()))
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        count = torch.full((1,), x.numel() / x.shape[1], dtype=x.dtype, device=x.device)
+        tot = all_reduce(torch.cat([x.sum(dims), count]))  # (C + 1,)
+        n = tot[-1].detach()
+        mean = tot[:-1] / n
+        xc = x - mean.view(shape)
+        var = all_reduce((xc * xc).sum(dims)) / n  # biased, as BatchNorm normalises with
+        y = xc * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
+                self.running_var.mul_(1 - momentum).add_(var.detach() * n / (n - 1).clamp(min=1),
+                                                         alpha=momentum)
+        return y
+
+
+def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """Every BatchNorm of ``module`` synchronised across ranks: ``nn.SyncBatchNorm`` on
+    CUDA, :class:`DistBatchNorm` otherwise (parameters and buffers are kept, not copied)."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, DistBatchNorm):
+        new = DistBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                            module.track_running_stats)
+        if module.affine:
+            new.weight, new.bias = module.weight, module.bias
+        if module.track_running_stats:
+            new.running_mean, new.running_var = module.running_mean, module.running_var
+            new.num_batches_tracked = module.num_batches_tracked
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        module.add_module(name, convert_sync_batchnorm(child, device))
+    return module
+
+
+class _StepModule(nn.Module):
+    """model + loss as one module, so DDP sees the whole step in its ``forward`` (DDP only
+    synchronises gradients of work done inside the wrapper's forward)."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, cfg: Config) -> None:
+        super().__init__()
+        self.model, self.loss_fn, self.cfg = model, loss_fn, cfg
+
+    def forward(self, s: LocalStep) -> tuple[Tensor, dict[str, Tensor]]:
+        f_rgb, g_rgb, f_ir, g_ir = self.model.forward_pair(s.x_rgb, s.x_ir)
+        ia, ib, t = s.pairs["rgb-ir"]
+        same = {k: v for k, v in s.pairs.items() if k != "rgb-ir"}
+        step = StepBatch(f_rgb, g_rgb, f_ir, g_ir, s.y_rgb, s.y_ir, ia, ib, t, same)
+        return self.loss_fn(self.model, step, self.cfg)
+
+
+def _to_device(s: LocalStep, device: torch.device) -> LocalStep:
+    if device.type == "cpu":
+        return s
+    return LocalStep(s.x_rgb.to(device), s.x_ir.to(device), s.y_rgb.to(device),
+                     s.y_ir.to(device),
+                     {k: tuple(t.to(device) for t in v) for k, v in s.pairs.items()})  # type: ignore[misc]
+
 
 
 # --------------------------------------------------------------------------- determinism
