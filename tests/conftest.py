@@ -11,6 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny models run faster and more repeatably on one thread (thread hand-offs dominate their
+# cost, and badly so on a loaded 2-core machine); tests that need more threads set them.
+torch.set_num_threads(1)
 
 #: A model and schedule small enough to train in a few seconds on one CPU thread:
 #: a 1/8-width ResNet-18 at 64x32 (F = 64x4x2 with last stride 1, so 2x2 CCN kernels),

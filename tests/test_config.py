@@ -1,5 +1,4 @@
 """Configuration: presets load, overrides are typed, bad keys and values are named."""
-from pathlib import Path
 
 import pytest
 import yaml

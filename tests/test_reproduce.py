@@ -40,8 +40,8 @@ def test_every_variant_is_a_valid_config(budget: str, tmp_path: Path) -> None:
 
 def test_cpu_short_budget_is_the_cpu_preset_with_fewer_iterations() -> None:
     cpu, short = R.base_config("cpu").to_dict(), R.base_config("cpu-short").to_dict()
-    assert short["train"]["epochs"] * short["train"]["iters_per_epoch"] == 8 * 50
-    assert short["train"]["lr_milestones"] == [6]
+    assert short["train"]["epochs"] * short["train"]["iters_per_epoch"] == 6 * 50
+    assert short["train"]["lr_milestones"] == [5]
     for sect in ("model", "ccn", "loss", "data"):  # only the schedule differs
         assert short[sect] == cpu[sect], sect
     diff = {k for k in cpu["train"] if cpu["train"][k] != short["train"][k]}

@@ -16,7 +16,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -350,17 +349,11 @@ def load_config(path: Union[str, Path, None] = None, overrides: Optional[list[st
 
 def save_config(cfg: Config, path: Union[str, Path]) -> None:
     """Write the resolved config as YAML, atomically."""
+    from .engine.atomic import atomic_write_text
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def preset_path(name: str) -> Path:

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default="sysu", choices=("sysu", "regdb"), help="dataset layout")
     p.add_argument("--budget", default="cpu", choices=("smoke", "cpu-short", "cpu", "paper"),
                    help="paper: the paper's presets; cpu: configs/cpu-synthetic.yaml; cpu-short: "
-                        "the cpu preset with 8 epochs x 50 iterations; smoke: seconds")
+                        "the cpu preset with 6 epochs x 50 iterations; smoke: seconds")
     p.add_argument("--tiny", action="store_true", help="same as --budget smoke")
     p.add_argument("--trials", default=None, help="comma-separated evaluation trials (default: all)")
     p.add_argument("--variants", default=None, help="comma-separated subset of the table's variants")

@@ -20,7 +20,6 @@ import logging
 import math
 import multiprocessing as mp
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -515,11 +514,10 @@ def _run_job(job: _Job) -> int:
 
 
 def _write_text(path: Path, text: str) -> None:
+    from vireid.engine.atomic import atomic_write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _size(r: np.random.Generator, h: int, w: int, jitter: float) -> tuple[int, int]:

@@ -22,7 +22,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import torch
 

@@ -6,8 +6,8 @@ base preset chosen by the *budget*:
 ==========  ============================================================================
 ``paper``   ``configs/paper-sysu.yaml`` (or ``paper-regdb.yaml``): the paper's setting
 ``cpu``     ``configs/cpu-synthetic.yaml``: quarter-width ResNet-18 at 128×64 on a 2-core CPU
-``cpu-short`` the cpu preset with a third of its iterations (8 epochs × 50 iterations, lr step
-            after epoch 6): same network, input and kernel geometry, for running every table
+``cpu-short`` the cpu preset with a quarter of its iterations (6 epochs × 50 iterations, lr step
+            after epoch 5): same network, input and kernel geometry, for running every table
             on a shared 2-core CPU in well under an hour (:data:`CPU_SHORT_OVERRIDES`)
 ``smoke``   the cpu preset shrunk to seconds (1 epoch of 2 iterations, 64×32 input, width
             0.125, 2×2 kernels so they fit the 4×2 map, one evaluation trial): for tests only
@@ -51,10 +51,10 @@ SMOKE_OVERRIDES = ["train.epochs=1", "train.iters_per_epoch=2", "train.lr_milest
                    "train.warmup_epochs=0", "data.height=64", "data.width=32", "data.pad=2",
                    "model.width=0.125", "data.ids_per_batch=4", "data.neg_ratio=2",
                    "ccn.kernel_size=[2,2]", "eval.batch_size=64", "train.checkpoint_every=1"]
-#: Overrides of the cpu-short budget on top of the cpu preset: 400 instead of 1200
+#: Overrides of the cpu-short budget on top of the cpu preset: 300 instead of 1200
 #: iterations (the cpu preset's own schedule shape: one warm-up epoch, ×0.1 for the last
 #: quarter). Everything else (network, input, batch, kernels) is the cpu preset's.
-CPU_SHORT_OVERRIDES = ["train.epochs=8", "train.iters_per_epoch=50", "train.lr_milestones=[6]",
+CPU_SHORT_OVERRIDES = ["train.epochs=6", "train.iters_per_epoch=50", "train.lr_milestones=[5]",
                        "train.warmup_epochs=1"]
 #: Synthetic identities generated per budget by ``--synthetic``.
 SYNTHETIC_IDS = {"smoke": 30, "cpu-short": 120, "cpu": 120, "paper": 491}

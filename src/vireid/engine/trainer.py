@@ -817,37 +817,105 @@ class _Progress:
 
 
 def train(cfg: Config, run_dir: PathLike, resume: bool = False, overwrite: bool = False,
-          progress: bool = True, stop_after: Optional[int] = None) -> TrainResult:
+          progress: bool = True, stop_after: Optional[int] = None,
+          pair_groups: Optional[int] = None) -> TrainResult:
     """Train ``cfg`` into ``run_dir`` (see the module docstring for the folder's contents).
+
+    Under ``torchrun`` (a process group initialised by the caller, e.g. ``vireid train``
+    through :func:`vireid.engine.distributed.init_from_env`) every rank calls this: each
+    takes its N / world_size identities of every global batch, gradients are averaged by
+    DDP, and only rank 0 writes files (see docs/training.md, "Distributed training").
 
     Args:
         cfg: validated config; ``cfg.data.root`` is the dataset folder.
-        run_dir: output folder; refused when it holds a run, unless resume/overwrite.
+        run_dir: output folder; refused when it holds a run, unless resume/overwrite, and
+            when another process is training into it (``RUN_DIR/.train.lock``).
         resume: continue the run in ``run_dir`` from ``checkpoints/last.pt``; ``cfg`` must
             equal the run's config except for RESUME_MUTABLE keys (e.g. more epochs).
         overwrite: delete the run files in ``run_dir`` and start over.
         progress: a progress bar on a terminal (log lines otherwise or when False).
         stop_after: stop (with a checkpoint) once this many epochs are done in total, without
             changing the schedule; a later ``resume`` continues. For preemptible jobs and tests.
+        pair_groups: G, the number of equal groups each batch's N ids are split into, pairs
+            being built (and images augmented) within each group; default: the number of
+            processes, or the run's value on resume. One process with G = k computes what a
+            k-process DDP run computes.
 
     Raises:
-        ConfigError, DataError: bad config, run folder or data.
+        ConfigError, DataError: bad config, run folder or data; the folder is in use.
         TrainingError: the loss became NaN/inf (the last good checkpoint stays).
+        OutputWriteError: a checkpoint, log or summary could not be written (disk full,
+            read-only folder); the previous file stays intact.
     """
+    from vireid.engine import distributed as D
+
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
+    world, rank = D.world_size(), D.rank()
+    main = rank == 0
+    io = _Rank0(main, world)
     if not cfg.data.root:
         raise ConfigError("data.root: expected the dataset folder (--data-root), found nothing")
-    prepare_run_dir(run_dir, resume, overwrite)
-    ckpt_dir = run_dir / "checkpoints"
+    if cfg.data.same_modality_pairs and cfg.loss.kind not in SAME_MODALITY_LOSSES:
+        raise ConfigError(f"data.same_modality_pairs: supported with loss.kind "
+                          f"{', '.join(SAME_MODALITY_LOSSES)}, found {cfg.loss.kind!r}")
+    if cfg.train.threads is not None:
+        D.set_cpu_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", D.local_rank() % max(torch.cuda.device_count(), 1))
     loss_fn = get_loss_fn(cfg.loss.kind)
 
+    lock = RunLock(run_dir)
+    try:
+        io.run(lambda: _open_run_dir(run_dir, resume, overwrite, lock), f"run folder {run_dir}")
+        return _train_locked(cfg, run_dir, resume, progress, stop_after, pair_groups, device,
+                             loss_fn, io, world, rank, t_start)
+    finally:
+        lock.release()
+
+
+def _open_run_dir(run_dir: Path, resume: bool, overwrite: bool, lock: RunLock) -> None:
+    """Create RUN_DIR if needed, take its lock, then apply the resume/overwrite rules."""
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run folder {run_dir} exists and is not a folder")
+    if not resume:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputWriteError(f"cannot create the run folder {run_dir}: {_os_reason(exc)}") from exc
+    elif not run_dir.is_dir():
+        raise ConfigError(f"cannot resume: expected a run folder {run_dir}, found none")
+    lock.acquire()  # before looking at the folder: a second process must not race us
+    prepare_run_dir(run_dir, resume, overwrite)
+    remove_stale_temp_files(run_dir)
+
+
+def _train_locked(cfg: Config, run_dir: Path, resume: bool, progress: bool,
+                  stop_after: Optional[int], pair_groups: Optional[int], device: torch.device,
+                  loss_fn: LossFn, io: _Rank0, world: int, rank: int, t_start: float
+                  ) -> TrainResult:
+    main = rank == 0
+    ckpt_dir = run_dir / "checkpoints"
     ckpt = None
     if resume:
         ckpt = load_checkpoint(ckpt_dir / "last.pt")
         check_resume_config(ckpt["config"], cfg)
         from_dict(ckpt["config"])  # still valid for this vireid
+        saved_groups = ckpt["extra"].get("pair_groups")
+        if pair_groups is None and saved_groups is not None and int(saved_groups) % world == 0:
+            pair_groups = int(saved_groups)
+    n_ids = cfg.data.ids_per_batch
+    groups = resolve_pair_groups(n_ids, world, pair_groups)
+    if ckpt is not None and ckpt["extra"].get("pair_groups", 1) != groups:
+        log.warning("resuming with %d pair groups, the run used %s: the pairs (and hence the "
+                    "weights) will differ from an uninterrupted run", groups,
+                    ckpt["extra"].get("pair_groups", 1))
+    group_size = n_ids // groups
+    groups_per_rank = groups // world
+    draws = 2 if cfg.data.same_modality_pairs else 1
 
     with deterministic(device):
         seed_everything(cfg.train.seed)
@@ -855,18 +923,19 @@ def train(cfg: Config, run_dir: PathLike, resume: bool = False, overwrite: bool 
         split = data.split
         num_classes = split.num_classes
         iters = iterations_per_epoch(cfg, split)
-        n_ids = cfg.data.ids_per_batch
         sampler = CrossModalitySampler(data.labels_rgb, data.labels_ir, n_ids, iters,
-                                       seed=cfg.train.seed)
+                                       seed=cfg.train.seed, rank=rank, world_size=world,
+                                       draws=draws)
         from vireid.models.build import build_model
 
         model = build_model(cfg, num_classes, load_pretrained=ckpt is None)
-        model = attach_loss_head(model, cfg).to(device)
+        model = attach_loss_head(model, cfg)
+        if world > 1 and cfg.train.sync_bn:
+            model = convert_sync_batchnorm(model, device)
+        model = model.to(device)
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr,
                                     momentum=cfg.train.momentum,
                                     weight_decay=cfg.train.weight_decay)
-        aug_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
-        pair_gen = torch.Generator().manual_seed(cfg.train.seed + 2)
         transform = TrainTransform(pad=cfg.data.pad, flip=cfg.data.flip)
 
         start_epoch, global_it, history = 0, 0, []
@@ -876,124 +945,127 @@ def train(cfg: Config, run_dir: PathLike, resume: bool = False, overwrite: bool 
             optimizer.load_state_dict(ckpt["optimizer"])
             sampler.load_state_dict(ckpt["sampler"])
             restore_rng_state(ckpt["rng"])
-            aug_gen.set_state(ckpt["rng"]["augment"])
-            pair_gen.set_state(ckpt["rng"]["pairs"])
             start_epoch, global_it = int(ckpt["epoch"]), int(ckpt["iteration"])
             history = list(ckpt["history"])
             best = dict(ckpt["extra"].get("best", {}))
             if int(ckpt["num_classes"]) != num_classes:
                 raise ConfigError(f"cannot resume: the run has {ckpt['num_classes']} classes, the "
                                   f"data now gives {num_classes}")
-            _truncate_metrics(run_dir / "metrics.jsonl", global_it)
+            saved_threads = ckpt["extra"].get("threads")
+            if saved_threads is not None and saved_threads != torch.get_num_threads():
+                log.warning("resuming with %d torch threads, the run used %d: the weights may "
+                            "differ in the last bits from an uninterrupted run",
+                            torch.get_num_threads(), saved_threads)
+            io.run(lambda: _truncate_metrics(run_dir / "metrics.jsonl", global_it),
+                   f"metrics log in {run_dir}")
             log.info("resuming %s at epoch %d (iteration %d)", run_dir, start_epoch, global_it)
-        save_config(cfg, run_dir / "config.yaml")
+        io.run(lambda: save_config(cfg, run_dir / "config.yaml"), f"{run_dir / 'config.yaml'}")
+
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            # find_unused_parameters: some losses leave parts unused (ccn-noid: the classifier).
+            step_fn: nn.Module = DDP(_StepModule(model, loss_fn, cfg),
+                                     device_ids=[device.index] if device.type == "cuda" else None,
+                                     find_unused_parameters=True)
+        else:
+            step_fn = _StepModule(model, loss_fn, cfg)
 
         total_epochs = cfg.train.epochs
         end_epoch = total_epochs if stop_after is None else min(total_epochs, max(stop_after, start_epoch))
         dataset_meta = {"name": cfg.data.dataset, "trial": cfg.data.trial if cfg.data.dataset == "regdb" else None,
                         "root": str(Path(cfg.data.root).resolve())}
         log.info("training %s: %d classes, %d RGB + %d IR images, %d iterations/epoch, epochs "
-                 "%d..%d of %d, device %s, %d threads", cfg.name, num_classes, len(split.rgb),
-                 len(split.ir), iters, start_epoch + 1, end_epoch, total_epochs, device,
-                 torch.get_num_threads())
+                 "%d..%d of %d, device %s, %d threads, %d process(es), %d pair group(s)",
+                 cfg.name, num_classes, len(split.rgb), len(split.ir), iters, start_epoch + 1,
+                 end_epoch, total_epochs, device, torch.get_num_threads(), world, groups)
 
         y_rgb_all = torch.from_numpy(data.labels_rgb)
         y_ir_all = torch.from_numpy(data.labels_ir)
         n_rgb = len(split.rgb)
-        metrics_path = run_dir / "metrics.jsonl"
-        bar = _Progress(iters * total_epochs, global_it, progress)
+        images_per_it = 2 * draws * n_ids  # global
+        bar = _Progress(iters * total_epochs, global_it, progress and main)
         last_path = ckpt_dir / "last.pt"
+        mlog = io.run(lambda: MetricsLog(run_dir / "metrics.jsonl"), "metrics log")
         try:
-            with open(metrics_path, "a") as mlog:
-                for epoch in range(start_epoch, end_epoch):
-                    sampler.set_epoch(epoch)
-                    model.train()
-                    sums: dict[str, float] = {}
-                    win: dict[str, float] = {}
-                    win_n, win_t, ep_t = 0, time.perf_counter(), time.perf_counter()
-                    for it, batch in enumerate(sampler):
-                        lr = lr_at(cfg, epoch, it, iters)
-                        for g in optimizer.param_groups:
-                            g["lr"] = lr
-                        idx = np.asarray(batch, dtype=np.int64)  # (N, 2): rgb, ir index
-                        x_rgb = transform(data.images.batch(idx[:, 0]), aug_gen).to(device)
-                        x_ir = transform(data.images.batch(idx[:, 1] + n_rgb), aug_gen).to(device)
-                        y_rgb = y_rgb_all[idx[:, 0]].to(device)
-                        y_ir = y_ir_all[idx[:, 1]].to(device)
-                        ia, ib, target = build_pairs(y_rgb.cpu(), y_ir.cpu(), cfg.data.neg_ratio,
-                                                     generator=pair_gen)
-                        f_rgb, g_rgb, f_ir, g_ir = model.forward_pair(x_rgb, x_ir)
-                        step = StepBatch(f_rgb, g_rgb, f_ir, g_ir, y_rgb, y_ir, ia.to(device),
-                                         ib.to(device), target.to(device))
-                        loss, parts = loss_fn(model, step, cfg)
-                        values = {"loss": float(loss.detach())}
-                        values.update({k: float(v.detach()) for k, v in parts.items()})
-                        if not all(math.isfinite(v) for v in values.values()):
-                            raise TrainingError(
-                                f"non-finite loss at epoch {epoch + 1}, iteration {it + 1} "
-                                f"({', '.join(f'{k}={v}' for k, v in values.items())}); "
-                                f"the last good checkpoint is {last_path if last_path.exists() else 'none'}; "
-                                f"try a lower train.lr or train.warmup_epochs")
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        optimizer.step()
-                        global_it += 1
-                        for k, v in values.items():
-                            sums[k] = sums.get(k, 0.0) + v
-                            win[k] = win.get(k, 0.0) + v
-                        win_n += 1
-                        if global_it % cfg.train.log_every == 0 or it == iters - 1:
-                            now = time.perf_counter()
-                            rec = {"type": "step", "epoch": epoch + 1, "iteration": global_it,
-                                   **{k: v / win_n for k, v in win.items()}, "lr": lr,
-                                   "img_s": 2 * n_ids * win_n / max(now - win_t, 1e-9)}
-                            mlog.write(json.dumps(rec) + "\n")
-                            mlog.flush()
-                            bar.update(win_n, rec)
-                            if bar.bar is None:
-                                bar.message(f"epoch {epoch + 1}/{total_epochs} it {it + 1}/{iters} "
-                                            f"loss {rec['loss']:.4f} lr {lr:.2e} "
-                                            f"{rec['img_s']:.0f} img/s")
-                            win, win_n, win_t = {}, 0, now
-                    done = epoch + 1
-                    ep = {"type": "epoch", "epoch": done, "iteration": global_it,
-                          **{k: v / iters for k, v in sums.items()}, "lr": lr,
-                          "seconds": time.perf_counter() - ep_t}
-                    is_ckpt = done % cfg.train.checkpoint_every == 0 or done == end_epoch
-                    if is_ckpt and cfg.train.selection == "val":
-                        ep.update(validate_rank1(model, data, cfg, device))
-                    history.append(ep)
-                    mlog.write(json.dumps(ep) + "\n")
-                    mlog.flush()
-                    if not is_ckpt:
-                        continue
-                    improved = (cfg.train.selection == "val"
-                                and ep["val_rank1"] > best.get("val_rank1", -1.0))
-                    if improved:
-                        best = {"epoch": done, "val_rank1": ep["val_rank1"], "val_mAP": ep["val_mAP"]}
-                    rng = capture_rng_state()
-                    rng["augment"] = aug_gen.get_state()
-                    rng["pairs"] = pair_gen.get_state()
-                    kwargs = dict(model=model, cfg=cfg, num_classes=num_classes, epoch=done,
-                                  iteration=global_it, optimizer=optimizer,
-                                  scheduler={"kind": "multistep-warmup", "epoch": done},
-                                  sampler=sampler.state_dict(),
-                                  rng=rng, dataset=dataset_meta, history=history,
-                                  extra={"best": best, "selection": cfg.train.selection,
-                                         "val_pids": data.val_pids,
-                                         "threads": torch.get_num_threads()})
-                    save_checkpoint(last_path, **kwargs)
-                    save_checkpoint(ckpt_dir / f"epoch_{done:03d}.pt", **kwargs)
-                    _prune_epoch_checkpoints(ckpt_dir)
-                    if improved:
-                        shutil.copyfile(last_path, ckpt_dir / ".best.pt.tmp")
-                        os.replace(ckpt_dir / ".best.pt.tmp", ckpt_dir / "best.pt")
-                    bar.message(f"epoch {done}/{total_epochs}: loss {ep['loss']:.4f}"
-                                + (f", val rank-1 {ep['val_rank1']:.1f}%" if "val_rank1" in ep else "")
-                                + f" -> {last_path}")
+            for epoch in range(start_epoch, end_epoch):
+                sampler.set_epoch(epoch)
+                model.train()
+                sums: dict[str, float] = {}
+                win: dict[str, float] = {}
+                win_n, win_t, ep_t = 0, time.perf_counter(), time.perf_counter()
+                for it, batch in enumerate(sampler):
+                    lr = lr_at(cfg, epoch, it, iters)
+                    for g in optimizer.param_groups:
+                        g["lr"] = lr
+                    idx = np.asarray(batch, dtype=np.int64)  # (n, 2·draws)
+                    local = build_local_step(idx, data.images, n_rgb, y_rgb_all, y_ir_all,
+                                             transform, cfg.data.neg_ratio, cfg.train.seed,
+                                             global_it, rank * groups_per_rank, group_size)
+                    loss, parts = step_fn(_to_device(local, device))
+                    values = _global_values(loss, parts, world)
+                    if not all(math.isfinite(v) for v in values.values()):
+                        raise TrainingError(
+                            f"non-finite loss at epoch {epoch + 1}, iteration {it + 1} "
+                            f"(global iteration {global_it + 1}; "
+                            f"{', '.join(f'{k}={v}' for k, v in values.items())}); stopped "
+                            f"before the update; the last good checkpoint is "
+                            f"{last_path if last_path.exists() else 'none'} (unchanged); "
+                            f"try a lower train.lr or train.warmup_epochs")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    global_it += 1
+                    for k, v in values.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                        win[k] = win.get(k, 0.0) + v
+                    win_n += 1
+                    if global_it % cfg.train.log_every == 0 or it == iters - 1:
+                        now = time.perf_counter()
+                        rec = {"type": "step", "epoch": epoch + 1, "iteration": global_it,
+                               **{k: v / win_n for k, v in win.items()}, "lr": lr,
+                               "img_s": images_per_it * win_n / max(now - win_t, 1e-9)}
+                        io.run(lambda: mlog.write(rec), "metrics log")
+                        bar.update(win_n, rec)
+                        if bar.bar is None and main:
+                            bar.message(f"epoch {epoch + 1}/{total_epochs} it {it + 1}/{iters} "
+                                        f"loss {rec['loss']:.4f} lr {lr:.2e} "
+                                        f"{rec['img_s']:.0f} img/s")
+                        win, win_n, win_t = {}, 0, now
+                done = epoch + 1
+                ep = {"type": "epoch", "epoch": done, "iteration": global_it,
+                      **{k: v / iters for k, v in sums.items()}, "lr": lr,
+                      "seconds": time.perf_counter() - ep_t}
+                is_ckpt = done % cfg.train.checkpoint_every == 0 or done == end_epoch
+                if is_ckpt and cfg.train.selection == "val" and main:
+                    ep.update(validate_rank1(model, data, cfg, device))
+                history.append(ep)
+                io.run(lambda: mlog.write(ep), "metrics log")
+                if not is_ckpt:
+                    continue
+                improved = (main and cfg.train.selection == "val"
+                            and ep["val_rank1"] > best.get("val_rank1", -1.0))
+                if improved:
+                    best = {"epoch": done, "val_rank1": ep["val_rank1"], "val_mAP": ep["val_mAP"]}
+                kwargs = dict(model=model, cfg=cfg, num_classes=num_classes, epoch=done,
+                              iteration=global_it, optimizer=optimizer,
+                              scheduler={"kind": "multistep-warmup", "epoch": done},
+                              sampler=sampler.state_dict(),
+                              rng=capture_rng_state(), dataset=dataset_meta, history=history,
+                              extra={"best": best, "selection": cfg.train.selection,
+                                     "val_pids": data.val_pids,
+                                     "threads": torch.get_num_threads(),
+                                     "world_size": world, "pair_groups": groups})
+                io.run(lambda: _write_checkpoints(ckpt_dir, kwargs, improved), "checkpoint")
+                bar.message(f"epoch {done}/{total_epochs}: loss {ep['loss']:.4f}"
+                            + (f", val rank-1 {ep['val_rank1']:.1f}%" if "val_rank1" in ep else "")
+                            + f" -> {last_path}")
         finally:
             bar.close()
-            _plot_losses(run_dir)
+            if mlog is not None:
+                mlog.close()
+            if main:
+                _plot_losses(run_dir)
 
     finished = end_epoch >= total_epochs
     seconds = time.perf_counter() - t_start
@@ -1011,9 +1083,36 @@ def train(cfg: Config, run_dir: PathLike, resume: bool = False, overwrite: bool 
                "best": best or None, "selected_checkpoint": str(result.selected_checkpoint),
                "final_loss": history[-1]["loss"] if history else None,
                "seconds_this_session": seconds, "device": str(device),
-               "threads": torch.get_num_threads(), "seed": cfg.train.seed}
-    _write_json(run_dir / "summary.json", summary)
+               "threads": torch.get_num_threads(), "seed": cfg.train.seed,
+               "world_size": world, "pair_groups": groups}
+    io.run(lambda: _write_json(run_dir / "summary.json", summary), "summary")
     return result
+
+
+def _global_values(loss: Tensor, parts: dict[str, Tensor], world: int) -> dict[str, float]:
+    """The loss and its parts as floats, averaged over the ranks (equal shares, so this is
+    the value of the global batch); NaN on any rank makes it NaN everywhere, so every rank
+    stops at the same iteration."""
+    names = ["loss", *parts]
+    vals = torch.stack([loss.detach(), *(v.detach() for v in parts.values())]).double().cpu()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(vals)
+        vals /= world
+    return {k: float(v) for k, v in zip(names, vals.tolist())}
+
+
+def _write_checkpoints(ckpt_dir: Path, kwargs: dict[str, Any], improved: bool) -> None:
+    """last.pt, epoch_XXX.pt (pruned to the last few) and, when improved, best.pt; each one
+    atomic, so a failure leaves every previous file intact."""
+    last_path = ckpt_dir / "last.pt"
+    save_checkpoint(last_path, **kwargs)
+    save_checkpoint(ckpt_dir / f"epoch_{kwargs['epoch']:03d}.pt", **kwargs)
+    _prune_epoch_checkpoints(ckpt_dir)
+    if improved:
+        with atomic_path(ckpt_dir / "best.pt") as tmp:
+            shutil.copyfile(last_path, tmp)
 
 
 def _prune_epoch_checkpoints(ckpt_dir: Path) -> None:
@@ -1023,12 +1122,19 @@ def _prune_epoch_checkpoints(ckpt_dir: Path) -> None:
 
 
 def _plot_losses(run_dir: Path) -> None:
+    """RUN_DIR/loss_curve.png from metrics.jsonl. A failure is logged, never raised: the plot
+    must not hide the training outcome (save_figure writes atomically, so the previous
+    picture stays intact and no temporary file is left)."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return
+    png = run_dir / "loss_curve.png"
     try:
         recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         from vireid.viz.curves import plot_loss_curves
-        plot_loss_curves({run_dir.name or "run": recs}, run_dir / "loss_curve.png")
+        plot_loss_curves({run_dir.name or "run": recs}, png)
+    except OSError as exc:
+        log.error("cannot write the loss curve %s: %s; the previous picture, if any, is intact",
+                  png, _os_reason(exc))
     except Exception as exc:  # a plot must never hide the training outcome
         log.warning("could not plot the loss curve: %s", exc)

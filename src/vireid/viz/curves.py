@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -22,17 +21,13 @@ LOSS_KEYS = ("loss", "pbce", "id", "vl", "rkl", "kvl")
 
 def save_figure(fig: "matplotlib.figure.Figure", path: PathLike, dpi: int = 110) -> Path:
     """Save ``fig`` as PNG via a temp file in the same folder and ``os.replace``; closes it."""
+    from vireid.engine.atomic import atomic_path
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
     finally:
         plt.close(fig)
     return path
