@@ -1,8 +1,12 @@
-"""Bad input through the real CLI (`python -m vireid …`): every case exits non-zero with a
-message naming what was expected and what was found, or (odd but valid images) works.
+"""Bad input through the real CLI: every case exits non-zero with a message naming what was
+expected and what was found, or (odd but valid images) works.
 
-All subprocesses are started together by one module fixture (a few at a time: each pays
-the torch import) and the tests read their results, which keeps the file fast.
+Each process start pays the torch import (about 3 s here), so the cases are grouped: a
+module fixture starts two driver subprocesses in parallel, each of which calls the CLI entry
+point of ``python -m vireid`` (``vireid.cli.main``, which maps errors to "error: …" and exit
+code 2) once per case with fresh stdout/stderr/logging, and reports exit code and output.
+One case (`eval_corrupt`) also runs as a plain ``python -m vireid`` subprocess, to check the
+process exit status itself.
 """
 from __future__ import annotations
 
@@ -54,10 +58,46 @@ def _odd_images(root: Path, pids: tuple[int, ...]) -> list[str]:
     return made
 
 
+_DRIVER = r"""
+import contextlib, io, json, logging, sys
+from vireid.cli import main
+cases = json.loads(open(sys.argv[1]).read())
+out = {}
+for name, argv in cases.items():
+    o, e = io.StringIO(), io.StringIO()
+    logging.root.handlers.clear()  # basicConfig binds the current sys.stderr
+    with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):
+        try:
+            rc = main(argv)
+        except SystemExit as exc:
+            rc = exc.code if isinstance(exc.code, int) else 1
+        except BaseException as exc:
+            import traceback; traceback.print_exc(); rc = 99
+    out[name] = {"rc": rc, "stdout": o.getvalue(), "stderr": e.getvalue()}
+open(sys.argv[2], "w").write(json.dumps(out))
+"""
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
+
+
 def _run(args: list[str]) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
     return subprocess.run([sys.executable, "-m", "vireid", *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=120)
+                          text=True, env=_env(), timeout=120)
+
+
+def _run_group(cases: dict[str, list], tmp: Path, tag: str) -> dict[str, subprocess.CompletedProcess]:
+    import json
+
+    spec, out = tmp / f"cases_{tag}.json", tmp / f"out_{tag}.json"
+    spec.write_text(json.dumps({k: [str(a) for a in v] for k, v in cases.items()}))
+    proc = subprocess.run([sys.executable, "-c", _DRIVER, spec, out], capture_output=True,
+                          text=True, env=_env(), timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    return {k: subprocess.CompletedProcess(cases[k], r["rc"], r["stdout"], r["stderr"])
+            for k, r in res.items()}
 
 
 @pytest.fixture(scope="module")
@@ -154,10 +194,17 @@ def results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, di
                                "--query", gallery[0]],
     }
     info["paths"] = {"bad_eval": str(bad_eval), "bad_train": str(bad_train), "t": str(t)}
-    order = ["train_odd", "train_corrupt"] + [k for k in cases if not k.startswith("train_")]
+    names = list(cases)
+    groups = [{k: cases[k] for k in names if k.startswith(("train_", "eval_odd", "eval_skip"))},
+              {k: cases[k] for k in names if not k.startswith(("train_", "eval_odd", "eval_skip"))}]
     with ThreadPoolExecutor(max_workers=3) as pool:
-        futs = {k: pool.submit(_run, cases[k]) for k in order}
-        out = {k: (f.result(), info) for k, f in futs.items()}
+        futs = [pool.submit(_run_group, g, t, str(i)) for i, g in enumerate(groups)]
+        plain = pool.submit(_run, cases["eval_corrupt"])
+        merged: dict[str, subprocess.CompletedProcess] = {}
+        for f in futs:
+            merged.update(f.result())
+        merged["eval_corrupt_plain"] = plain.result()
+    out = {k: (v, info) for k, v in merged.items()}
     return out
 
 
@@ -174,9 +221,10 @@ def _fails(results, name: str, *needles: str) -> str:
 
 
 def test_corrupt_eval_image_stops_naming_the_file(results):
-    p = results["eval_corrupt"][1]["paths"]
-    _fails(results, "eval_corrupt", "cannot decode image", Path(p["bad_eval"]).name,
-           "expected a readable image", "--skip-corrupt")
+    for name in ("eval_corrupt", "eval_corrupt_plain"):  # via the driver and a plain process
+        line = _fails(results, name, "cannot decode image", "expected a readable image",
+                      "--skip-corrupt")
+        assert "cam3/0004/0001.png" in line or "cam1/0005/0002.png" in line, line
 
 
 def test_corrupt_eval_images_skipped_and_counted_with_flag(results):

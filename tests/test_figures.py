@@ -155,3 +155,20 @@ def test_cmc_curves_are_read_from_reproduce_and_eval_json(tmp_path: Path) -> Non
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(DataError, match="result JSON"):
         FG.cmc_curves_from_results([tmp_path / "bad.json"])
+
+
+def test_compact_png_keeps_the_picture(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    img = lambda: (rng.random((32, 16, 3)) * 255).astype(np.uint8)  # noqa: E731
+    p = FG.plot_ranked_lists([img()], [[img(), img()]], [[True, False]], tmp_path / "r.png")
+    before = np.asarray(Image.open(p).convert("RGB"), dtype=np.int16)
+    FG.compact_png(p)
+    assert _is_png(p)
+    after_img = Image.open(p)
+    assert after_img.mode == "P"  # palette image
+    after = np.asarray(after_img.convert("RGB"), dtype=np.int16)
+    assert after.shape == before.shape
+    assert np.abs(after - before).mean() < 8.0  # 256 colours: close to the original everywhere
+    assert not list(tmp_path.glob(".*"))

@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cmc-runs", default=None,
                    help="comma-separated curve labels to keep (e.g. ours-S,ours-F,idl-S)")
     p.add_argument("--cmc-title", default="CMC", help="title of the CMC plot")
+    p.add_argument("--compact", action="store_true",
+                   help="re-encode the PNGs with a 256-colour palette (several times smaller)")
     p.set_defaults(func=run)
 
 
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..errors import ConfigError
-    from ..viz.figures import cmc_curves_from_results, make_figures, plot_cmc
+    from ..viz.figures import cmc_curves_from_results, compact_png, make_figures, plot_cmc
 
     if args.checkpoint is None and not args.cmc:
         raise ConfigError("figures: expected --checkpoint (with --data-root) and/or --cmc JSON…, found neither")
@@ -44,11 +46,13 @@ def run(args: argparse.Namespace) -> int:
         made.update(make_figures(args.checkpoint, args.data_root, args.output, which=which,
                                  compare_checkpoint=args.compare, per_id=args.per_id,
                                  num_queries=args.queries, topk=args.topk, seed=args.seed,
-                                 device=args.device))
+                                 device=args.device, compact=args.compact))
     if args.cmc:
         select = [s.strip() for s in args.cmc_runs.split(",")] if args.cmc_runs else None
         curves = cmc_curves_from_results(args.cmc, select)
         made["cmc"] = plot_cmc(curves, Path(args.output) / "cmc.png", title=args.cmc_title)
+        if args.compact:
+            compact_png(made["cmc"])
     for name, path in made.items():
         print(f"{name}: {path}")
     return 0

@@ -1,4 +1,9 @@
-"""``vireid train``: train a model from a config (preset or YAML) into a run folder."""
+"""``vireid train``: train a model from a config (preset or YAML) into a run folder.
+
+Under ``torchrun --nproc_per_node=K -m vireid train …`` every process joins the process
+group (gloo on the CPU, nccl on GPUs) and trains its share of each batch with DDP; rank 0
+alone writes files and prints.
+"""
 from __future__ import annotations
 
 import argparse
@@ -29,8 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop once this many epochs are done (schedule unchanged; --resume "
                         "continues)")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's choice; fix it for runs that "
-                        "must repeat bit for bit across machines)")
+                   help="CPU threads for torch per process (sets train.threads; default: "
+                        "torch's choice, or cores / processes under torchrun; fix it for runs "
+                        "that must repeat bit for bit across machines)")
+    p.add_argument("--pair-groups", type=int, default=None, metavar="G",
+                   help="build pairs within G equal groups of each batch's identities "
+                        "(default: the number of processes): one process with G=k computes "
+                        "what a k-process torchrun run computes")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     p.set_defaults(func=run)
@@ -48,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")
+    if args.threads is not None:
+        overrides.append(f"train.threads={args.threads}")
     if args.config:
         cfg_path = preset_or_path(args.config)
     elif resume:
@@ -57,12 +69,23 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(cfg_path, overrides)
     # Imported after validating the config, so that config errors come back without the
     # seconds torch takes to import.
-    from ..engine.trainer import set_threads, train
+    from ..engine import distributed as D
+    from ..engine.trainer import train
 
-    set_threads(args.threads)
-    result = train(cfg, run_dir, resume=resume, overwrite=args.overwrite,
-                   progress=not args.no_progress and not getattr(args, "quiet", False),
-                   stop_after=args.stop_after)
+    is_main = True
+    if D.env_world_size() > 1:
+        info = D.init_from_env(device=cfg.train.device, threads_per_rank=cfg.train.threads)
+        is_main = info.is_main
+        if not is_main:  # one voice: the other ranks only report warnings and errors
+            logging.getLogger().setLevel(logging.WARNING)
+    try:
+        result = train(cfg, run_dir, resume=resume, overwrite=args.overwrite,
+                       progress=not args.no_progress and not getattr(args, "quiet", False),
+                       stop_after=args.stop_after, pair_groups=args.pair_groups)
+    finally:
+        D.cleanup()
+    if not is_main:
+        return 0
     state = "finished" if result.finished else "stopped"
     print(f"{state} after epoch {result.epochs_done}/{result.epochs_total} "
           f"({result.iterations} iterations, {result.seconds:.1f} s)")

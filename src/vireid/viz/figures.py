@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -273,10 +274,32 @@ def _subsample(records: list, per_id: int, rng: np.random.Generator) -> list:
     return out
 
 
+def compact_png(path: PathLike, colors: int = 256) -> Path:
+    """Re-encode a PNG with an adaptive palette of ``colors`` colours (atomically), which
+    shrinks the photo-like figures (image thumbnails, heat-map overlays) several-fold so they
+    can live in the repository's docs; the figure itself is unchanged to the eye."""
+    from PIL import Image
+
+    path = Path(path)
+    with Image.open(path) as im:
+        pal = im.convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pal.save(tmp, format="PNG", optimize=True)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a figure is a normal readable file
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 def make_figures(checkpoint: PathLike, data_root: PathLike, out_dir: PathLike,
                  which: Sequence[str] = FIGURES, compare_checkpoint: Optional[PathLike] = None,
                  per_id: int = 10, num_queries: int = 4, topk: int = 10, seed: int = 0,
-                 device: str = "cpu") -> dict[str, Path]:
+                 device: str = "cpu", compact: bool = False) -> dict[str, Path]:
     """Draw the requested figures for the model of ``checkpoint`` on its dataset's test ids.
 
     ``tsne``: Fig. 2 with one panel for this model (two when ``compare_checkpoint`` is given,
@@ -284,6 +307,7 @@ def make_figures(checkpoint: PathLike, data_root: PathLike, out_dir: PathLike,
     positive and 6 negative RGB images (fewer if the data has fewer). ``ranked``: Fig. 5 for
     ``num_queries`` IR queries, simplified-mode ranking (cosine of G), top ``topk``.
     Returns {figure name: PNG path}. At most ``per_id`` images per identity and modality are used.
+    ``compact``: re-encode each PNG with a 256-colour palette (:func:`compact_png`).
     """
     from vireid.engine.checkpoint import load_model_from_checkpoint
     from vireid.engine.features import extract_features, open_images
@@ -343,5 +367,7 @@ def make_figures(checkpoint: PathLike, data_root: PathLike, out_dir: PathLike,
                                            out_dir / "fig5_ranked.png",
                                            [f"query id {feats.pids[i]}" for i in qs])
     for name, p in made.items():
+        if compact:
+            compact_png(p)
         log.info("wrote %s figure: %s", name, p)
     return made

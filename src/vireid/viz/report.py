@@ -115,7 +115,8 @@ def render_eval(obj: Mapping[str, Any]) -> str:
 
 
 def render_reproduce(obj: Mapping[str, Any]) -> str:
-    """Table of a ``vireid reproduce`` result (rows with ``ours`` and ``paper`` metrics)."""
+    """Table of a ``vireid reproduce`` result (rows with ``ours`` and ``paper`` metrics), its
+    provenance (budget, overrides, trials, seeds) and the CMC curves of its runs."""
     rows = obj.get("rows", [])
     keys: list[str] = []
     for r in rows:
@@ -123,14 +124,43 @@ def render_reproduce(obj: Mapping[str, Any]) -> str:
             for k in (r.get(part) or {}):
                 if k not in keys:
                     keys.append(k)
-    header = ["variant"] + [f"ours {k}" for k in keys] + [f"paper {k}" for k in keys]
+    extra = [k for k in ("params", "num_kernels") if any(k in r for r in rows)]
+    header = ["variant", "mode"] + extra + [f"ours {k}" for k in keys] + [f"paper {k}" for k in keys]
     body = []
     for r in rows:
         ours, paper = r.get("ours") or {}, r.get("paper") or {}
-        body.append([r.get("label", r.get("name", ""))] + [ours.get(k, "") for k in keys]
-                    + [paper.get(k, "") for k in keys])
-    caption = f'<p class="muted">{_e(obj.get("paper_ref", ""))} {_e(obj.get("note", ""))}</p>'
-    return _table(header, body) + caption
+        body.append([r.get("label", r.get("name", "")), r.get("scoring", "")]
+                    + [r.get(k, "") for k in extra]
+                    + [ours.get(k, "") for k in keys] + [paper.get(k, "") for k in keys])
+    trials = obj.get("trials")
+    prov = (f"budget {obj.get('budget', '?')} (base {obj.get('base_config', '?')}"
+            + (f" + {' '.join(obj.get('budget_overrides') or [])}" if obj.get("budget_overrides") else "")
+            + f"); data {obj.get('data_root', '?')}; trials "
+            + (", ".join(map(str, trials)) if trials else "all of the protocol's")
+            + f"; seeds {obj.get('seeds', '?')}")
+    caption = (f'<p class="muted">{_e(obj.get("paper_ref", ""))} {_e(obj.get("note", ""))}</p>'
+               f'<p class="muted">{_e(prov)}</p>')
+    out = (_table(header, body) if rows else "") + caption
+    png = _cmc_png(obj)
+    if png:
+        out += _img_tag(png, f"CMC curves of {obj.get('table', 'the table')}")
+    return out
+
+
+def _cmc_png(obj: Mapping[str, Any]) -> bytes | None:
+    """CMC curves (rank 1..20) of every run × scoring mode of a reproduce result, if stored."""
+    from vireid.viz.curves import plot_cmc_curves
+
+    suffix = {"simplified": "S", "full": "F", "rerank": "R"}
+    curves = {f"{name}-{suffix.get(mode, mode)}": res["cmc"]
+              for name, run in (obj.get("runs") or {}).items()
+              for mode, res in ((run or {}).get("eval") or {}).items()
+              if isinstance(res, Mapping) and res.get("cmc")}
+    if not curves:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return plot_cmc_curves(curves, Path(tmp) / "cmc.png",
+                               title=f"CMC, {obj.get('table', '')}").read_bytes()
 
 
 def render_json(obj: Any) -> str:
