@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="build pairs within G equal groups of each batch's identities "
                         "(default: the number of processes): one process with G=k computes "
                         "what a k-process torchrun run computes")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="drop training images that cannot be decoded (counted in the log) "
+                        "instead of stopping (sets data.skip_corrupt=true)")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     p.set_defaults(func=run)
@@ -60,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"data.root={args.data_root}")
     if args.threads is not None:
         overrides.append(f"train.threads={args.threads}")
+    if args.skip_corrupt:
+        overrides.append("data.skip_corrupt=true")
     if args.config:
         cfg_path = preset_or_path(args.config)
     elif resume:

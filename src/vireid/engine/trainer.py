@@ -270,7 +270,14 @@ def carve_validation(split: TrainSplit, num_val: int, seed: int
 
 
 def prepare_data(cfg: Config, root: PathLike) -> TrainData:
-    """Load the split, carve validation ids, open the image cache over all training images."""
+    """Load the split, carve validation ids, open the image cache over all training images.
+
+    With ``cfg.data.skip_corrupt`` undecodable images are dropped from the training and
+    validation lists (their cache rows are never used) and counted in a warning; the
+    validation ids are carved before that, so they do not depend on which files are corrupt.
+    An identity left without images keeps its class (the classifier's size stays that of
+    the split) and is simply never drawn by the sampler.
+    """
     from vireid.engine.features import open_images
 
     root = Path(root)
@@ -283,22 +290,43 @@ def prepare_data(cfg: Config, root: PathLike) -> TrainData:
         split, val = carve_validation(full, cfg.data.val_ids, cfg.train.seed)
     # One cache over every training image (val ids included), RGB first then IR.
     images = open_images(root, full.rgb + full.ir, (cfg.data.height, cfg.data.width),
-                         use_cache=cfg.data.cache, cache_dir=cfg.data.cache_dir or None)
+                         use_cache=cfg.data.cache, cache_dir=cfg.data.cache_dir or None,
+                         skip_corrupt=cfg.data.skip_corrupt)
+    bad = set(getattr(images, "bad", None) or [])
     vs = set(val)
-    row_rgb = [i for i, r in enumerate(full.rgb) if r.pid not in vs]
-    row_ir = [len(full.rgb) + i for i, r in enumerate(full.ir) if r.pid not in vs]
+    # (cache row, record) of every usable image; rows index full.rgb + full.ir.
+    rgb_rows = [(i, r) for i, r in enumerate(full.rgb) if r.path not in bad]
+    ir_rows = [(len(full.rgb) + i, r) for i, r in enumerate(full.ir) if r.path not in bad]
+    if bad:
+        n_rgb = sum(1 for r in full.rgb if r.path in bad)
+        n_ir = sum(1 for r in full.ir if r.path in bad)
+        shown = sorted(bad)[:3]
+        log.warning("training skipped %d corrupt image(s): e.g. %s (%d RGB and %d IR records "
+                    "dropped; data.skip_corrupt)", len(bad),
+                    ", ".join(str(root / b) for b in shown), n_rgb, n_ir)
+        train_rgb = [r for _, r in rgb_rows if r.pid not in vs]
+        train_ir = [r for _, r in ir_rows if r.pid not in vs]
+        if not train_rgb or not train_ir:
+            raise DataError(f"training split of {cfg.data.dataset} at {root}: after skipping "
+                            f"{len(bad)} corrupt image(s), {len(train_rgb)} RGB and "
+                            f"{len(train_ir)} IR training images remain; expected both")
+        split = TrainSplit(train_rgb, train_ir, split.labels)
+    row_rgb = [i for i, r in rgb_rows if r.pid not in vs]
+    row_ir = [i for i, r in ir_rows if r.pid not in vs]
     data = TrainData(split=split, root=root, images=_Rows(images, np.array(row_rgb + row_ir)),
                      labels_rgb=np.array([split.labels[r.pid] for r in split.rgb], np.int64),
                      labels_ir=np.array([split.labels[r.pid] for r in split.ir], np.int64))
     if val:
         data.val_pids = val
-        data.val_query = [r for r in full.ir if r.pid in vs]
-        data.val_gallery = [r for r in full.rgb if r.pid in vs]
-        data.val_rows_query = np.array([len(full.rgb) + i for i, r in enumerate(full.ir)
-                                        if r.pid in vs], np.int64)
-        data.val_rows_gallery = np.array([i for i, r in enumerate(full.rgb) if r.pid in vs],
-                                         np.int64)
+        data.val_query = [r for _, r in ir_rows if r.pid in vs]
+        data.val_gallery = [r for _, r in rgb_rows if r.pid in vs]
+        data.val_rows_query = np.array([i for i, r in ir_rows if r.pid in vs], np.int64)
+        data.val_rows_gallery = np.array([i for i, r in rgb_rows if r.pid in vs], np.int64)
         data.val_images = images
+        if bad and (not data.val_query or not data.val_gallery):
+            raise DataError(f"data.val_ids: after skipping {len(bad)} corrupt image(s), the "
+                            f"held-out ids {val} keep {len(data.val_query)} IR and "
+                            f"{len(data.val_gallery)} RGB images; expected at least one of each")
     return data
 
 
