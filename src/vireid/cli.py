@@ -28,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"vireid.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"vireid.commands.{name}":
-                continue  # command not built in this installation
-            raise
-        module.register(sub)
+        importlib.import_module(f"vireid.commands.{name}").register(sub)
     return parser
 
 
