@@ -22,7 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
-from test_sharded_eval import TINY, write_checkpoint, write_sysu
+from test_sharded_eval import write_checkpoint, write_sysu
 
 TRAIN_YAML = """\
 name: tiny-bad

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_CONFIG
 
 #: Observed: ~4e-7 (weights) and ~2e-7 (logged losses) after 6 SGD steps.
 WEIGHT_TOL = 1e-5

@@ -153,7 +153,7 @@ def test_pair_head_sample_kernels_match_pytorch(tmp_path, stride, padding, share
 
 # ------------------------------------------------------------------ files and manifest
 def test_manifest_describes_the_files(exported):
-    man, out, model, cfg = exported["manifest"], exported["out"], exported["model"], exported["cfg"]
+    man, out, model = exported["manifest"], exported["out"], exported["model"]
     assert sorted(p.name for p in out.iterdir()) == ["ccn_pair.onnx", "embed_ir.onnx",
                                                     "embed_rgb.onnx", "manifest.json"]
     assert man["format"] == "vireid-onnx" and man["opset"] == 17

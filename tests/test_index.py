@@ -37,7 +37,7 @@ def _build(setup, tmp_path, **kw):
 def test_round_trip_matches_independent_features(setup, tmp_path):
     root, ckpt, gallery, _, model = setup
     seen = []
-    ix = _build(setup, tmp_path, progress=lambda done, total: seen.append((done, total)))
+    _build(setup, tmp_path, progress=lambda done, total: seen.append((done, total)))
     assert seen[0] == (0, 12) and seen[-1] == (12, 12)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     re = GalleryIndex.open(tmp_path / "ix")

@@ -12,7 +12,7 @@ import sys
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure full-mode scoring, simplified scoring, extraction and training speed")
     p.add_argument("--json", metavar="OUT", help="write every figure as JSON to OUT")
-    p.add_argument("--n", type=int, default=512, help=f"queries = gallery size of the full-mode run "
+    p.add_argument("--n", type=int, default=512, help="queries = gallery size of the full-mode run "
                    "(default 512; 2060 = RegDB in full)")
     p.add_argument("--paper-pairs", type=int, default=200, help="pairs timed for the per-pair form")
     p.add_argument("--fft-pairs", type=int, default=20, help="pairs timed with FFT correlation (0: skip)")

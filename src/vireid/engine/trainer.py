@@ -55,7 +55,7 @@ from torch import Tensor, nn
 
 from vireid import losses as L
 from vireid.config import Config, from_dict, save_config
-from vireid.data.records import IR, RGB, ImageRecord, TrainSplit
+from vireid.data.records import ImageRecord, TrainSplit
 from vireid.data.sampler import CrossModalitySampler, build_pair_sets
 from vireid.data.transforms import TrainTransform
 from vireid.engine.atomic import TMP_MARK, OutputWriteError, atomic_path, atomic_write_text
