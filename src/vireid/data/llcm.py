@@ -30,6 +30,7 @@ from pathlib import Path
 from vireid.data.records import IR, RGB, ImageRecord, TrainSplit
 from vireid.data.sysu import IMAGE_EXTENSIONS, read_id_line
 from vireid.errors import DataError
+from vireid.data.indexfile import read_path_labels
 
 log = logging.getLogger(__name__)
 
@@ -38,27 +39,10 @@ TEST_DIRS = {RGB: "test_vis", IR: "test_nir"}
 
 
 def _read_train_index(path: Path, root: Path, modality: str) -> list[ImageRecord]:
-    if not path.is_file():
-        raise DataError(f"missing LLCM index file: expected {path}")
     out = []
-    for lineno, raw in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-        line = raw.strip()
-        if not line:
-            continue
-        parts = line.rsplit(maxsplit=1)
-        try:
-            if len(parts) != 2:
-                raise ValueError
-            label = int(parts[1])
-        except ValueError:
-            raise DataError(f"{path}:{lineno}: expected '<relative path> <integer label>', "
-                            f"found {line[:100]!r}") from None
-        rel = parts[0].replace("\\", "/").lstrip("/")
+    for rel, label in read_path_labels(path, "LLCM index file"):
         m = _CAM_IN_NAME.search(rel.rsplit("/", 1)[-1])
         out.append(ImageRecord(rel, label, int(m.group(1)) if m else 0, modality))
-    if not out:
-        raise DataError(f"LLCM index file {path} lists no images; expected one 'PATH LABEL' line "
-                        f"per image, found an empty file")
     return out
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from vireid.data.records import IR, RGB, ImageRecord, TrainSplit
 from vireid.errors import ConfigError, DataError
+from vireid.data.indexfile import read_path_labels
 
 log = logging.getLogger(__name__)
 
@@ -31,26 +32,7 @@ def read_index(path: Path, root: Path, camid: int, modality: str,
 
     Each non-empty line must be ``<relative path> <integer label>``.
     """
-    if not path.is_file():
-        raise DataError(f"missing index file: expected {path}")
-    out: list[ImageRecord] = []
-    for lineno, raw in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-        line = raw.strip()
-        if not line:
-            continue
-        parts = line.rsplit(maxsplit=1)
-        try:
-            if len(parts) != 2:
-                raise ValueError
-            label = int(parts[1])
-        except ValueError:
-            raise DataError(f"{path}:{lineno}: expected '<relative path> <integer label>', "
-                            f"found {line[:100]!r}") from None
-        rel = parts[0].replace("\\", "/").lstrip("/")
-        out.append(ImageRecord(rel, label, camid, modality))
-    if not out:
-        raise DataError(f"index file {path} lists no images; expected one 'PATH LABEL' line per "
-                        f"image, found an empty file")
+    out = [ImageRecord(rel, label, camid, modality) for rel, label in read_path_labels(path)]
     if check_files:
         missing = [r.path for r in out if not (root / r.path).is_file()]
         if missing:
