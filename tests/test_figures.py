@@ -133,6 +133,21 @@ def test_report_renders_reproduce_tables(tmp_path: Path) -> None:
         "rows": [{"label": "λ = 0.1", "ours": {"rank1": 41.25}, "paper": {"rank1": 33.4}}]}))
     text = build_report([run])
     assert "41.25" in text and "33.40" in text and "paper Table VII" in text
+    # provenance, per-run CMC curves and the cost table
+    (run / "table7.json").write_text(json.dumps({
+        "table": "table7", "paper_ref": "p", "budget": "cpu-short", "budget_overrides": ["train.epochs=6"],
+        "trials": [0, 1], "seeds": [0],
+        "rows": [{"label": "λ = 0.1", "variant": "ours", "scoring": "simplified", "ours": {"rank1": 5.5},
+                  "paper": {}}],
+        "runs": {"ours": {"eval": {"simplified": {"cmc": [float(i) for i in range(20)]}}}}}))
+    (run / "cost.json").write_text(json.dumps({
+        "table": "cost", "rows": [], "runs": {"ours": {"eval": {}, "cost": {
+            "seconds": {"features": 3.25, "full": 0.625}, "extrapolated_regdb_seconds": {"full": 103.5},
+            "paper_seconds": {"full": 5280.0}, "queries": 284, "gallery": 88, "note": "n"}}}}))
+    text = build_report([run])
+    assert "cpu-short" in text and "train.epochs=6" in text and "trials 0, 1" in text
+    assert text.count("data:image/png;base64,") == 1  # the CMC plot of table7's run
+    assert "103.50" in text and "5280.00" in text and "284 queries" in text
 
 
 def test_cmc_curves_are_read_from_reproduce_and_eval_json(tmp_path: Path) -> None:

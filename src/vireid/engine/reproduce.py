@@ -3,22 +3,24 @@
 A recipe is a list of variants; a variant is a list of dotted config overrides applied on a
 base preset chosen by the *budget*:
 
-==========  ============================================================================
-``paper``   ``configs/paper-sysu.yaml`` (or ``paper-regdb.yaml``): the paper's setting
-``cpu``     ``configs/cpu-synthetic.yaml``: quarter-width ResNet-18 at 128×64 on a 2-core CPU
-``cpu-short`` the cpu preset with a quarter of its iterations (6 epochs × 50 iterations, lr step
-            after epoch 5): same network, input and kernel geometry, for running every table
-            on a shared 2-core CPU in well under an hour (:data:`CPU_SHORT_OVERRIDES`)
-``smoke``   the cpu preset shrunk to seconds (1 epoch of 2 iterations, 64×32 input, width
-            0.125, 2×2 kernels so they fit the 4×2 map, one evaluation trial): for tests only
-==========  ============================================================================
+=============  =========================================================================
+``paper``      ``configs/paper-sysu.yaml`` (or ``paper-regdb.yaml``): the paper's setting
+``cpu``        ``configs/cpu-synthetic.yaml``: quarter-width ResNet-18 at 128×64, 2-core CPU
+``cpu-short``  the cpu preset with a quarter of its iterations (6 epochs × 50, lr step after
+               epoch 5; :data:`CPU_SHORT_OVERRIDES`): same network, input and kernels, so
+               that every table runs on a shared 2-core CPU within the hour
+``smoke``      the cpu preset shrunk to seconds (1 epoch of 2 iterations, 64×32 input, width
+               0.125, 2×2 kernels so they fit the 4×2 map, one evaluation trial): tests only
+=============  =========================================================================
 
 Each variant is trained with :func:`vireid.engine.trainer.train` into ``OUT/runs/<key>``
 (``key`` = variant name + a hash of its resolved config, so tables that share a run — the
-"Ours" row appears in Tables I, IV, VI, VII and Fig. 3 — train it once) and evaluated with the
-requested scoring modes. ``OUT/<table>.md`` and ``OUT/<table>.json`` hold our numbers beside
-the paper's (typed in from the paper's text, with the table reference), the resolved config
-and seed of every run, and, for Table IV, parameter counts.
+"Ours" row appears in Tables I, IV, VI, VII, VIII, Fig. 3 and the cost table — train it once;
+a finished run with the same hash under another variant name is reused too) and evaluated
+with the requested scoring modes. ``OUT/<table>.md`` and ``OUT/<table>.json`` hold our
+numbers beside the paper's (typed in from the paper's text, with the table reference), the
+budget's overrides, the evaluation trials, the resolved config and seed of every run, and,
+for Table IV, parameter counts.
 """
 from __future__ import annotations
 
@@ -401,6 +403,12 @@ def reproduce(table: str, out_dir: PathLike, data_root: Optional[PathLike] = Non
         cfg = variant_config(base, recipe.variants[vname], data_root, vname, overrides)
         key = run_key(vname, cfg)
         run_dir = out / "runs" / key
+        if not _trained(run_dir):
+            # The same config under another variant name (Table III's "noid-3-4" is Table I's
+            # "ours-noid"): the hash suffix identifies it, so reuse that finished run.
+            same = [d for d in sorted((out / "runs").glob(f"*-{key.rsplit('-', 1)[1]}")) if _trained(d)]
+            if same:
+                run_dir = same[0]
         log.info("[%s] variant %s -> %s", table, vname, run_dir)
         info = train_variant(cfg, run_dir)
         protocol = recipe.protocol or _default_protocol(cfg)

@@ -141,6 +141,15 @@ def render_reproduce(obj: Mapping[str, Any]) -> str:
     caption = (f'<p class="muted">{_e(obj.get("paper_ref", ""))} {_e(obj.get("note", ""))}</p>'
                f'<p class="muted">{_e(prov)}</p>')
     out = (_table(header, body) if rows else "") + caption
+    for name, run in (obj.get("runs") or {}).items():  # the inference-cost table
+        cost = (run or {}).get("cost")
+        if isinstance(cost, Mapping) and isinstance(cost.get("seconds"), Mapping):
+            ext = cost.get("extrapolated_regdb_seconds") or {}
+            paper = cost.get("paper_seconds") or {}
+            out += _table(["step", "ours (s)", "ours extrapolated to 2060×2060 (s)", "paper (s)"],
+                          [[k, v, ext.get(k, ""), paper.get(k, "")] for k, v in cost["seconds"].items()])
+            out += (f'<p class="muted">{_e(name)}: {_e(cost.get("queries", "?"))} queries × '
+                    f'{_e(cost.get("gallery", "?"))} gallery images; {_e(cost.get("note", ""))}</p>')
     png = _cmc_png(obj)
     if png:
         out += _img_tag(png, f"CMC curves of {obj.get('table', 'the table')}")
@@ -259,6 +268,7 @@ def write_report(run_dirs: Sequence[PathLike], out: PathLike, title: str = "vire
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the page is meant to be shared
         os.replace(tmp, out)
     except BaseException:
         if os.path.exists(tmp):
