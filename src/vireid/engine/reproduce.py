@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import numpy as np
 import torch
 
 from vireid.config import Config, apply_overrides, load_config, preset_path, validate
