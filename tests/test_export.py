@@ -36,15 +36,6 @@ TINY = ["model.arch=resnet18", "model.width=0.125", "model.pretrained=none", "da
         "data.width=32", "model.last_stride=1", "ccn.kernel_size=[2,2]"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny convolutions on a shared 2-core machine are many times slower multi-threaded.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _session(path):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1

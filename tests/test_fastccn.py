@@ -10,16 +10,6 @@ from vireid.evaluation import fastccn
 from vireid.evaluation.fastccn import CCNParams
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # The tiny reference convolutions are dominated by thread hand-offs on a busy 2-core
-    # machine; one thread keeps the test fast. Restored afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def naive_pair(p: CCNParams, fa, fb, ka=None, kb=None):
     """D_RI of one pair, literally: Algorithm 1 crops (or given kernels), |Ka − Kb|, one
     conv2d per kernel per direction, FC, sigmoid, mean. fa, fb: (C, h, w)."""

@@ -5,22 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from vireid.config import validate
 from vireid.engine import reproduce as R
 from vireid.models.ccn import num_kernels
 from vireid.models.resnet import feature_hw
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The smoke runs are tiny: one torch thread is faster than two on a shared 2-core CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("budget", ["smoke", "cpu-short", "cpu", "paper"])

@@ -10,16 +10,6 @@ from vireid.errors import CheckpointError, ConfigError
 from vireid.evaluation import scoring
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # The tiny reference convolutions are dominated by thread hand-offs on a busy 2-core
-    # machine; one thread keeps the test fast. Restored afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_simplified_is_cosine_by_hand():
     q = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
     g = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-6.0, -8.0]])
