@@ -31,7 +31,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -114,18 +114,47 @@ def _load_dataset(dataset: str, root: PathLike, ckpt_path: str) -> Any:
 
 
 # --------------------------------------------------------------------------- scoring
+MIXED = "mixed"
+
+
 def _query_side(split: EvalSplit) -> str:
-    """CCN side of the queries: "a" is the RGB side of a pair, "b" the IR side."""
-    mods = {r.modality for r in split.query} | {r.modality for r in split.gallery}
+    """CCN side of the queries: "a" is the RGB side of a pair, "b" the IR side; "mixed" when
+    query or gallery holds both modalities (open set: each block is scored on its own)."""
     q = {r.modality for r in split.query}
     g = {r.modality for r in split.gallery}
     if q == {IR} and g == {RGB}:
         return "b"
     if q == {RGB} and g == {IR}:
         return "a"
-    raise ConfigError(f"full-mode scoring needs an IR query vs RGB gallery (or the reverse); "
-                      f"protocol {split.name} mixes modalities {sorted(mods)}: use --scoring "
-                      f"simplified")
+    return MIXED
+
+
+def _pair_side(query_modality: str, gallery_modality: str) -> str:
+    """The CCN side of a query against one gallery image (docs/architecture.md): the RGB image
+    of a cross-modality pair is side "a"; a same-modality pair puts its first image, the
+    query, on side "a"."""
+    return "b" if (query_modality, gallery_modality) == (IR, RGB) else "a"
+
+
+def _score_full_blocks(full_fn: Callable[..., Any], ccn: Any, q: FeatureSet, g: FeatureSet,
+                       query_side: str, chunk_size: int,
+                       device: Union[str, torch.device]) -> torch.Tensor:
+    """D (Q, G) of every query-gallery pair; with mixed modalities, one ``full_fn`` call per
+    (query modality, gallery modality) block, each with its own query side."""
+    if query_side != MIXED:
+        return torch.as_tensor(full_fn(ccn, q.F.to(device), g.F.to(device),
+                                       query_side=query_side, chunk_size=chunk_size)).cpu()
+    D = torch.empty(len(q), len(g))
+    qm, gm = np.asarray(q.modalities), np.asarray(g.modalities)
+    for mq in (RGB, IR):
+        qi = np.flatnonzero(qm == mq)
+        for mg in (RGB, IR):
+            gi = np.flatnonzero(gm == mg)
+            if qi.size and gi.size:
+                block = full_fn(ccn, q.F[qi].to(device), g.F[gi].to(device),
+                                query_side=_pair_side(mq, mg), chunk_size=chunk_size)
+                D[np.ix_(qi, gi)] = torch.as_tensor(block).cpu()
+    return D
 
 
 def _scorers() -> Any:
@@ -150,7 +179,7 @@ def _score_all_modes(modes: Sequence[str], model: Optional[torch.nn.Module], q: 
     t_s = time.perf_counter() - t0
     out["simplified"] = (S, t_s)
     D = None
-    if "full" in modes:
+    if "full" in modes or ("rerank" in modes and query_side == MIXED):
         if model is None:
             raise CheckpointError("full-mode scoring needs the checkpoint (its CCN weights)")
         t0 = time.perf_counter()
@@ -158,14 +187,10 @@ def _score_all_modes(modes: Sequence[str], model: Optional[torch.nn.Module], q: 
             if dist_world_size() > 1:
                 # Query rows split across ranks at chunk boundaries: bit-identical to one
                 # process; every rank gets the whole matrix (metrics are cheap).
-                from vireid.evaluation.sharded import score_sharded
-
-                D = score_sharded(model.ccn, q.F.to(device), g.F.to(device),
-                                  query_side=query_side, chunk_size=chunk_size)
+                from vireid.evaluation.sharded import score_sharded as full_fn
             else:
-                D = sc.score_full(model.ccn, q.F.to(device), g.F.to(device),
-                                  query_side=query_side, chunk_size=chunk_size)
-            D = torch.as_tensor(D).cpu()
+                full_fn = sc.score_full
+            D = _score_full_blocks(full_fn, model.ccn, q, g, query_side, chunk_size, device)
         out["full"] = (D, time.perf_counter() - t0)
     if "rerank" in modes:
         if model is None:
@@ -188,7 +213,9 @@ def _score_all_modes(modes: Sequence[str], model: Optional[torch.nn.Module], q: 
             with torch.no_grad():
                 return torch.as_tensor(sc.score_rerank(s_t, d_fn, topk))
 
-        out["rerank"] = (rerank, t_s)
+        # Mixed modalities: rerank reads the full table, so its time includes computing it.
+        t_d = out["full"][1] if query_side == MIXED else 0.0
+        out["rerank"] = (rerank, t_s + t_d)
     return out
 
 
