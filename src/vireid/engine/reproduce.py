@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from typing import Any, Optional, Union
 
 import torch
 
+from vireid.engine.atomic import atomic_write_text
 from vireid.config import Config, apply_overrides, load_config, preset_path, validate
 from vireid.errors import ConfigError, DataError
 
@@ -255,15 +255,7 @@ def _metrics(result: dict[str, Any]) -> dict[str, float]:
 # --------------------------------------------------------------------------- running
 def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, text)
 
 
 def _trained(run_dir: Path) -> bool:

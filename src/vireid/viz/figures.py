@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -33,6 +32,7 @@ import torch.nn.functional as nnf  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from vireid.engine.atomic import atomic_path
 from vireid.errors import DataError  # noqa: E402
 from vireid.viz.curves import plot_cmc_curves, save_figure  # noqa: E402
 from vireid.viz.tsne import tsne  # noqa: E402
@@ -283,16 +283,8 @@ def compact_png(path: PathLike, colors: int = 256) -> Path:
     path = Path(path)
     with Image.open(path) as im:
         pal = im.convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pal.save(tmp, format="PNG", optimize=True)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a figure is a normal readable file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

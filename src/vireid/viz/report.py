@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Union
 
+from vireid.engine.atomic import atomic_write_text
 from vireid.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -264,14 +265,5 @@ def write_report(run_dirs: Sequence[PathLike], out: PathLike, title: str = "vire
     text = build_report(run_dirs, title)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the page is meant to be shared
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(out, text)
     return out
