@@ -385,8 +385,6 @@ def reproduce(table: str, out_dir: PathLike, data_root: Optional[PathLike] = Non
     if not data_root.is_dir():
         raise DataError(f"--data-root: expected a dataset folder, found nothing at {data_root}")
     base = base_config(budget, dataset)
-    if trials is None and budget == "smoke":
-        trials = None  # resolved per protocol below
     wanted = list(recipe.variants) if variants is None else [v for v in recipe.variants if v in variants]
     if not wanted:
         raise ConfigError(f"--variants: none of {list(variants or [])} is in {table}: "
