@@ -10,7 +10,7 @@ from ..errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def _trials(text: str) -> list[int]:
+def parse_trials(text: str) -> list[int]:
     """"0,1,2" or "1-10" or "3" -> list of ints."""
     out: list[int] = []
     for part in text.split(","):
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="simplified = cosine of G; full = D_RI of every pair; rerank = full "
                         "mode on the simplified top-K; all = the three from one extraction")
     p.add_argument("--topk", type=int, default=None, help="rerank depth K (default: eval.topk)")
-    p.add_argument("--trials", type=_trials, default=None,
+    p.add_argument("--trials", type=parse_trials, default=None,
                    help="trials, e.g. 0,1,2 or 1-10 (default: all / the checkpoints' trials)")
     p.add_argument("--flip", action="store_true",
                    help="flip test-time augmentation (average the maps of image and mirror)")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from .eval import parse_trials
+
 TABLES = ("table1", "table3", "table4", "table6", "table7", "fig3", "table8", "cost")
 
 
@@ -22,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="paper: the paper's presets; cpu: configs/cpu-synthetic.yaml; cpu-short: "
                         "the cpu preset with 6 epochs x 50 iterations; smoke: seconds")
     p.add_argument("--tiny", action="store_true", help="same as --budget smoke")
-    p.add_argument("--trials", default=None, help="comma-separated evaluation trials (default: all)")
+    p.add_argument("--trials", type=parse_trials, default=None,
+                   help="evaluation trials, e.g. 0,1,2 or 1-10 (default: all of the protocol's); "
+                        "on RegDB, one model is trained per trial")
     p.add_argument("--variants", default=None, help="comma-separated subset of the table's variants")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -34,12 +38,11 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.reproduce import reproduce
 
     budget = "smoke" if args.tiny else args.budget
-    trials = [int(t) for t in args.trials.split(",")] if args.trials else None
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
     tables = TABLES if args.table == "all" else (args.table,)
     for table in tables:
         res = reproduce(table, args.output, data_root=args.data_root, budget=budget,
                         dataset=args.dataset, synthetic=args.synthetic, overrides=args.overrides,
-                        trials=trials, variants=variants)
+                        trials=args.trials, variants=variants)
         print(f"{table}: {res.markdown} {res.json}")
     return 0
