@@ -111,8 +111,8 @@ def test_regdb_recipe_trains_one_model_per_trial(tmp_path: Path) -> None:
     """RegDB's trials are different train/test splits: the recipe trains one model per trial
     and scores each on its own trial, and the table's mean is over those per-trial models."""
     import numpy as np
-    import torch
 
+    from vireid.engine.checkpoint import load_checkpoint
     from vireid.engine.evaluate import evaluate
 
     res = R.reproduce("table6", tmp_path, budget="smoke", dataset="regdb", synthetic=True,
@@ -121,8 +121,7 @@ def test_regdb_recipe_trains_one_model_per_trial(tmp_path: Path) -> None:
     run = data["runs"]["ours"]
     assert set(run["run_dirs"]) == {"1", "2"}
     for t, d in run["run_dirs"].items():
-        ckpt = torch.load(Path(d, "checkpoints", "last.pt"), map_location="cpu", weights_only=False)
-        assert ckpt["config"]["data"]["trial"] == int(t)
+        assert load_checkpoint(Path(d, "checkpoints", "last.pt"))["config"]["data"]["trial"] == int(t)
     ev = run["eval"]["simplified"]
     assert [p["trial"] for p in ev["per_trial"]] == [1, 2]
     for p in ev["per_trial"]:  # each trial's numbers are those of its own model, alone

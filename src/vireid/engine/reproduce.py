@@ -416,15 +416,15 @@ def reproduce(table: str, out_dir: PathLike, data_root: Optional[PathLike] = Non
         # RegDB: each trial has its own train/test split, so the paper's mean over 10 trials
         # is over 10 models, one trained per trial (evaluating one model on other trials
         # would test on its training ids). SYSU: one model, evaluated on every gallery draw.
-        per_trial = list(ptrials or get_protocol(protocol).trials) if cfg.data.dataset == "regdb" else [None]
-        cfgs = [cfg if t is None else variant_config(base, recipe.variants[vname], data_root, vname,
-                                                     list(overrides) + [f"data.trial={t}"])
-                for t in per_trial]
+        regdb = cfg.data.dataset == "regdb"
+        regdb_trials = list(ptrials or get_protocol(protocol).trials) if regdb else []
+        cfgs = [variant_config(base, recipe.variants[vname], data_root, vname,
+                               list(overrides) + [f"data.trial={t}"]) for t in regdb_trials] or [cfg]
         run_dirs, infos = [], []
         for c in cfgs:
             run_dir = _run_dir(out, vname, c)
             log.info("[%s] variant %s%s -> %s", table, vname,
-                     "" if per_trial == [None] else f" (trial {c.data.trial})", run_dir)
+                     f" (trial {c.data.trial})" if regdb else "", run_dir)
             infos.append(train_variant(c, run_dir))
             run_dirs.append(run_dir)
         seconds = [i["seconds"] for i in infos if i["seconds"] is not None]
@@ -432,19 +432,19 @@ def reproduce(table: str, out_dir: PathLike, data_root: Optional[PathLike] = Non
                        + list(overrides), "seed": cfg.train.seed, "config": cfgs[0].to_dict(),
                        "protocol": protocol, "train_seconds": sum(seconds) if seconds else None,
                        "reused": all(i["reused"] for i in infos), "eval": {}}
-        if per_trial != [None]:
-            runs[vname]["run_dirs"] = {str(t): str(d) for t, d in zip(per_trial, run_dirs)}
+        if regdb:
+            runs[vname]["run_dirs"] = {str(t): str(d) for t, d in zip(regdb_trials, run_dirs)}
         if recipe.params:
             runs[vname]["params"] = _param_counts(cfg, _num_classes(run_dirs[0]))
         checkpoints = [_checkpoint(d) for d in run_dirs]
         if table == "cost":
             runs[vname]["cost"] = measure_cost(checkpoints[0], cfgs[0], protocol,
-                                               ptrials if per_trial == [None] else per_trial[:1])
+                                               regdb_trials[:1] if regdb else ptrials)
         else:
             modes = sorted({r.scoring for r in recipe.rows if r.variant == vname})
             # RegDB: evaluate() pairs each checkpoint with its own trial
             runs[vname]["eval"] = evaluate_run(checkpoints, cfg, modes, protocol,
-                                               ptrials if per_trial == [None] else None)
+                                               None if regdb else ptrials)
     rows = []
     for r in recipe.rows:
         if r.variant not in runs:
