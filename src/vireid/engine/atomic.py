@@ -63,16 +63,19 @@ if hasattr(errno, "EDQUOT"):  # not defined on every platform
     _REASONS[errno.EDQUOT] = "disk quota exceeded"
 
 
-def _describe(exc: OSError) -> str:
+def describe_os_error(exc: OSError) -> str:
+    """"read-only file system (EROFS)": the reason of an OSError in lower case (it goes in
+    the middle of a sentence), with the errno name when there is one."""
     code = exc.errno
     name = errno.errorcode.get(code, "") if code is not None else ""
     reason = _REASONS.get(code) or exc.strerror or str(exc)  # type: ignore[arg-type]
+    reason = reason[:1].lower() + reason[1:]
     return f"{reason} ({name})" if name else reason
 
 
 def _write_error(path: Path, exc: OSError, what: str = "file") -> OutputWriteError:
     return OutputWriteError(
-        f"cannot write {what} {path}: {_describe(exc)}; nothing was changed there "
+        f"cannot write {what} {path}: {describe_os_error(exc)}; nothing was changed there "
         f"(the previous {what}, if any, is intact)")
 
 

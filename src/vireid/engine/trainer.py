@@ -58,7 +58,8 @@ from vireid.config import Config, from_dict, save_config
 from vireid.data.records import ImageRecord, TrainSplit
 from vireid.data.sampler import CrossModalitySampler, build_pair_sets
 from vireid.data.transforms import TrainTransform
-from vireid.engine.atomic import TMP_MARK, OutputWriteError, atomic_path, atomic_write_text
+from vireid.engine.atomic import (TMP_MARK, OutputWriteError, atomic_path, atomic_write_text,
+                                  describe_os_error)
 from vireid.engine.checkpoint import (capture_rng_state, load_checkpoint, load_state_strict,
                                       restore_rng_state, save_checkpoint)
 from vireid.errors import ConfigError, DataError, TrainingError, VireidError
@@ -409,13 +410,6 @@ def _truncate_metrics(path: Path, iteration: int) -> list[dict[str, Any]]:
     return kept
 
 
-def _os_reason(exc: OSError) -> str:
-    name = errno.errorcode.get(exc.errno or 0, "")
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
-    reason = reason[:1].lower() + reason[1:]  # "read-only file system", as atomic.py words it
-    return f"{reason} ({name})" if name else reason
-
-
 def _append(fd: int, data: bytes) -> None:
     """Write all of ``data`` at the end of ``fd`` (its own function so tests can make it fail)."""
     view = memoryview(data)
@@ -437,7 +431,7 @@ class MetricsLog:
         try:
             self.fd: Optional[int] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise OutputWriteError(f"cannot open the metrics log {path}: {_os_reason(exc)}") from exc
+            raise OutputWriteError(f"cannot open the metrics log {path}: {describe_os_error(exc)}") from exc
 
     def write(self, rec: dict[str, Any]) -> None:
         assert self.fd is not None
@@ -448,7 +442,7 @@ class MetricsLog:
             with contextlib.suppress(OSError):
                 os.ftruncate(self.fd, size)
             raise OutputWriteError(f"cannot append to the metrics log {self.path}: "
-                                   f"{_os_reason(exc)}; the lines logged before are intact"
+                                   f"{describe_os_error(exc)}; the lines logged before are intact"
                                    ) from exc
 
     def close(self) -> None:
@@ -484,14 +478,14 @@ class RunLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise OutputWriteError(f"cannot create the lock file {self.path}: "
-                                   f"{_os_reason(exc)}") from exc
+                                   f"{describe_os_error(exc)}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "pid unknown"
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise OutputWriteError(f"cannot lock {self.path}: {_os_reason(exc)}") from exc
+                raise OutputWriteError(f"cannot lock {self.path}: {describe_os_error(exc)}") from exc
             raise ConfigError(f"run folder {self.path.parent} is in use by another training "
                               f"process ({holder}; lock file {self.path}); wait for it to end "
                               f"or choose another folder") from None
@@ -501,7 +495,7 @@ class RunLock:
         except OSError as exc:
             os.close(fd)
             raise OutputWriteError(f"cannot write the lock file {self.path}: "
-                                   f"{_os_reason(exc)}") from exc
+                                   f"{describe_os_error(exc)}") from exc
         self.fd = fd
         return self
 
@@ -548,7 +542,7 @@ class _Rank0:
             except VireidError as exc:
                 err = exc
             except OSError as exc:
-                err = OutputWriteError(f"cannot write {what}: {_os_reason(exc)}")
+                err = OutputWriteError(f"cannot write {what}: {describe_os_error(exc)}")
                 err.__cause__ = exc
         if self.world > 1:
             from vireid.engine import distributed as D
@@ -938,7 +932,7 @@ def _open_run_dir(run_dir: Path, resume: bool, overwrite: bool, lock: RunLock) -
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputWriteError(f"cannot create the run folder {run_dir}: {_os_reason(exc)}") from exc
+            raise OutputWriteError(f"cannot create the run folder {run_dir}: {describe_os_error(exc)}") from exc
     elif not run_dir.is_dir():
         raise ConfigError(f"cannot resume: expected a run folder {run_dir}, found none")
     lock.acquire()  # before looking at the folder: a second process must not race us
@@ -1188,7 +1182,7 @@ def _plot_losses(run_dir: Path) -> None:
         plot_loss_curves({run_dir.name or "run": recs}, png)
     except OSError as exc:
         log.error("cannot write the loss curve %s: %s; the previous picture, if any, is intact",
-                  png, _os_reason(exc))
+                  png, describe_os_error(exc))
     except OutputWriteError as exc:  # save_figure's atomic write already names path and reason
         log.error("cannot write the loss curve: %s", exc)
     except Exception as exc:  # a plot must never hide the training outcome
