@@ -124,6 +124,7 @@ def _write_report(out: Path, rows: list[dict[str, Any]], runs: dict[str, Any], c
         loss_runs[name] = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     plot_loss_curves(loss_runs, out / "loss_curves.png", title="training loss (demo)")
 
+    machine = _machine()
     n_test = data_info.get("test_ids")
     budget = (f"{cfg.train.epochs} epochs x {runs['ccn'].iterations // max(cfg.train.epochs, 1)} "
               f"iterations, N = {cfg.data.ids_per_batch} ids/batch, {cfg.model.arch} width "
@@ -138,7 +139,7 @@ def _write_report(out: Path, rows: list[dict[str, Any]], runs: dict[str, Any], c
         "results": [{k: r[k] for k in ("label", "scoring", "mean", "std", "per_trial", "cmc",
                                         "topk", "seconds")} for r in rows],
         "paper_sysu_all_search_real_data": PAPER_SYSU,
-        "seconds": seconds, "machine": _machine(),
+        "seconds": seconds, "machine": machine,
     }
     atomic_write_text(out / "results.json", json.dumps(payload, indent=2) + "\n")
 
@@ -151,8 +152,8 @@ def _write_report(out: Path, rows: list[dict[str, Any]], runs: dict[str, Any], c
         "# vireid demo results" + (" (quick smoke run: numbers meaningless)" if quick else ""),
         "",
         f"Produced by `{payload['command']}` in {seconds['total']:.0f} s on "
-        f"{_machine()['platform']} ({os.cpu_count()} CPUs, {torch.get_num_threads()} torch "
-        f"threads{', GPU ' + str(_machine()['cuda']) if _machine()['cuda'] else ', no GPU'}).",
+        f"{machine['platform']} ({machine['cpu_count']} CPUs, {machine['torch_threads']} torch "
+        f"threads{', GPU ' + str(machine['cuda']) if machine['cuda'] else ', no GPU'}).",
         "",
         f"**Data:** synthetic images in the SYSU-MM01 layout ({data_info.get('ids')} ids, "
         f"{data_info.get('images')} images, {n_test} test ids; seed {data_info.get('seed')}). "
