@@ -267,7 +267,8 @@ def _extract_union(model: _Model, splits: list[EvalSplit], root: PathLike, flip:
     bad = list(getattr(images, "bad", []) or [])
     if not bad:
         return feats, splits
-    keep = [i for i, r in enumerate(records) if r.path not in set(bad)]
+    bad_set = set(bad)
+    keep = [i for i, r in enumerate(records) if r.path not in bad_set]
     out = []
     for sp in splits:
         q, g = drop_paths(sp.query, bad), drop_paths(sp.gallery, bad)
