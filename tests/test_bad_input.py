@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from test_sharded_eval import write_checkpoint, write_sysu
+from vireid.engine.atomic import TMP_MARK
 
 TRAIN_YAML = """\
 name: tiny-bad
@@ -375,4 +376,4 @@ def test_half_written_image_cache_is_rebuilt(tmp_path):
     npy.write_bytes(npy.read_bytes()[: npy.stat().st_size // 2])
     assert np.array_equal(ImageCache.build(root, recs, size, cache_dir=tmp_path / "c")
                           .batch(range(len(recs))), want)
-    assert not [p for p in (tmp_path / "c").iterdir() if p.name.startswith(".tmp-")]
+    assert not [p for p in (tmp_path / "c").iterdir() if TMP_MARK in p.name]

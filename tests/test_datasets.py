@@ -15,6 +15,7 @@ from vireid.data.sysu import load_sysu
 from vireid.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, EvalTransform,
                                     TrainTransform, random_hflip, random_pad_crop)
 from vireid.errors import ConfigError, DataError
+from vireid.engine.atomic import TMP_MARK
 
 
 def _img(path, value=0, size=(4, 8)):
@@ -237,7 +238,7 @@ def test_cache_round_trip_and_invalidation(tmp_path):
     c3 = ImageCache.build(root, recs, (6, 3), cache_dir=tmp_path / "c")
     assert c3.path != c1.path
     assert np.array_equal(c3[0], decode_image(target, (6, 3)))
-    assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "c").iterdir())
+    assert not any(TMP_MARK in p.name for p in (tmp_path / "c").iterdir())
 
 
 def test_cache_default_dir_and_missing_file(tmp_path):

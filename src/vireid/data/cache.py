@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from vireid.data.images import RESIZE_METHOD, decode_image
 from vireid.data.records import ImageRecord
+from vireid.engine.atomic import atomic_path, atomic_write_text
 from vireid.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -168,10 +168,9 @@ class ImageCache:
                manifest: Path, shape: tuple[int, ...], progress: ProgressFn | None,
                skip_corrupt: bool = False) -> None:
         bad: list[str] = []
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=npy.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
+        # The array first, then the manifest that marks it complete: a crash in between
+        # leaves an array without a manifest, which _try_open ignores.
+        with atomic_path(npy) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
             for i, rel in enumerate(paths):
                 try:
@@ -186,14 +185,7 @@ class ImageCache:
                     progress(i + 1, len(paths))
             out.flush()
             del out
-            os.replace(tmp, npy)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         meta = {"version": CACHE_FORMAT_VERSION, "complete": True, "root": str(root),
                 "size": list(size), "method": RESIZE_METHOD, "count": len(paths),
                 "paths_head": paths[:3], "bad": bad}
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=npy.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(meta, f, indent=1)
-        os.replace(tmp_name, manifest)
+        atomic_write_text(manifest, json.dumps(meta, indent=1))
