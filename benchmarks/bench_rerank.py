@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vireid.engine.atomic import atomic_write_text
+from vireid.utils.atomic import atomic_write_text
 from vireid.engine.evaluate import evaluate
 
 

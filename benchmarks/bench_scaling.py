@@ -8,9 +8,9 @@ Random features (non-negative, like post-ReLU maps) at two geometries:
 and a randomly initialised CCN of that geometry (3×3 kernels, stride 1, padding 1; the cost
 does not depend on the weights). For each gallery size N it times, for Q queries:
 
-* ``simplified-torch`` / ``simplified-faiss``: cosine top-k (vireid.search.simplified_topk)
-* ``full``: D_RI of all Q × N pairs (vireid.evaluation.fastccn/scoring ``score_full``)
-* ``rerank``: simplified top-K then D_RI of the Q × K candidates (vireid.search.rerank_topk)
+* ``simplified-torch`` / ``simplified-faiss``: cosine top-k (vireid.apps.search.simplified_topk)
+* ``full``: D_RI of all Q × N pairs (vireid.scoring.fastccn/scoring ``score_full``)
+* ``rerank``: simplified top-K then D_RI of the Q × K candidates (vireid.apps.search.rerank_topk)
 
 Under ``torchrun --nproc_per_node=R`` it times the sharded full mode instead
 (``score_sharded``, query rows split across ranks); rank 0 writes the JSON.
@@ -33,11 +33,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from vireid.engine import distributed as D
-from vireid.evaluation import fastccn
-from vireid.evaluation.sharded import full_scorer, score_sharded
+from vireid.utils import distributed as D
+from vireid.scoring import fastccn
+from vireid.scoring.sharded import full_scorer, score_sharded
 from vireid.models.ccn import CCN
-from vireid.search import ArrayGallery, faiss_available, rerank_topk, simplified_topk
+from vireid.apps.search import ArrayGallery, faiss_available, rerank_topk, simplified_topk
 
 GEOMETRIES = {"paper": (2048, 8, 4), "cpu": (128, 8, 4)}
 
@@ -182,7 +182,7 @@ def main() -> None:
         args.sharded_sizes = {"cpu": [10000], "paper": [4000]}
     records = run_sharded(args) if args.sharded_only else run_single(args)
     if args.json and D.is_main():
-        from vireid.engine.atomic import atomic_write_text
+        from vireid.utils.atomic import atomic_write_text
 
         meta = {"machine": platform.machine(), "cpus": os.cpu_count(),
                 "load_average_at_end": os.getloadavg(), "torch": torch.__version__,

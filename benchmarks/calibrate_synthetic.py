@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from vireid.data.sysu import load_sysu
-from vireid.engine.atomic import atomic_write_text
+from vireid.utils.atomic import atomic_write_text
 from vireid.engine.checkpoint import load_model_from_checkpoint
 from vireid.engine.features import extract_features, open_images
 from vireid.evaluation.metrics import cmc_map

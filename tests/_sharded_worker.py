@@ -9,8 +9,8 @@ import sys
 
 import torch
 
-from vireid.engine import distributed as D
-from vireid.evaluation.sharded import full_topk_sharded, rerank_sharded, score_sharded
+from vireid.utils import distributed as D
+from vireid.scoring.sharded import full_topk_sharded, rerank_sharded, score_sharded
 from vireid.models.ccn import CCN
 
 NQ, NG, CHUNK = 13, 11, 4

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from vireid.engine import atomic
-from vireid.engine.atomic import (OutputExistsError, OutputWriteError, atomic_dir, atomic_open,
+from vireid.utils import atomic
+from vireid.utils.atomic import (OutputExistsError, OutputWriteError, atomic_dir, atomic_open,
                                   atomic_path, atomic_save_torch, atomic_write_bytes,
                                   atomic_write_text)
 from vireid.errors import VireidError

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from test_sharded_eval import write_checkpoint, write_sysu
-from vireid.engine.atomic import TMP_MARK
+from vireid.utils.atomic import TMP_MARK
 
 TRAIN_YAML = """\
 name: tiny-bad
@@ -155,7 +155,7 @@ def results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, di
     other = write_checkpoint(t / "other.pt", seed=1)
 
     # An index built by the tiny model; searched with another model's checkpoint.
-    from vireid.index import build_index
+    from vireid.apps.index import build_index
 
     gallery = sorted(str(p) for p in (good / "cam1").rglob("*.png"))[:4]
     build_index(ckpt, gallery, t / "index", modality="rgb")

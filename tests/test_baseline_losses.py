@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vireid.baseline_losses import (BASELINE_LOSSES, KernelVerificationHead, VerificationHead,
+from vireid.losses.baselines import (BASELINE_LOSSES, KernelVerificationHead, VerificationHead,
                                     build_baseline_head, compute_baseline_loss, ranking_loss)
 
 torch.manual_seed(0)

@@ -15,7 +15,7 @@ from vireid.data.sysu import load_sysu
 from vireid.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, EvalTransform,
                                     TrainTransform, random_hflip, random_pad_crop)
 from vireid.errors import ConfigError, DataError
-from vireid.engine.atomic import TMP_MARK
+from vireid.utils.atomic import TMP_MARK
 
 
 def _img(path, value=0, size=(4, 8)):

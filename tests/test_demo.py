@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vireid.engine.demo import DEMO_TRIALS, run_demo
+from vireid.apps.demo import DEMO_TRIALS, run_demo
 
 
 def test_quick_demo_writes_a_consistent_report(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as nnf
 
 from vireid.errors import ConfigError
-from vireid.evaluation import fastccn
-from vireid.evaluation.fastccn import CCNParams
+from vireid.scoring import fastccn
+from vireid.scoring.fastccn import CCNParams
 
 
 def naive_pair(p: CCNParams, fa, fb, ka=None, kb=None):

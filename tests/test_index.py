@@ -8,11 +8,11 @@ import pytest
 from PIL import Image
 
 from _index_helpers import make_checkpoint, make_images, reference_features, single_thread
-from vireid import index as vindex
+from vireid.apps import index as vindex
 from vireid.cli import main
 from vireid.engine.checkpoint import load_model_from_checkpoint
 from vireid.errors import CheckpointError, DataError
-from vireid.index import GalleryIndex, build_index, discover_images, folder_labels
+from vireid.apps.index import GalleryIndex, build_index, discover_images, folder_labels
 
 
 _threads = pytest.fixture(scope="module", autouse=True)(single_thread)

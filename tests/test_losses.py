@@ -8,7 +8,7 @@ import torch
 
 from vireid.config import Config
 from vireid.data.sampler import build_pairs
-from vireid.losses import id_loss, pbce_loss, total_loss
+from vireid.losses.paper import id_loss, pbce_loss, total_loss
 from vireid.models.build import build_model
 
 

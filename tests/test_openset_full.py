@@ -6,7 +6,7 @@ import torch
 from vireid.data.records import IR, RGB
 from vireid.engine.evaluate import MIXED, _score_full_blocks
 from vireid.engine.features import FeatureSet
-from vireid.evaluation.scoring import score_full
+from vireid.scoring.scorers import score_full
 from vireid.models.ccn import CCN
 
 

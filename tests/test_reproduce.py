@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from vireid.config import validate
-from vireid.engine import reproduce as R
+from vireid.apps import reproduce as R
 from vireid.models.ccn import num_kernels
 from vireid.models.resnet import feature_hw
 

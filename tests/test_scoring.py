@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vireid.errors import CheckpointError, ConfigError
-from vireid.evaluation import scoring
+from vireid.scoring import scorers as scoring
 
 
 def test_simplified_is_cosine_by_hand():

@@ -14,9 +14,9 @@ from _index_helpers import make_checkpoint, make_images, single_thread
 from vireid.cli import main
 from vireid.engine.checkpoint import load_model_from_checkpoint
 from vireid.errors import CheckpointError, ConfigError
-from vireid.index import build_index, embed_images, folder_labels
+from vireid.apps.index import build_index, embed_images, folder_labels
 from vireid.models.ccn import CCN
-from vireid.search import ArrayGallery, resolve_backend, search, search_images, simplified_topk
+from vireid.apps.search import ArrayGallery, resolve_backend, search, search_images, simplified_topk
 
 _threads = pytest.fixture(scope="module", autouse=True)(single_thread)
 
@@ -48,7 +48,7 @@ def test_faiss_and_torch_give_the_reference_topk():
 
 
 def test_faiss_stays_optional(monkeypatch):
-    import vireid.search as vs
+    import vireid.apps.search as vs
 
     monkeypatch.setattr(vs, "FAISS_MIN_GALLERY", 1000)
     assert resolve_backend("auto", 10**4) == "faiss" and resolve_backend("auto", 999) == "torch"

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from vireid.engine import distributed as D
-from vireid.evaluation.sharded import full_scorer, full_topk_sharded, score_sharded
+from vireid.utils import distributed as D
+from vireid.scoring.sharded import full_scorer, full_topk_sharded, score_sharded
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _sharded_worker as W  # noqa: E402
@@ -107,7 +107,7 @@ def test_two_gloo_processes_equal_single_process(tmp_path):
     assert torch.equal(torch.argsort(got["full_b"], dim=1, stable=True),
                        torch.argsort(score_full(ccn, qF, gF, query_side="b", chunk_size=W.CHUNK),
                                      dim=1, stable=True))
-    from vireid.evaluation.scoring import score_rerank
+    from vireid.scoring.scorers import score_rerank
 
     single = score_rerank(got["S"], lambda qi, gi: got["full_b"][qi, gi], 3)
     assert torch.equal(got["rerank"], single)

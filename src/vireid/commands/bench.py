@@ -25,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.atomic import atomic_write_text
-    from ..evaluation.benchmark import run_benchmark
+    from ..utils.atomic import atomic_write_text
+    from ..apps.bench import run_benchmark
 
     res = run_benchmark(n_full=args.n, paper_pairs=args.paper_pairs, fft_pairs=args.fft_pairs,
                         chunk_size=args.chunk_size, torch_n=args.torch_n, lowp_n=args.lowp_n,

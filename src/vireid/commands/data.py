@@ -37,7 +37,7 @@ def _emit(text: str, out: str | None) -> None:
     if out is None:
         print(text)
         return
-    from ..engine.atomic import atomic_write_text
+    from ..utils.atomic import atomic_write_text
 
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.demo import run_demo
+    from ..apps.demo import run_demo
 
     out = run_demo(args.output, quick=args.quick, seed=args.seed,
                    progress=not args.no_progress and not getattr(args, "quiet", False))

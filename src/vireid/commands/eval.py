@@ -66,8 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Under torchrun (WORLD_SIZE > 1) every rank runs the evaluation with full / rerank
     scoring split across ranks; only rank 0 prints and writes files."""
-    from ..engine import distributed as D
-    from ..engine.atomic import atomic_write_text
+    from ..utils import distributed as D
+    from ..utils.atomic import atomic_write_text
     from ..engine.evaluate import evaluate, format_results
 
     if args.topk is not None and args.topk < 1:

@@ -28,9 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.atomic import check_output_dir
+    from ..utils.atomic import check_output_dir
     from ..engine.checkpoint import load_model_from_checkpoint
-    from ..export import export_onnx, require_onnx
+    from ..apps.export import export_onnx, require_onnx
 
     # Fail fast, before loading weights: missing packages, a refused output folder.
     require_onnx(with_runtime=not args.no_verify)

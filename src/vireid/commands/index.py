@@ -1,4 +1,4 @@
-"""``vireid index build|extend|info``: a searchable on-disk gallery index (see vireid.index)."""
+"""``vireid index build|extend|info``: a searchable on-disk gallery index (see vireid.apps.index)."""
 from __future__ import annotations
 
 import argparse
@@ -71,7 +71,7 @@ def _progress(enabled: bool, desc: str) -> Iterator[Optional[Any]]:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from ..index import build_index, discover_images, folder_labels
+    from ..apps.index import build_index, discover_images, folder_labels
 
     paths = discover_images(args.images)
     labels = folder_labels(paths) if args.labels_from_folders else None
@@ -86,7 +86,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_extend(args: argparse.Namespace) -> int:
-    from ..index import GalleryIndex, discover_images, folder_labels
+    from ..apps.index import GalleryIndex, discover_images, folder_labels
 
     ix = GalleryIndex.open(args.index)
     before = ix.count
@@ -100,7 +100,7 @@ def run_extend(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from ..index import GalleryIndex
+    from ..apps.index import GalleryIndex
 
     ix = GalleryIndex.open(args.index)
     m = ix.manifest

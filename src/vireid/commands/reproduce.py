@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.reproduce import reproduce
+    from ..apps.reproduce import reproduce
 
     budget = "smoke" if args.tiny else args.budget
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None

@@ -36,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..index import discover_images
-    from ..search import save_match_figure, search_images
+    from ..apps.index import discover_images
+    from ..apps.search import save_match_figure, search_images
 
     if args.topk < 1:
         raise ConfigError(f"--topk: expected an integer ≥ 1, found {args.topk}")

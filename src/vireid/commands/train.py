@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(cfg_path, overrides)
     # Imported after validating the config, so that config errors come back without the
     # seconds torch takes to import.
-    from ..engine import distributed as D
+    from ..utils import distributed as D
     from ..engine.trainer import train
 
     is_main = True

@@ -20,7 +20,7 @@ import numpy as np
 
 from vireid.data.images import RESIZE_METHOD, decode_image
 from vireid.data.records import ImageRecord
-from vireid.engine.atomic import atomic_path, atomic_write_text
+from vireid.utils.atomic import atomic_path, atomic_write_text
 from vireid.errors import DataError
 
 log = logging.getLogger(__name__)

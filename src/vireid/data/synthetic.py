@@ -514,7 +514,7 @@ def _run_job(job: _Job) -> int:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from vireid.engine.atomic import atomic_write_text
+    from vireid.utils.atomic import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from vireid.config import Config, from_dict
-from vireid.engine.atomic import atomic_save_torch
+from vireid.utils.atomic import atomic_save_torch
 from vireid.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def _py_state_from_plain(st: list) -> tuple:
 # --------------------------------------------------------------------------- writing
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     """``torch.save`` to a temp file in the same folder, fsync, ``os.replace``, fsync the folder
-    (:mod:`vireid.engine.atomic`); a failed write leaves the previous file intact."""
+    (:mod:`vireid.utils.atomic`); a failed write leaves the previous file intact."""
     return atomic_save_torch(obj, path)
 
 

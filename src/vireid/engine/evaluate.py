@@ -9,7 +9,7 @@ RegDB (one checkpoint per trial): the model of trial t is evaluated on trial t o
 checkpoint trained on another trial than the one requested, on another dataset, or with
 another model configuration than the others is refused (CheckpointError).
 
-Scoring modes (plug-ins of :mod:`vireid.evaluation.scoring` over stored features):
+Scoring modes (plug-ins of :mod:`vireid.scoring.scorers` over stored features):
 ``simplified`` (cosine of G), ``full`` (D_RI of every pair), ``rerank`` (full mode on each
 query's simplified top-K, the rest behind in simplified order), or ``all``: the three from one
 feature extraction, returned as ``{"simplified": result, "full": result, "rerank": result}``.
@@ -68,7 +68,7 @@ class _Model:
 
 
 def _is_main() -> bool:
-    from vireid.engine import distributed
+    from vireid.utils import distributed
 
     return distributed.is_main()
 
@@ -158,7 +158,7 @@ def _score_full_blocks(full_fn: Callable[..., Any], ccn: Any, q: FeatureSet, g: 
 
 
 def _scorers() -> Any:
-    from vireid.evaluation import scoring
+    from vireid.scoring import scorers as scoring
 
     return scoring
 
@@ -187,7 +187,7 @@ def _score_all_modes(modes: Sequence[str], model: Optional[torch.nn.Module], q: 
             if dist_world_size() > 1:
                 # Query rows split across ranks at chunk boundaries: bit-identical to one
                 # process; every rank gets the whole matrix (metrics are cheap).
-                from vireid.evaluation.sharded import score_sharded as full_fn
+                from vireid.scoring.sharded import score_sharded as full_fn
             else:
                 full_fn = sc.score_full
             D = _score_full_blocks(full_fn, model.ccn, q, g, query_side, chunk_size, device)
@@ -204,7 +204,7 @@ def _score_all_modes(modes: Sequence[str], model: Optional[torch.nn.Module], q: 
             else:  # rerank alone: D_RI of the top-K pairs only
                 d_fn = sc.full_pair_fn(model.ccn, q.F.to(device), g.F[idx].to(device), query_side)
                 if dist_world_size() > 1:
-                    from vireid.evaluation.sharded import rerank_sharded
+                    from vireid.scoring.sharded import rerank_sharded
 
                     with torch.no_grad():
                         out_t = rerank_sharded(s_t, d_fn, topk, chunk_size=chunk_size)
@@ -221,7 +221,7 @@ def _score_all_modes(modes: Sequence[str], model: Optional[torch.nn.Module], q: 
 
 def dist_world_size() -> int:
     """Ranks of the torchrun process group (1 without one)."""
-    from vireid.engine import distributed
+    from vireid.utils import distributed
 
     return distributed.world_size()
 
@@ -309,9 +309,9 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
         skip_corrupt: drop undecodable images from the splits (counted in the log) instead
             of stopping with the file named.
 
-    Under torchrun (a process group of several ranks, see :mod:`vireid.engine.distributed`)
+    Under torchrun (a process group of several ranks, see :mod:`vireid.utils.distributed`)
     every rank extracts the features and full / rerank scoring is split across the ranks by
-    query rows (:mod:`vireid.evaluation.sharded`); every rank gets the same, single-process
+    query rows (:mod:`vireid.scoring.sharded`); every rank gets the same, single-process
     result.
     """
     if scoring not in SCORINGS + ("all",):

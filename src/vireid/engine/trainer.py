@@ -53,12 +53,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vireid import losses as L
+from vireid.losses import paper as L
 from vireid.config import Config, from_dict, save_config
 from vireid.data.records import ImageRecord, TrainSplit
 from vireid.data.sampler import CrossModalitySampler, build_pair_sets
 from vireid.data.transforms import TrainTransform
-from vireid.engine.atomic import (TMP_MARK, OutputWriteError, atomic_path, atomic_write_text,
+from vireid.utils.atomic import (TMP_MARK, OutputWriteError, atomic_path, atomic_write_text,
                                   describe_os_error)
 from vireid.engine.checkpoint import (capture_rng_state, load_checkpoint, load_state_strict,
                                       restore_rng_state, save_checkpoint)
@@ -168,14 +168,14 @@ def get_loss_fn(kind: str) -> LossFn:
     """The loss function of ``kind``.
 
     ``ccn``, ``ccn-noid`` and ``idl`` are defined here; the Table I baselines (``vl``,
-    ``rkl``, ``kvl``) come from :func:`vireid.baseline_losses.trainer_loss`, whose learnable
+    ``rkl``, ``kvl``) come from :func:`vireid.losses.baselines.trainer_loss`, whose learnable
     head (VL, KVL) :func:`attach_loss_head` puts on the model. Other modules can add kinds
     with :func:`register_loss`.
     """
     if kind in LOSS_FUNCTIONS:
         return LOSS_FUNCTIONS[kind]
     try:
-        from vireid import baseline_losses as B
+        from vireid.losses import baselines as B
     except ImportError:
         B = None
     if B is not None and kind in getattr(B, "BASELINE_LOSSES", {}):
@@ -191,7 +191,7 @@ def attach_loss_head(model: nn.Module, cfg: Config) -> nn.Module:
     if cfg.loss.kind in LOSS_FUNCTIONS:
         return model
     try:
-        from vireid.baseline_losses import build_baseline_head
+        from vireid.losses.baselines import build_baseline_head
     except ImportError:
         return model
     head = build_baseline_head(cfg, model)
@@ -545,7 +545,7 @@ class _Rank0:
                 err = OutputWriteError(f"cannot write {what}: {describe_os_error(exc)}")
                 err.__cause__ = exc
         if self.world > 1:
-            from vireid.engine import distributed as D
+            from vireid.utils import distributed as D
 
             msg = D.broadcast_object(None if err is None else str(err), src=0)
             if err is None and msg is not None:
@@ -869,7 +869,7 @@ def train(cfg: Config, run_dir: PathLike, resume: bool = False, overwrite: bool 
     """Train ``cfg`` into ``run_dir`` (see the module docstring for the folder's contents).
 
     Under ``torchrun`` (a process group initialised by the caller, e.g. ``vireid train``
-    through :func:`vireid.engine.distributed.init_from_env`) every rank calls this: each
+    through :func:`vireid.utils.distributed.init_from_env`) every rank calls this: each
     takes its N / world_size identities of every global batch, gradients are averaged by
     DDP, and only rank 0 writes files (see docs/training.md, "Distributed training").
 
@@ -894,7 +894,7 @@ def train(cfg: Config, run_dir: PathLike, resume: bool = False, overwrite: bool 
         OutputWriteError: a checkpoint, log or summary could not be written (disk full,
             read-only folder); the previous file stays intact.
     """
-    from vireid.engine import distributed as D
+    from vireid.utils import distributed as D
 
     t_start = time.perf_counter()
     run_dir = Path(run_dir)

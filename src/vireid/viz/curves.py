@@ -21,7 +21,7 @@ LOSS_KEYS = ("loss", "pbce", "id", "vl", "rkl", "kvl")
 
 def save_figure(fig: "matplotlib.figure.Figure", path: PathLike, dpi: int = 110) -> Path:
     """Save ``fig`` as PNG via a temp file in the same folder and ``os.replace``; closes it."""
-    from vireid.engine.atomic import atomic_path
+    from vireid.utils.atomic import atomic_path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

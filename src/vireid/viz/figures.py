@@ -32,7 +32,7 @@ import torch.nn.functional as nnf  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from vireid.engine.atomic import atomic_path
+from vireid.utils.atomic import atomic_path
 from vireid.errors import DataError  # noqa: E402
 from vireid.viz.curves import plot_cmc_curves, save_figure  # noqa: E402
 from vireid.viz.tsne import tsne  # noqa: E402

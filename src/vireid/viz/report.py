@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Union
 
-from vireid.engine.atomic import atomic_write_text
+from vireid.utils.atomic import atomic_write_text
 from vireid.errors import DataError
 
 log = logging.getLogger(__name__)

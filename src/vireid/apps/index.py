@@ -50,7 +50,7 @@ import torch
 
 from vireid import __version__
 from vireid.data.records import MODALITIES, ImageRecord
-from vireid.engine.atomic import atomic_open, atomic_write_text
+from vireid.utils.atomic import atomic_open, atomic_write_text
 from vireid.errors import CheckpointError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def _check_modality(modality: str) -> None:
 
 
 # --------------------------------------------------------------------------- atomic files
-# vireid.engine.atomic: temp file in the same folder, fsync, os.replace, fsync of the folder;
+# vireid.utils.atomic: temp file in the same folder, fsync, os.replace, fsync of the folder;
 # OS errors (full disk, read-only) become OutputWriteError naming the file.
 def _write_npy(path: Path, arr: np.ndarray) -> None:
     with atomic_open(path, "wb") as fh:
@@ -411,11 +411,11 @@ class GalleryIndex:
     def search(self, query_F: Union[np.ndarray, torch.Tensor], query_G: Union[np.ndarray, torch.Tensor],
                scoring: str = "simplified", topk: int = 10, query_modality: Optional[str] = None,
                ccn: Optional[torch.nn.Module] = None, **kwargs: Any) -> list[list[tuple[str, float]]]:
-        """Ranked ``(path, score)`` lists, one per query; see :func:`vireid.search.search`.
+        """Ranked ``(path, score)`` lists, one per query; see :func:`vireid.apps.search.search`.
 
         query_F: (Q, C, h, w); query_G: (Q, C). ``ccn`` is needed for full and rerank.
         """
-        from vireid.search import search
+        from vireid.apps.search import search
 
         res = search(self, query_F, query_G, scoring=scoring, topk=topk,
                      query_modality=query_modality, ccn=ccn, **kwargs)

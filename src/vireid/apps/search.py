@@ -8,7 +8,7 @@ Three scorings, as in evaluation (docs/architecture.md, "Features and scoring"):
   and a chunked torch search (gallery blocks of about 2^24 / Q rows, running top-K).
   ``backend="auto"`` picks FAISS for galleries of at least :data:`FAISS_MIN_GALLERY` images
   when it is installed, else torch (see that constant for why it defaults to torch).
-* ``full``: the CCN's D_RI for every gallery item (:func:`vireid.evaluation.scoring.score_full`,
+* ``full``: the CCN's D_RI for every gallery item (:func:`vireid.scoring.scorers.score_full`,
   gallery shard by shard); **lower = more similar** (D is the probability of "different").
 * ``rerank``: the simplified top-``rerank_depth`` candidates (default: ``topk``) re-ordered by
   D_RI; the score shown is D (lower = more similar). Ties in D keep the simplified order.
@@ -56,7 +56,7 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 
 
 class Gallery(Protocol):
-    """What search needs of a gallery (a :class:`vireid.index.GalleryIndex` qualifies)."""
+    """What search needs of a gallery (a :class:`vireid.apps.index.GalleryIndex` qualifies)."""
 
     paths: list[str]
     labels: Optional[list[str]]
@@ -259,7 +259,7 @@ def full_topk(ccn: torch.nn.Module, query_F: ArrayLike, gallery: Gallery, k: int
 
     query_F: (Q, C, h, w). Returns (D (Q, k') ascending, rows (Q, k') int64), ties by row.
     """
-    from vireid.evaluation.sharded import full_scorer
+    from vireid.scoring.sharded import full_scorer
 
     score_full = full_scorer()
     qF = torch.from_numpy(_np32(query_F))
@@ -282,7 +282,7 @@ def rerank_topk(ccn: torch.nn.Module, query_F: ArrayLike, gallery: Gallery, cand
 
     Returns (D (Q, K) ascending, rows (Q, K)); equal D keeps the simplified order.
     """
-    from vireid.evaluation.fastccn import score_pairs
+    from vireid.scoring.fastccn import score_pairs
 
     qF = torch.from_numpy(_np32(query_F))
     uniq, inverse = np.unique(cand, return_inverse=True)
@@ -304,7 +304,7 @@ def search(gallery: Gallery, query_F: Optional[ArrayLike], query_G: ArrayLike, *
     """Ranked matches of each query, best first.
 
     Args:
-        gallery: a :class:`vireid.index.GalleryIndex` or :class:`ArrayGallery`.
+        gallery: a :class:`vireid.apps.index.GalleryIndex` or :class:`ArrayGallery`.
         query_F: (Q, C, h, w) feature maps (unused by ``simplified``; may be None there).
         query_G: (Q, C) global features.
         scoring: "simplified", "full" or "rerank" (see the module docstring).
@@ -388,7 +388,7 @@ def search_images(index: Union[str, os.PathLike, Any], query_paths: Sequence[Uni
     go through ``query_modality``'s path (default: the modality other than the gallery's)
     with the index's flip setting.
     """
-    from vireid.index import GalleryIndex, embed_images, load_checkpoint_model
+    from vireid.apps.index import GalleryIndex, embed_images, load_checkpoint_model
 
     ix = index if isinstance(index, GalleryIndex) else GalleryIndex.open(index)
     if not query_paths:

@@ -28,7 +28,7 @@ Export details:
   ``verify=False``, onnxruntime is run on a batch of a *different* size from the traced one
   and compared with PyTorch (recorded in the manifest under ``verification``).
 * The folder is built in a temp folder next to ``out_dir`` and renamed into place
-  (:func:`vireid.engine.atomic.atomic_dir`): a failed export leaves no partial folder.
+  (:func:`vireid.utils.atomic.atomic_dir`): a failed export leaves no partial folder.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from vireid import __version__
-from vireid.engine.atomic import atomic_dir
+from vireid.utils.atomic import atomic_dir
 from vireid.errors import VireidError
 
 log = logging.getLogger(__name__)
@@ -302,7 +302,7 @@ def export_onnx(model: nn.Module, cfg: Any, out_dir: PathLike, opset: int = 17, 
 
     Raises:
         ExportError: onnx/onnxruntime missing, a bad opset, a failed export or check.
-        OutputExistsError / OutputWriteError: see :func:`vireid.engine.atomic.atomic_dir`.
+        OutputExistsError / OutputWriteError: see :func:`vireid.utils.atomic.atomic_dir`.
     """
     onnx, ort = require_onnx(with_runtime=verify)
     opset = _check_opset(opset)

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from vireid.engine import distributed as D
+from vireid.utils import distributed as D
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 def full_scorer() -> Callable[..., Tensor]:
     """``score_full(ccn, qF, gF, query_side=..., chunk_size=...)`` of the scoring plug-ins
     (imported late: the folded scorer pulls in numba)."""
-    from vireid.evaluation.scoring import score_full
+    from vireid.scoring.scorers import score_full
 
     return score_full
 
@@ -44,7 +44,7 @@ def gather_rows(compute: Callable[[int, int], Tensor], n_rows: int, n_cols: int,
     """Compute a (n_rows, n_cols) matrix block-wise across ranks and gather it.
 
     Rank r calls ``compute(lo, hi)`` for its slice ``[lo, hi)`` of the rows
-    (:func:`vireid.engine.distributed.shard_bounds` with ``align``), which must return a
+    (:func:`vireid.utils.distributed.shard_bounds` with ``align``), which must return a
     (hi − lo, n_cols) tensor; ``compute`` is not called for an empty slice.
 
     Returns:
@@ -82,7 +82,7 @@ def score_sharded(ccn: nn.Module, qF: Tensor, gF: Tensor, query_side: str = "b",
 
     qF: (Q, C, h, w), gF: (G, C, h, w) (identical on every rank); returns D: (Q, G),
     lower = closer, on every rank (``dst`` None) or on rank ``dst`` only (others: None).
-    Arguments as :func:`vireid.evaluation.scoring.score_full`.
+    Arguments as :func:`vireid.scoring.scorers.score_full`.
     """
     score_full = full_scorer()
 
@@ -100,11 +100,11 @@ def rerank_sharded(S: Tensor, d_fn: Callable[[Tensor, Tensor], Tensor], topk: in
     """Rerank distances with the query rows split across ranks; same result as ``score_rerank``.
 
     S: (Q, G) cosine similarities (identical on every rank); ``d_fn(qi (M,), gi (M,)) -> D (M,)``
-    the pair function :func:`vireid.evaluation.scoring.score_rerank` takes for the whole of S
+    the pair function :func:`vireid.scoring.scorers.score_rerank` takes for the whole of S
     (``qi`` index S's rows; each rank asks only for pairs of its own rows). Returns dist
     (Q, G) as ``score_rerank(S, d_fn, topk)`` would.
     """
-    from vireid.evaluation.scoring import score_rerank
+    from vireid.scoring.scorers import score_rerank
 
     def compute(lo: int, hi: int) -> Tensor:
         def local(qi: Tensor, gi: Tensor) -> Tensor:

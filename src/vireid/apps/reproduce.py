@@ -39,7 +39,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from vireid.engine.atomic import atomic_write_text
+from vireid.utils.atomic import atomic_write_text
 from vireid.config import Config, apply_overrides, load_config, preset_path, validate
 from vireid.errors import ConfigError, DataError
 

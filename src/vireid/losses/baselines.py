@@ -49,7 +49,7 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from vireid.errors import ConfigError
-from vireid.losses import id_loss, pbce_loss
+from vireid.losses.paper import id_loss, pbce_loss
 from vireid.models.ccn import num_kernels, sample_kernels
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from typing import Any, Union
 import torch
 
 from vireid.config import load_config, preset_path
-from vireid.engine.atomic import atomic_write_text
+from vireid.utils.atomic import atomic_write_text
 from vireid.engine.evaluate import evaluate, format_results
 from vireid.engine.trainer import train
 

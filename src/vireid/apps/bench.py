@@ -26,8 +26,8 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as nnf
 
-from vireid.evaluation import fastccn
-from vireid.evaluation.scoring import score_simplified
+from vireid.scoring import fastccn
+from vireid.scoring.scorers import score_simplified
 
 log = logging.getLogger(__name__)
 

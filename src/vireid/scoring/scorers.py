@@ -4,7 +4,7 @@ Every scorer returns a DISTANCE matrix (Q, G), lower = closer, ready for ``eval_
 ``eval_regdb``:
 
 * ``simplified``: −S with S the cosine similarity of the global features G (paper "-S").
-* ``full``: D_RI of every pair (paper "-F"), exact, computed by :mod:`vireid.evaluation.fastccn`.
+* ``full``: D_RI of every pair (paper "-F"), exact, computed by :mod:`vireid.scoring.fastccn`.
 * ``rerank`` (ours, not in the paper): D_RI on each query's simplified top-K and 3 − S (≥ 2,
   since S ≤ 1) behind them, so the top-K come first, ordered by D_RI ∈ (0, 1), and the rest
   keep the simplified order.
@@ -24,7 +24,7 @@ import torch.nn.functional as nnf
 from torch import Tensor
 
 from vireid.errors import CheckpointError, ConfigError
-from vireid.evaluation import fastccn
+from vireid.scoring import fastccn
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def score_full(ccn: Any, qF: Tensor, gF: Tensor, query_side: str = "b", chunk_si
                backend: str = "auto") -> Tensor:
     """Full-mode distance D (Q, G) = D_RI, lower = closer; qF (Q, C, h, w), gF (G, C, h, w).
 
-    Exact folded computation (:func:`vireid.evaluation.fastccn.score_full`); ``chunk_size``
+    Exact folded computation (:func:`vireid.scoring.fastccn.score_full`); ``chunk_size``
     queries at a time bounds the memory.
     """
     return fastccn.score_full(ccn, qF, gF, query_side=query_side, chunk_size=chunk_size,
