@@ -349,7 +349,7 @@ def load_config(path: Union[str, Path, None] = None, overrides: Optional[list[st
 
 def save_config(cfg: Config, path: Union[str, Path]) -> None:
     """Write the resolved config as YAML, atomically."""
-    from .engine.atomic import atomic_write_text
+    from .utils.atomic import atomic_write_text
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
