@@ -273,7 +273,7 @@ def test_skip_corrupt_drops_the_record_and_keeps_rows_aligned(results):
     """prepare_data itself (decoding on demand, no cache): the corrupt record is gone from
     the training lists and every remaining training row still points at its own image."""
     from vireid.config import load_config
-    from vireid.engine.trainer import prepare_data
+    from vireid.engine.train_data import prepare_data
 
     p = results["train_skip_corrupt"][1]["paths"]
     root, bad = Path(p["corrupt_train"]), Path(p["bad_train"])

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vireid.losses.baselines import (BASELINE_LOSSES, KernelVerificationHead, VerificationHead,
-                                    build_baseline_head, compute_baseline_loss, ranking_loss)
+from vireid.losses.baselines import KernelVerificationHead, VerificationHead, ranking_loss
+from vireid.losses.registry import LOSSES, StepBatch, attach_loss_head
 
 torch.manual_seed(0)
 
@@ -38,12 +38,28 @@ def _batch(n: int = 4) -> dict:
     return {"ia": ia, "ib": ib, "target": target, "labels_rgb": labels, "labels_ir": labels.clone()}
 
 
+def _step(batch: dict, F_rgb=None, F_ir=None, G_rgb=None, G_ir=None) -> StepBatch:
+    """A registry StepBatch from the test's tensors (unused fields empty)."""
+    e = torch.zeros(0)
+    lab = batch.get("labels_rgb", torch.zeros(0, dtype=torch.long))
+    return StepBatch(F_rgb if F_rgb is not None else e, G_rgb if G_rgb is not None else e,
+                     F_ir if F_ir is not None else e, G_ir if G_ir is not None else e,
+                     lab, batch.get("labels_ir", lab), batch.get("ia", e), batch.get("ib", e),
+                     batch.get("target", e))
+
+
+def _registry_loss(kind: str, step: StepBatch, head=None, margin: float = 0.5, **model_attrs):
+    """loss.kind through the one registry, on a stand-in model carrying ``head``."""
+    model = SimpleNamespace(baseline_head=head, **model_attrs)
+    return LOSSES[kind].fn(model, step, _cfg(kind, margin))
+
+
 def test_vl_matches_loop() -> None:
     c = 5
     head = VerificationHead(c)
     g_rgb, g_ir = torch.randn(4, c), torch.randn(4, c)
     batch = _batch()
-    loss, parts = compute_baseline_loss("vl", {"G_rgb": g_rgb, "G_ir": g_ir}, batch, head, _cfg("vl"))
+    loss, parts = _registry_loss("vl", _step(batch, G_rgb=g_rgb, G_ir=g_ir), head)
     w, b = head.fc.weight[0].tolist(), head.fc.bias.item()
     scores = []
     for a, bb in zip(batch["ia"].tolist(), batch["ib"].tolist()):
@@ -64,9 +80,9 @@ def test_vl_hand_worked() -> None:
     with torch.no_grad():
         head.fc.weight.copy_(torch.tensor([[1.0, -1.0]]))
         head.fc.bias.zero_()
-    out = {"G_rgb": torch.tensor([[1.0, 2.0]]), "G_ir": torch.zeros(1, 2)}
     batch = {"ia": torch.tensor([0]), "ib": torch.tensor([0]), "target": torch.tensor([0.0])}
-    loss, _ = BASELINE_LOSSES["vl"](out, batch, head, _cfg("vl"))
+    step = _step(batch, G_rgb=torch.tensor([[1.0, 2.0]]), G_ir=torch.zeros(1, 2))
+    loss, _ = _registry_loss("vl", step, head)
     assert loss.item() == pytest.approx(math.log(1 + math.exp(-3)), rel=1e-6)
 
 
@@ -107,9 +123,9 @@ def test_rkl_registry_uses_margin_and_is_zero_when_separated() -> None:
     # so every hinge is max(0, ρ − √2): zero for ρ = 1, 1.5 − √2 for ρ = 1.5.
     g = torch.eye(3)
     lab = torch.arange(3)
-    out, batch = {"G_rgb": g, "G_ir": g.clone()}, {"labels_rgb": lab, "labels_ir": lab}
-    assert BASELINE_LOSSES["rkl"](out, batch, None, _cfg("rkl", 1.0))[0].item() == pytest.approx(0.0)
-    got = BASELINE_LOSSES["rkl"](out, batch, None, _cfg("rkl", 1.5))[0].item()
+    step = _step({"labels_rgb": lab, "labels_ir": lab}, G_rgb=g, G_ir=g.clone())
+    assert _registry_loss("rkl", step, margin=1.0)[0].item() == pytest.approx(0.0)
+    got = _registry_loss("rkl", step, margin=1.5)[0].item()
     assert got == pytest.approx(1.5 - math.sqrt(2), rel=1e-5)
 
 
@@ -120,7 +136,7 @@ def test_kvl_matches_loop() -> None:
     assert n == (h - 3 + 1) * (w - 3 + 1)
     fr, fi = torch.randn(4, c, h, w), torch.randn(4, c, h, w)
     batch = _batch()
-    loss, _ = compute_baseline_loss("kvl", {"F_rgb": fr, "F_ir": fi}, batch, head, _cfg("kvl"))
+    loss, _ = _registry_loss("kvl", _step(batch, F_rgb=fr, F_ir=fi), head)
     wt, b = head.fc.weight[0].tolist(), head.fc.bias.item()
     scores = []
     for a, bb in zip(batch["ia"].tolist(), batch["ib"].tolist()):
@@ -146,7 +162,10 @@ def test_kvl_stride_counts_kernels() -> None:
 def test_idl_and_pbce_only_match_loops() -> None:
     logits = torch.randn(4, 3)
     targets = torch.tensor([0, 2, 1, 2])
-    loss, _ = BASELINE_LOSSES["idl"]({"logits": logits}, {"id_targets": targets}, None, _cfg("idl"))
+    # IDL classifies [G_rgb; G_ir]: an identity classifier makes G the logits themselves.
+    step = _step({"labels_rgb": targets[:2], "labels_ir": targets[2:]},
+                 G_rgb=logits[:2], G_ir=logits[2:])
+    loss, _ = _registry_loss("idl", step, classify=lambda g: g)
     want = 0.0
     for r, t in zip(logits.tolist(), targets.tolist()):
         want += -(r[t] - math.log(sum(math.exp(v) for v in r)))
@@ -154,18 +173,34 @@ def test_idl_and_pbce_only_match_loops() -> None:
 
     la, lb = torch.randn(6), torch.randn(6)
     tgt = torch.tensor([0.0, 0, 1, 1, 1, 0])
-    loss, _ = BASELINE_LOSSES["ccn-noid"]({"la": la, "lb": lb}, {"target": tgt}, None, _cfg("ccn-noid"))
+    fake_ccn = SimpleNamespace(logits=lambda fa, fb, ia, ib: (la, lb))
+    loss, parts = _registry_loss("ccn-noid", _step({"target": tgt}), ccn=fake_ccn)
     want = 0.0
     for x, y, t in zip(la.tolist(), lb.tolist(), tgt.tolist()):
         d = (_sig(x) + _sig(y)) / 2
         want += -(t * math.log(d) + (1 - t) * math.log(1 - d))
     assert loss.item() == pytest.approx(want / 6, rel=1e-5)
+    # The logged pair accuracies: positives (t = 0) with D < 0.5, negatives with D >= 0.5.
+    d = [(_sig(x) + _sig(y)) / 2 for x, y in zip(la.tolist(), lb.tolist())]
+    pos = [di < 0.5 for di, t in zip(d, tgt.tolist()) if t == 0]
+    neg = [di >= 0.5 for di, t in zip(d, tgt.tolist()) if t == 1]
+    assert parts["acc_pos"].item() == pytest.approx(sum(pos) / len(pos))
+    assert parts["acc_neg"].item() == pytest.approx(sum(neg) / len(neg))
 
 
 def test_build_head_from_model_geometry() -> None:
-    model = SimpleNamespace(ccn=SimpleNamespace(channels=7, feat_hw=(8, 4)))
-    assert isinstance(build_baseline_head(_cfg("vl"), model), VerificationHead)
-    kv = build_baseline_head(_cfg("kvl"), model)
+    def head(kind: str):
+        model = SimpleNamespace(ccn=SimpleNamespace(channels=7, feat_hw=(8, 4)))
+        return getattr(attach_loss_head(model, _cfg(kind)), "baseline_head", None)
+
+    assert isinstance(head("vl"), VerificationHead)
+    kv = head("kvl")
     assert isinstance(kv, KernelVerificationHead) and kv.fc.in_features == 12 * 7
-    assert build_baseline_head(_cfg("rkl"), model) is None
-    assert build_baseline_head(_cfg("idl"), model) is None
+    assert head("rkl") is None
+    assert head("idl") is None
+
+
+def test_registry_implements_exactly_the_config_kinds() -> None:
+    from vireid.config import LOSSES as CONFIG_KINDS
+
+    assert sorted(LOSSES) == sorted(CONFIG_KINDS)

@@ -9,6 +9,7 @@ import torch
 
 from vireid.config import apply_overrides, load_config, validate
 from vireid.engine import checkpoint as C
+from vireid.utils.runtime import capture_rng_state, restore_rng_state
 from vireid.errors import CheckpointError
 from vireid.models.build import build_model
 
@@ -44,10 +45,10 @@ def test_round_trip_rebuilds_the_same_model(tmp_path, cfg):
 
 def test_rng_states_restore_the_same_draws():
     torch.manual_seed(3), np.random.seed(3), random.seed(3)
-    state = C.capture_rng_state()
+    state = capture_rng_state()
     expected = (torch.rand(4), np.random.rand(4), [random.random() for _ in range(4)])
     torch.manual_seed(99), np.random.seed(99), random.seed(99)
-    C.restore_rng_state(state)
+    restore_rng_state(state)
     got = (torch.rand(4), np.random.rand(4), [random.random() for _ in range(4)])
     assert torch.equal(expected[0], got[0])
     assert np.array_equal(expected[1], got[1])

@@ -120,7 +120,7 @@ def test_two_rank_ddp_run_with_a_resume_matches_one_process(single_run, tiny_con
 
 def test_dist_batchnorm_matches_plain_batchnorm_in_one_process():
     """Without a process group DistBatchNorm is BatchNorm; conversion keeps the state keys."""
-    from vireid.engine.trainer import DistBatchNorm, convert_sync_batchnorm
+    from vireid.utils.distributed import DistBatchNorm, convert_sync_batchnorm
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     keys = set(net.state_dict())
@@ -135,7 +135,7 @@ def test_dist_batchnorm_matches_plain_batchnorm_in_one_process():
 def test_same_modality_pair_sets_are_one_to_one_to_one():
     """Counts 1:1:1, positives first, and targets from the identities (a literal loop)."""
     from vireid.data.sampler import CrossModalitySampler
-    from vireid.engine.trainer import build_local_step
+    from vireid.engine.train_data import build_local_step
 
     rgb = [p for p in range(8) for _ in range(3)]
     ir = [p for p in range(8) for _ in range(1 + p % 2)]  # even ids: a single IR image

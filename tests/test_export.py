@@ -16,7 +16,8 @@ import torch
 from vireid.cli import main as cli_main
 from vireid.config import load_config
 from vireid.utils.atomic import OutputExistsError
-from vireid.engine.checkpoint import save_checkpoint, state_digest
+from vireid.engine.checkpoint import save_checkpoint
+from vireid.utils.digest import state_digest
 from vireid.apps.export import ExportError, export_onnx, export_pair_head, require_onnx
 from vireid.models.build import build_model
 from vireid.models.ccn import CCN

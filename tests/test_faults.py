@@ -35,10 +35,12 @@ def _model(path: Path) -> dict[str, torch.Tensor]:
 
 def test_nan_loss_stops_naming_the_iteration_and_keeps_the_checkpoint(
         tmp_path, tiny_config, sysu_root, monkeypatch, capsys):
-    from vireid.engine import trainer as T
+    import dataclasses
+
+    from vireid.losses.registry import LOSSES
 
     run = tmp_path / "nan"
-    real = T.LOSS_FUNCTIONS["ccn"]
+    real = LOSSES["ccn"].fn
     calls = {"n": 0, "snapshot": None}
 
     def loss_going_nan(model, b, cfg):  # iteration 2 of epoch 2 (global 5) goes NaN
@@ -49,7 +51,7 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_checkpoint(
             return loss * float("nan"), parts
         return loss, parts
 
-    monkeypatch.setitem(T.LOSS_FUNCTIONS, "ccn", loss_going_nan)
+    monkeypatch.setitem(LOSSES, "ccn", dataclasses.replace(LOSSES["ccn"], fn=loss_going_nan))
     rc = _cli("train", "--config", tiny_config, "--data-root", sysu_root, "-o", run, *THREADS)
     err = capsys.readouterr().err
     assert rc == 2
@@ -129,7 +131,7 @@ def test_full_disk_while_writing_a_checkpoint(tmp_path, tiny_config, sysu_root, 
 
 def test_read_only_folder_while_appending_the_log(tmp_path, tiny_config, sysu_root, monkeypatch,
                                                   capsys):
-    from vireid.engine import trainer as T
+    from vireid.engine import rundir as T
 
     run = tmp_path / "erofs"
     real = T._append
@@ -174,11 +176,11 @@ def test_failed_plot_is_reported_and_keeps_the_previous_picture(tmp_path, tiny_c
 
 
 def test_a_second_process_cannot_train_into_a_folder_in_use(tmp_path, tiny_config, sysu_root):
-    from vireid.engine.trainer import RunLock
+    from vireid.engine.rundir import run_lock
 
     run = tmp_path / "busy"
     run.mkdir()
-    lock = RunLock(run).acquire()  # this process is "the first run"
+    lock = run_lock(run).acquire()  # this process is "the first run"
     try:
         proc = run_cli("train", "--config", tiny_config, "--data-root", sysu_root, "-o", run,
                        *THREADS, "--overwrite")  # not even --overwrite gets in
@@ -189,4 +191,4 @@ def test_a_second_process_cannot_train_into_a_folder_in_use(tmp_path, tiny_confi
     finally:
         lock.release()
     # The kernel drops the lock with its holder (even on SIGKILL): the folder is free again.
-    RunLock(run).acquire().release()
+    run_lock(run).acquire().release()

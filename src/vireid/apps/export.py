@@ -32,7 +32,6 @@ Export details:
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import logging
@@ -48,6 +47,7 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from vireid import __version__
+from vireid.utils.digest import file_sha256, state_digest
 from vireid.utils.atomic import atomic_dir
 from vireid.errors import VireidError
 
@@ -173,17 +173,7 @@ def _describe_files(cfg: Any, c: int, h: int, w: int) -> dict[str, dict[str, Any
     return files
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _model_digest(model: nn.Module) -> str:
-    from vireid.engine.checkpoint import state_digest  # same digest as the checkpoint's
-
     return state_digest({k: v for k, v in model.state_dict().items()})
 
 
@@ -340,7 +330,7 @@ def export_onnx(model: nn.Module, cfg: Any, out_dir: PathLike, opset: int = 17, 
 
             files = _describe_files(cfg, c, h, w)
             for fname, entry in files.items():
-                entry["sha256"] = _sha256(tmp / fname)
+                entry["sha256"] = file_sha256(tmp / fname)
                 entry["bytes"] = (tmp / fname).stat().st_size
             manifest = {
                 "format": MANIFEST_FORMAT,

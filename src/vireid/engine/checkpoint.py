@@ -30,21 +30,22 @@ naming it.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import random
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import numpy as np
 import torch
 from torch import nn
 
 from vireid.config import Config, from_dict
-from vireid.utils.atomic import atomic_save_torch
 from vireid.errors import CheckpointError, ConfigError
+from vireid.losses.registry import attach_loss_head
+from vireid.models.build import build_model
+from vireid.utils.atomic import atomic_save_torch
+from vireid.utils.digest import state_digest
+from vireid.utils.runtime import capture_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -62,61 +63,7 @@ ARCH_FIELDS = (
 PathLike = Union[str, os.PathLike]
 
 
-# --------------------------------------------------------------------------- RNG states
-def capture_rng_state() -> dict[str, Any]:
-    """Global RNG states of torch, numpy and python, as weights_only-loadable values."""
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
-                  "cached_gaussian": float(np_state[4])},
-        "python": _py_state_to_plain(random.getstate()),
-        "cuda": [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
-    }
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state`."""
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached_gaussian"]))
-    random.setstate(_py_state_from_plain(state["python"]))
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _py_state_to_plain(st: tuple) -> list:
-    version, internal, gauss = st
-    return [version, list(internal), gauss]
-
-
-def _py_state_from_plain(st: list) -> tuple:
-    version, internal, gauss = st
-    return (version, tuple(internal), gauss)
-
-
 # --------------------------------------------------------------------------- writing
-def atomic_torch_save(obj: Any, path: PathLike) -> Path:
-    """``torch.save`` to a temp file in the same folder, fsync, ``os.replace``, fsync the folder
-    (:mod:`vireid.utils.atomic`); a failed write leaves the previous file intact."""
-    return atomic_save_torch(obj, path)
-
-
-def state_digest(state: dict[str, torch.Tensor]) -> str:
-    """Short content hash of a state dict (names, dtypes, shapes and values)."""
-    h = hashlib.sha256()
-    for key in sorted(state):
-        t = state[key]
-        if not isinstance(t, torch.Tensor):
-            continue
-        t = t.detach().cpu().contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
-
-
 def save_checkpoint(path: PathLike, *, model: nn.Module, cfg: Config, num_classes: int,
                     epoch: int, iteration: int, optimizer: Optional[torch.optim.Optimizer] = None,
                     scheduler: Optional[dict[str, Any]] = None,
@@ -146,7 +93,7 @@ def save_checkpoint(path: PathLike, *, model: nn.Module, cfg: Config, num_classe
         "extra": extra or {},
         "torch_version": str(torch.__version__),
     }
-    return atomic_torch_save(ckpt, path)
+    return atomic_save_torch(ckpt, path)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -283,15 +230,11 @@ def load_model_from_checkpoint(path: PathLike, device: Union[str, torch.device] 
     and the checkpoint dict without the heavy optimizer state (``meta["model_digest"]``,
     ``meta["dataset"]``, ``meta["num_classes"]``, ``meta["epoch"]``, ``meta["path"]``, …).
     """
-    from vireid.models.build import build_model  # late import: the models import torch heavily
-
     ckpt = load_checkpoint(path, map_location="cpu")
     cfg = checkpoint_config(ckpt)
     # The stored weights replace any initial ones: never fetch ImageNet weights here.
     model = build_model(cfg, int(ckpt["num_classes"]), load_pretrained=False)
-    from vireid.engine.trainer import attach_loss_head  # a baseline's head is part of the weights
-
-    attach_loss_head(model, cfg)
+    attach_loss_head(model, cfg)  # a baseline's head is part of the weights
     load_state_strict(model, ckpt["model"], source=ckpt["path"])
     model.to(device).eval()
     meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "rng")}

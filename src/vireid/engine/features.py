@@ -29,10 +29,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from vireid.data.cache import ImageCache
+from vireid.data.images import decode_image
 from vireid.data.records import IR, RGB, ImageRecord
 from vireid.data.transforms import EvalTransform
-from vireid.engine.checkpoint import atomic_torch_save
-from vireid.errors import CheckpointError
+from vireid.errors import CheckpointError, DataError
+from vireid.utils.atomic import atomic_save_torch
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +117,6 @@ class RecordImages:
         self.root, self.records, self.size = Path(root), list(records), size
         self.bad: list[str] = []
         if skip_corrupt:
-            from vireid.data.images import decode_image
-            from vireid.errors import DataError
-
             for rel in sorted({r.path for r in self.records}):
                 try:
                     decode_image(self.root / rel)
@@ -131,8 +130,6 @@ class RecordImages:
                             ", ".join(str(self.root / b) for b in self.bad[:5]))
 
     def batch(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        from vireid.data.images import decode_image
-
         bad = set(self.bad)
         return np.stack([np.zeros((*self.size, 3), np.uint8) if self.records[int(i)].path in bad
                          else decode_image(self.root / self.records[int(i)].path, self.size)
@@ -151,8 +148,6 @@ def open_images(root: PathLike, records: Sequence[ImageRecord], size: tuple[int,
     """
     if not use_cache:
         return RecordImages(root, records, size, skip_corrupt=skip_corrupt)
-    from vireid.data.cache import ImageCache
-
     return ImageCache.build(root, records, size, cache_dir=cache_dir or None,
                             skip_corrupt=skip_corrupt)
 
@@ -210,7 +205,7 @@ def save_features(path: PathLike, feats: FeatureSet, *, model_digest: str, confi
     obj = {"format": FEATURES_FORMAT, "format_version": FEATURES_VERSION,
            "model_digest": model_digest, "config_digest": config_digest, "flip": bool(flip),
            "dataset": dataset or {}, "features": feats.to_dict()}
-    return atomic_torch_save(obj, path)
+    return atomic_save_torch(obj, path)
 
 
 def load_features(path: PathLike, *, model_digest: Optional[str] = None,
@@ -225,9 +220,19 @@ def load_features(path: PathLike, *, model_digest: Optional[str] = None,
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"cannot read feature file {path}: {type(exc).__name__}: {exc}") from exc
+        # Only the first line of torch's message: the rest is advice about weights_only
+        # (several lines) that does not apply to a file that is simply not ours.
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        if "Weights only load failed" in first or not first:
+            first = "not a torch file written by vireid eval --save-features"
+        raise CheckpointError(f"cannot read feature file {path}: expected a file written by "
+                              f"`vireid eval --save-features`, found {type(exc).__name__}: "
+                              f"{first}") from None
     if not isinstance(obj, dict) or obj.get("format") != FEATURES_FORMAT:
-        raise CheckpointError(f"{path} is not a vireid feature file")
+        found = f"a {type(obj).__name__}" if not isinstance(obj, dict) else \
+            f"format {obj.get('format')!r}"
+        raise CheckpointError(f"{path} is not a vireid feature file: expected format "
+                              f"{FEATURES_FORMAT!r}, found {found}")
     if obj.get("format_version") != FEATURES_VERSION:
         raise CheckpointError(f"{path}: feature file version {obj.get('format_version')}, this "
                               f"vireid reads version {FEATURES_VERSION}")

@@ -12,22 +12,15 @@ contrastive features, and with its own objective without the ID term:
   same-modality negative, with a margin.
 * **KVL** — the verification loss moved onto the contrastive kernels K_RI = |K_R − K_I|:
   kernels pooled over their hK×wK window → one FC → sigmoid → BCE.
-* **IDL** — the ID loss (Eqs. 9–11) alone: :func:`vireid.losses.id_loss`.
-* **Ours w/o ID** (``ccn-noid``) — the PBCE loss (Eq. 8) alone: :func:`vireid.losses.pbce_loss`.
+* **IDL** — the ID loss (Eqs. 9–11) alone: :func:`vireid.losses.paper.id_loss`.
+* **Ours w/o ID** (``ccn-noid``) — the PBCE loss (Eq. 8) alone: :func:`vireid.losses.paper.pbce_loss`.
 
 Label convention everywhere: target 0 = same person, 1 = different people, as in Eq. (8); a
 verification head's sigmoid output is therefore a *difference* probability, like D_RI.
 
-Engine hook (the trainer calls this for every ``loss.kind`` other than ``ccn``)::
-
-    head = build_baseline_head(cfg, model)        # nn.Module or None; optimise its params too
-    loss, parts = compute_baseline_loss(cfg.loss.kind, out, batch, head, cfg)
-
-``out`` (model outputs of one batch): ``F_rgb``, ``F_ir`` (N, C, h, w); ``G_rgb``, ``G_ir``
-(N, C); ``logits`` (2N, K) ID logits of [RGB; IR]; for ``ccn-noid`` also ``la``, ``lb`` (M,)
-from ``model.ccn.logits``. ``batch``: ``ia``, ``ib`` (M,) long, ``target`` (M,) float pair
-labels; ``labels_rgb``, ``labels_ir`` (N,) long; ``id_targets`` (2N,) (optional: defaults
-to cat(labels_rgb, labels_ir)). ``parts`` maps names to detached scalar tensors for logging.
+The trainer reaches these losses through the one loss registry,
+:mod:`vireid.losses.registry` (``loss.kind`` = ``vl``, ``rkl``, ``kvl``), which also builds the
+learnable heads and puts them on the model as ``model.baseline_head``.
 
 Choices the paper leaves open (named, with their defaults):
 
@@ -40,19 +33,15 @@ Choices the paper leaves open (named, with their defaults):
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from typing import Any, Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from vireid.errors import ConfigError
-from vireid.losses.paper import id_loss, pbce_loss
 from vireid.models.ccn import num_kernels, sample_kernels
-
-log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,139 +159,3 @@ def ranking_loss(g_rgb: Tensor, g_ir: Tensor, labels_rgb: Tensor, labels_ir: Ten
     s2, c2 = _hard_ranking(g_ir, g_rgb, labels_ir, labels_rgb, margin, g_ir if intra else None)
     count = (c1 + c2).clamp(min=1).to(g_rgb.dtype)
     return (s1 + s2) / count
-
-
-# --------------------------------------------------------------------------------------------
-# Registry: uniform hook for the trainer
-# --------------------------------------------------------------------------------------------
-
-LossFn = Callable[[dict, dict, Optional[nn.Module], Any], tuple[Tensor, dict]]
-
-
-def _id_targets(batch: dict) -> Tensor:
-    if "id_targets" in batch:
-        return batch["id_targets"]
-    return torch.cat([batch["labels_rgb"], batch["labels_ir"]])
-
-
-def _need(mapping: dict, keys: Sequence[str], what: str) -> None:
-    missing = [k for k in keys if k not in mapping]
-    if missing:
-        raise KeyError(f"{what}: missing {', '.join(missing)}; found {', '.join(sorted(mapping))}")
-
-
-def vl_loss(out: dict, batch: dict, head: Optional[nn.Module], cfg: Any) -> tuple[Tensor, dict]:
-    """VL: BCE(σ(w·(G_R[ia] − G_I[ib])² + β), target) over the M pairs of the batch."""
-    _need(out, ("G_rgb", "G_ir"), "vl loss outputs")
-    _need(batch, ("ia", "ib", "target"), "vl loss batch")
-    if head is None:
-        raise ConfigError("loss.kind=vl needs its VerificationHead (build_baseline_head)")
-    s = head(out["G_rgb"][batch["ia"]], out["G_ir"][batch["ib"]])
-    loss = verification_loss(s, batch["target"])
-    return loss, {"vl": loss.detach()}
-
-
-def rkl_loss(out: dict, batch: dict, head: Optional[nn.Module], cfg: Any) -> tuple[Tensor, dict]:
-    """RKL: :func:`ranking_loss` on G_rgb, G_ir with margin ``cfg.loss.rank_margin``."""
-    _need(out, ("G_rgb", "G_ir"), "rkl loss outputs")
-    _need(batch, ("labels_rgb", "labels_ir"), "rkl loss batch")
-    margin = float(getattr(getattr(cfg, "loss", None), "rank_margin", 0.5))
-    loss = ranking_loss(out["G_rgb"], out["G_ir"], batch["labels_rgb"], batch["labels_ir"], margin)
-    return loss, {"rkl": loss.detach()}
-
-
-def kvl_loss(out: dict, batch: dict, head: Optional[nn.Module], cfg: Any) -> tuple[Tensor, dict]:
-    """KVL: BCE(σ(w·vec(mean_window |K_R − K_I|) + β), target) over the M pairs."""
-    _need(out, ("F_rgb", "F_ir"), "kvl loss outputs")
-    _need(batch, ("ia", "ib", "target"), "kvl loss batch")
-    if head is None:
-        raise ConfigError("loss.kind=kvl needs its KernelVerificationHead (build_baseline_head)")
-    s = head(out["F_rgb"], out["F_ir"], batch["ia"], batch["ib"])
-    loss = verification_loss(s, batch["target"])
-    return loss, {"kvl": loss.detach()}
-
-
-def idl_loss(out: dict, batch: dict, head: Optional[nn.Module], cfg: Any) -> tuple[Tensor, dict]:
-    """IDL: softmax cross-entropy of the shared classifier over the 2N images (Eqs. 9–11)."""
-    _need(out, ("logits",), "idl loss outputs")
-    loss = id_loss(out["logits"], _id_targets(batch))
-    return loss, {"id": loss.detach()}
-
-
-def pbce_only_loss(out: dict, batch: dict, head: Optional[nn.Module], cfg: Any) -> tuple[Tensor, dict]:
-    """Ours w/o ID: L_PBCE of Eq. (8) alone, on the CCN logits la, lb."""
-    _need(out, ("la", "lb"), "ccn-noid loss outputs")
-    _need(batch, ("target",), "ccn-noid loss batch")
-    loss = pbce_loss(out["la"], out["lb"], batch["target"])
-    return loss, {"pbce": loss.detach()}
-
-
-#: loss.kind -> fn(out, batch, head, cfg) -> (loss, parts).
-BASELINE_LOSSES: dict[str, LossFn] = {
-    "vl": vl_loss,
-    "rkl": rkl_loss,
-    "kvl": kvl_loss,
-    "idl": idl_loss,
-    "ccn-noid": pbce_only_loss,
-}
-
-#: Kinds whose loss needs the CCN's pair logits (``out["la"], out["lb"]``).
-NEEDS_CCN_LOGITS = frozenset({"ccn", "ccn-noid"})
-#: Kinds whose loss needs the ID logits (``out["logits"]``).
-NEEDS_ID_LOGITS = frozenset({"ccn", "idl"})
-
-
-def build_baseline_head(cfg: Any, model: nn.Module) -> Optional[nn.Module]:
-    """The learnable head a baseline needs (VL, KVL), or None.
-
-    Channels and the feature-map size come from ``model.ccn`` (``.channels``, ``.feat_hw``);
-    kernel size and stride from ``cfg.ccn``.
-    """
-    kind = cfg.loss.kind
-    if kind not in BASELINE_LOSSES and kind != "ccn":
-        raise ConfigError(f"loss.kind: found {kind!r}; allowed: ccn, {', '.join(BASELINE_LOSSES)}")
-    ccn = getattr(model, "ccn", None)
-    if kind in ("vl", "kvl") and ccn is None:
-        raise ConfigError(f"loss.kind={kind} needs model.ccn to know the feature-map geometry")
-    if kind == "vl":
-        return VerificationHead(ccn.channels)
-    if kind == "kvl":
-        return KernelVerificationHead(ccn.channels, ccn.feat_hw, tuple(cfg.ccn.kernel_size),
-                                      tuple(cfg.ccn.stride))
-    return None
-
-
-def compute_baseline_loss(kind: str, out: dict, batch: dict, head: Optional[nn.Module],
-                          cfg: Any) -> tuple[Tensor, dict]:
-    """Dispatch to ``BASELINE_LOSSES[kind]``; returns (loss with grad, {name: detached scalar})."""
-    try:
-        fn = BASELINE_LOSSES[kind]
-    except KeyError:
-        raise ConfigError(f"loss.kind: found {kind!r}; baseline kinds: "
-                          f"{', '.join(BASELINE_LOSSES)}") from None
-    loss, parts = fn(out, batch, head, cfg)
-    parts = dict(parts)
-    parts["loss"] = loss.detach()
-    return loss, parts
-
-
-def trainer_loss(kind: str, model: nn.Module, b: Any, cfg: Any,
-                 head: Optional[nn.Module] = None) -> tuple[Tensor, dict]:
-    """Adapter for the engine's ``StepBatch`` (fields F_rgb, G_rgb, F_ir, G_ir, y_rgb, y_ir,
-    ia, ib, target): builds ``out``/``batch`` and calls :func:`compute_baseline_loss`.
-
-    ``head`` is the module from :func:`build_baseline_head`; when None, ``model.baseline_head``
-    is used if the trainer attached it there. The trainer must put the head's parameters in
-    its optimizer and its state in the checkpoint.
-    """
-    if head is None:
-        head = getattr(model, "baseline_head", None)
-    out: dict[str, Tensor] = {"F_rgb": b.F_rgb, "F_ir": b.F_ir, "G_rgb": b.G_rgb, "G_ir": b.G_ir}
-    if kind in NEEDS_ID_LOGITS:
-        out["logits"] = model.classify(torch.cat([b.G_rgb, b.G_ir], 0))
-    if kind in NEEDS_CCN_LOGITS:
-        out["la"], out["lb"] = model.ccn.logits(b.F_rgb, b.F_ir, b.ia, b.ib)
-    batch = {"ia": b.ia, "ib": b.ib, "target": b.target, "labels_rgb": b.y_rgb, "labels_ir": b.y_ir}
-    loss, parts = compute_baseline_loss(kind, out, batch, head, cfg)
-    parts.pop("loss", None)
-    return loss, parts

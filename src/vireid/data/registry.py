@@ -1,0 +1,67 @@
+"""The one registry of datasets: name → loader, training split, layout marker and the
+protocol an evaluation uses when none is given.
+
+Every place that dispatches on ``data.dataset`` (training, evaluation, summaries, figures,
+recipes) asks this registry, so adding a dataset is one entry here plus its loader module.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+from vireid.data.llcm import load_llcm
+from vireid.data.records import TrainSplit
+from vireid.data.regdb import load_regdb
+from vireid.data.sysu import load_sysu
+from vireid.errors import ConfigError
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How to read one dataset.
+
+    ``load(root)`` returns the loaded dataset object; ``train_of(ds, trial)`` its training
+    split (``trial`` matters only where ``per_trial`` is True: RegDB's ten splits each have
+    their own training ids, so a model belongs to one trial). ``marker`` is the sub-folder
+    that identifies the layout on disk; ``default_protocol`` the evaluation protocol used
+    when none is named.
+    """
+
+    name: str
+    title: str
+    load: Callable[[PathLike], Any]
+    train_of: Callable[[Any, Optional[int]], TrainSplit]
+    marker: str
+    default_protocol: str
+    per_trial: bool = False
+
+    def train_split(self, root: PathLike, trial: Optional[int] = None) -> TrainSplit:
+        """The training split at ``root`` (of ``trial`` where the dataset has per-trial splits)."""
+        return self.train_of(self.load(root), trial)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "sysu": DatasetSpec("sysu", "SYSU-MM01", load_sysu, lambda ds, trial: ds.train,
+                        marker="exp", default_protocol="sysu-all"),
+    "regdb": DatasetSpec("regdb", "RegDB", load_regdb, lambda ds, trial: ds.train(trial),
+                         marker="idx", default_protocol="regdb-v2t", per_trial=True),
+    "llcm": DatasetSpec("llcm", "LLCM", load_llcm, lambda ds, trial: ds.train,
+                        marker="idx", default_protocol="llcm-v2i"),
+}
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    """The registered dataset ``name``; ConfigError naming the registered ones otherwise."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ConfigError(f"dataset: expected one of {', '.join(DATASETS)}, found {name!r}") from None
+
+
+def load_dataset(name: str, root: PathLike) -> Any:
+    """Load dataset ``name`` from ``root`` with its loader."""
+    return get_dataset(name).load(root)

@@ -1,0 +1,195 @@
+"""The one registry of training losses: ``loss.kind`` → how to compute it from one step.
+
+Every kind takes the same inputs, a :class:`StepBatch` (the feature maps, global features,
+labels and pairs of one iteration) and the model (for its CCN, ID classifier or baseline
+head), and returns ``(loss with grad, {component name: scalar tensor})``. The components are
+logged by the trainer (``metrics.jsonl``).
+
+Kinds:
+
+* ``ccn``       the paper: L_PBCE + λ·L_ID (Eqs. 8–11).
+* ``ccn-noid``  PBCE only (the paper's "Ours w/o ID").
+* ``idl``, ``vl``, ``rkl``, ``kvl``  the Table I baselines (:mod:`vireid.losses.baselines`).
+
+A kind may need a learnable head (VL, KVL); :func:`attach_loss_head` builds it from the
+model's geometry and puts it on the model as ``model.baseline_head``, so that the optimizer
+trains it and checkpoints hold it. Other code adds kinds with :func:`register_loss`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from vireid.errors import ConfigError
+from vireid.losses import paper as P
+from vireid.losses.baselines import (KernelVerificationHead, VerificationHead, ranking_loss,
+                                     verification_loss)
+
+
+@dataclass
+class StepBatch:
+    """Everything a loss needs from one iteration.
+
+    F_rgb, F_ir: (N, C, h, w); G_rgb, G_ir: (N, C); y_rgb, y_ir: (N,) labels;
+    ia, ib: (M,) pair indices into the RGB / IR batch; target: (M,) 0 = same, 1 = different.
+    same_modality (open set, data.same_modality_pairs): {"rgb-rgb": (ia, ib, target) into
+    F_rgb on both sides, "ir-ir": the same into F_ir}; F_rgb etc. then hold 2N rows (the N
+    first draws, then the N second draws) and ia/ib above index the first N.
+    """
+
+    F_rgb: Tensor
+    G_rgb: Tensor
+    F_ir: Tensor
+    G_ir: Tensor
+    y_rgb: Tensor
+    y_ir: Tensor
+    ia: Tensor
+    ib: Tensor
+    target: Tensor
+    same_modality: dict[str, tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
+
+
+#: loss(model, batch, cfg) -> (scalar loss with grad, {component name: scalar tensor}).
+LossFn = Callable[[nn.Module, StepBatch, Any], tuple[Tensor, dict[str, Tensor]]]
+#: head(cfg, model) -> the learnable module the loss needs.
+HeadFn = Callable[[Any, nn.Module], nn.Module]
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """One registered loss kind."""
+
+    fn: LossFn
+    head: Optional[HeadFn] = None  # builds model.baseline_head (VL, KVL)
+    same_modality: bool = False  # handles the open set's same-modality pairs
+
+
+LOSSES: dict[str, LossSpec] = {}
+
+
+def register_loss(kind: str, head: Optional[HeadFn] = None,
+                  same_modality: bool = False) -> Callable[[LossFn], LossFn]:
+    """Decorator registering ``fn`` as ``loss.kind == kind``."""
+    def deco(fn: LossFn) -> LossFn:
+        LOSSES[kind] = LossSpec(fn, head, same_modality)
+        return fn
+    return deco
+
+
+def get_loss(kind: str) -> LossSpec:
+    """The registered loss ``kind``; ConfigError naming the kinds there are otherwise."""
+    try:
+        return LOSSES[kind]
+    except KeyError:
+        raise ConfigError(f"loss.kind: expected one of {', '.join(sorted(LOSSES))}, "
+                          f"found {kind!r}") from None
+
+
+def attach_loss_head(model: nn.Module, cfg: Any) -> nn.Module:
+    """Put the learnable head of ``cfg.loss.kind`` (if it has one) on the model as
+    ``model.baseline_head``; :func:`vireid.engine.checkpoint.load_model_from_checkpoint`
+    calls this too, since the head is part of the weights."""
+    spec = get_loss(cfg.loss.kind)
+    if spec.head is not None:
+        model.baseline_head = spec.head(cfg, model)
+    return model
+
+
+def pair_logits(model: nn.Module, b: StepBatch) -> tuple[Tensor, Tensor, Tensor]:
+    """CCN logits la, lb (M',) and targets (M',) of every pair of the batch: the RGB–IR pairs,
+    then (open set) the RGB–RGB pairs on the RGB path's maps and the IR–IR pairs on the IR
+    path's maps (paper appendix: the kernels come from the pair's own feature maps)."""
+    la, lb = model.ccn.logits(b.F_rgb, b.F_ir, b.ia, b.ib)
+    if not b.same_modality:
+        return la, lb, b.target
+    las, lbs, ts = [la], [lb], [b.target]
+    for name, (ia, ib, t) in b.same_modality.items():
+        f = b.F_rgb if name == "rgb-rgb" else b.F_ir
+        a, c = model.ccn.logits(f, f, ia, ib)
+        las.append(a)
+        lbs.append(c)
+        ts.append(t)
+    return torch.cat(las), torch.cat(lbs), torch.cat(ts)
+
+
+def _id_logits(model: nn.Module, b: StepBatch) -> tuple[Tensor, Tensor]:
+    logits = model.classify(torch.cat([b.G_rgb, b.G_ir], 0))  # (2N, K)
+    return logits, torch.cat([b.y_rgb, b.y_ir], 0)
+
+
+def pair_accuracy(la: Tensor, lb: Tensor, target: Tensor) -> dict[str, Tensor]:
+    """Share of positive pairs with D < 0.5 (``acc_pos``) and of negative pairs with
+    D ≥ 0.5 (``acc_neg``), D = (σ(la) + σ(lb)) / 2: a diagnostic, no gradient."""
+    with torch.no_grad():
+        d = (torch.sigmoid(la.float()) + torch.sigmoid(lb.float())) / 2
+        same = target < 0.5
+        pos = ((d < 0.5) & same).sum() / same.sum().clamp(min=1)
+        neg = ((d >= 0.5) & ~same).sum() / (~same).sum().clamp(min=1)
+    return {"acc_pos": pos.float(), "acc_neg": neg.float()}
+
+
+def _need_ccn(cfg: Any, model: nn.Module) -> Any:
+    ccn = getattr(model, "ccn", None)
+    if ccn is None:
+        raise ConfigError(f"loss.kind={cfg.loss.kind} needs model.ccn to know the feature-map "
+                          f"geometry")
+    return ccn
+
+
+@register_loss("ccn", same_modality=True)
+def _loss_ccn(model: nn.Module, b: StepBatch, cfg: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """The paper: L_PBCE + λ·L_ID (Eqs. 8–11)."""
+    la, lb, target = pair_logits(model, b)
+    logits, y = _id_logits(model, b)
+    parts = P.total_loss(la, lb, target, logits, y, id_weight=cfg.loss.lambda_id)
+    return parts["loss"], {"pbce": parts["pbce"], "id": parts["id"],
+                           **pair_accuracy(la, lb, target)}
+
+
+@register_loss("ccn-noid", same_modality=True)
+def _loss_ccn_noid(model: nn.Module, b: StepBatch, cfg: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """PBCE only (the paper's ablation without the ID loss)."""
+    la, lb, target = pair_logits(model, b)
+    pbce = P.pbce_loss(la, lb, target)
+    return pbce, {"pbce": pbce, **pair_accuracy(la, lb, target)}
+
+
+@register_loss("idl", same_modality=True)
+def _loss_idl(model: nn.Module, b: StepBatch, cfg: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """ID loss only (Table I's IDL baseline)."""
+    logits, y = _id_logits(model, b)
+    idl = P.id_loss(logits, y)
+    return idl, {"id": idl}
+
+
+@register_loss("vl", head=lambda cfg, model: VerificationHead(_need_ccn(cfg, model).channels))
+def _loss_vl(model: nn.Module, b: StepBatch, cfg: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """VL: BCE(σ(w·(G_R[ia] − G_I[ib])² + β), target) over the M pairs of the batch."""
+    s = model.baseline_head(b.G_rgb[b.ia], b.G_ir[b.ib])
+    loss = verification_loss(s, b.target)
+    return loss, {"vl": loss}
+
+
+@register_loss("rkl")
+def _loss_rkl(model: nn.Module, b: StepBatch, cfg: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """RKL: BDTR's ranking loss on G_rgb, G_ir with margin ``cfg.loss.rank_margin``."""
+    loss = ranking_loss(b.G_rgb, b.G_ir, b.y_rgb, b.y_ir, float(cfg.loss.rank_margin))
+    return loss, {"rkl": loss}
+
+
+def _kvl_head(cfg: Any, model: nn.Module) -> nn.Module:
+    ccn = _need_ccn(cfg, model)
+    return KernelVerificationHead(ccn.channels, ccn.feat_hw, tuple(cfg.ccn.kernel_size),
+                                  tuple(cfg.ccn.stride))
+
+
+@register_loss("kvl", head=_kvl_head)
+def _loss_kvl(model: nn.Module, b: StepBatch, cfg: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """KVL: BCE(σ(w·vec(mean_window |K_R − K_I|) + β), target) over the M pairs."""
+    s = model.baseline_head(b.F_rgb, b.F_ir, b.ia, b.ib)
+    loss = verification_loss(s, b.target)
+    return loss, {"kvl": loss}

@@ -1,0 +1,108 @@
+"""Where and how a run computes: device choice, thread count, seeding, deterministic kernels,
+and the global RNG states a checkpoint carries.
+
+Everything here is process-wide state; it lives in one module so that training, evaluation
+and benchmarks set it the same way.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from vireid.errors import ConfigError
+
+#: Device names a config or ``--device`` may give.
+DEVICE_NAMES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for a config's ``auto`` / ``cpu`` / ``cuda`` / ``cuda:K``.
+
+    Raises:
+        ConfigError: an unknown name, or CUDA asked for where torch has none (a CPU-only
+            build or no visible GPU); the message says which.
+    """
+    base, _, index = str(name).partition(":")
+    if base not in DEVICE_NAMES or (index and (base != "cuda" or not index.isdigit())):
+        raise ConfigError(f"device: expected one of {', '.join(DEVICE_NAMES)} (or cuda:K), "
+                          f"found {name!r}")
+    if base == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if base == "cuda":
+        if not torch.backends.cuda.is_built():
+            raise ConfigError(f"device: {name!r} requested, but this torch "
+                              f"({torch.__version__}) is a CPU-only build; install a CUDA build "
+                              f"or use --device cpu")
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {name!r} requested, but no CUDA device is visible")
+        if index and int(index) >= torch.cuda.device_count():
+            raise ConfigError(f"device: {name!r} requested, but only "
+                              f"{torch.cuda.device_count()} CUDA device(s) are visible")
+    return torch.device(name)
+
+
+def set_cpu_threads(threads: int) -> None:
+    """Intra-op threads of torch and of numba's parallel kernels (the folded CCN scorer).
+    Reductions can depend on the count, so bit-identical reruns need the same one."""
+    threads = max(1, int(threads))
+    torch.set_num_threads(threads)
+    try:
+        import numba  # optional: only the folded scorer's thread pool needs it
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
+
+
+@contextlib.contextmanager
+def deterministic(device: torch.device) -> Iterator[None]:
+    """Deterministic kernels on the CPU for the duration of a run (restored afterwards);
+    on CUDA only a warning where a kernel has no deterministic version."""
+    prev = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    prev_bench = torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+        torch.backends.cudnn.benchmark = prev_bench
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Global RNG states of torch, numpy and python, as weights_only-loadable values."""
+    np_state = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+                  "cached_gaussian": float(np_state[4])},
+        "python": [version, list(internal), gauss],
+        "cuda": [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
