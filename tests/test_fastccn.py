@@ -71,9 +71,13 @@ def test_fast_equals_naive_loop(hw, ks, stride, padding, shared, scale):
     p = make_params(3, hw, ks, stride, padding, shared, scale)
     g = torch.Generator().manual_seed(1)
     qF, gF = torch.randn(5, 3, *hw, generator=g), torch.randn(3, 3, *hw, generator=g)
+    # Exact zeros (as after a ReLU) beside signed values: the sparse kernel's two regions.
+    qF = torch.where(torch.rand(qF.shape, generator=g) < 0.4, 0.0, qF)
+    gF = torch.where(torch.rand(gF.shape, generator=g) < 0.4, 0.0, gF)
+    gF[0] = 0.0   # an all-zero map on one side
     for side in ("a", "b"):
         ref = reference(p, qF, gF, side)
-        for backend in ("numba", "torch"):
+        for backend in ("numba", "sparse", "torch"):
             d = fastccn.score_full(p, qF, gF, query_side=side, chunk_size=2, backend=backend)
             assert d.shape == (5, 3) and d.dtype == torch.float32
             torch.testing.assert_close(d.double(), ref, rtol=1e-4, atol=0)
@@ -111,13 +115,49 @@ def test_chunks_and_odd_sizes_in_blocked_kernel():
     torch.testing.assert_close(ty, oy, rtol=1e-5, atol=1e-5)
 
 
+def test_sparse_kernel_blocks_and_zero_patterns():
+    # Chunk and block sizes that do not divide the shapes, rows and columns entirely zero,
+    # signed values: the zero-skipping kernel equals the literal sums.
+    from vireid.scoring import sparse_full
+
+    g = torch.Generator().manual_seed(7)
+    X, WX = torch.randn(37, 29, generator=g), torch.randn(37, 29, generator=g)
+    Y, WY = torch.randn(35, 29, generator=g), torch.randn(35, 29, generator=g)
+    X = torch.where(torch.rand(X.shape, generator=g) < 0.6, 0.0, X)
+    Y = torch.where(torch.rand(Y.shape, generator=g) < 0.6, 0.0, Y)
+    X[3], Y[5], X[:, 4], Y[:, 4:9] = 0.0, 0.0, 0.0, 0.0
+    old = sparse_full._GB, sparse_full._TD
+    try:
+        sparse_full._GB, sparse_full._TD = 8, 6
+        ox, oy = sparse_full.weighted_l1_sparse(X, WX, Y, WY)
+    finally:
+        sparse_full._GB, sparse_full._TD = old
+    diff = (X[:, None, :].double() - Y[None].double()).abs()
+    torch.testing.assert_close(ox.double(), (diff * WX[:, None].double()).sum(-1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(oy.double(), (diff * WY[None].double()).sum(-1), rtol=1e-5, atol=1e-5)
+    # Reusing a prepared gallery gives the same sums.
+    gal = sparse_full.prepare_gallery(Y, WY)
+    ox2, oy2 = sparse_full.weighted_l1_sparse(X, WX, gal)
+    torch.testing.assert_close(ox2, ox, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(oy2, oy, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_backend_choice():
+    cpu = torch.zeros(2, 3)
+    assert fastccn.resolve_backend("auto", cpu) == ("numba" if fastccn.numba_available() else "torch")
+    assert fastccn.resolve_backend("sparse", cpu) == "sparse"
+    if not fastccn.triton_available():
+        with pytest.raises(ConfigError, match="triton"):
+            fastccn.resolve_backend("triton", cpu)
+
+
 def test_score_pairs_and_pair_logits_match_loop():
     p = make_params(3, (6, 4), stride=(2, 1), shared=False)
     g = torch.Generator().manual_seed(5)
     qF, gF = torch.randn(4, 3, 6, 4, generator=g), torch.randn(5, 3, 6, 4, generator=g)
     qi, gi = torch.tensor([0, 3, 3, 1, 2]), torch.tensor([4, 0, 2, 2, 1])
     ref = reference(p, qF, gF, "b")[qi, gi]
-    for backend in ("numba", "torch"):
+    for backend in ("numba", "sparse", "torch"):
         d = fastccn.score_pairs(p, qF, gF, qi, gi, query_side="b", backend=backend)
         torch.testing.assert_close(d.double(), ref, rtol=1e-4, atol=0)
     la, lb = fastccn.pair_logits(p, gF, qF, gi, qi)   # side a = gallery
@@ -160,7 +200,7 @@ def test_model_ccn_and_generator_kernels():
                 ka, kb = ccn.kernels(qF), ccn.kernels(gF)
                 ref = torch.tensor([[float(naive_pair(p, qF[q], gF[g], list(ka[q]), list(kb[g])))
                                      for g in range(4)] for q in range(3)], dtype=torch.float64)
-        for backend in ("numba", "torch"):
+        for backend in ("numba", "sparse", "torch"):
             d = fastccn.score_full(ccn, qF, gF, query_side="a", chunk_size=2, backend=backend)
             torch.testing.assert_close(d.double(), ref, rtol=1e-4, atol=0)
 

@@ -326,3 +326,99 @@ def test_input_validation():
         eval_regdb(np.zeros((2, 3)), np.zeros(3), np.zeros(3))
     with pytest.raises(ValueError, match="removal"):
         cmc_map(np.zeros((1, 1)), [0], [0], removal="junk")
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared ranking kernel: all three public functions against their literal loops, exactly.
+# ---------------------------------------------------------------------------------------------
+def _has_valid_query(q_pids, g_pids, q_cams, g_cams, drop):
+    """Independent of the loops: does any query keep a gallery item of its own identity?"""
+    return any(
+        g_pids[j] == q_pids[i] and not drop(i, j)
+        for i in range(len(q_pids))
+        for j in range(len(g_pids))
+    )
+
+
+_DROPS = {
+    "sysu": lambda qp, gp, qc, gc: (lambda i, j: qc[i] == 3 and gc[j] == 2),
+    "regdb": lambda qp, gp, qc, gc: (lambda i, j: False),
+    "same_camera": lambda qp, gp, qc, gc: (lambda i, j: gp[j] == qp[i] and gc[j] == qc[i]),
+    "none": lambda qp, gp, qc, gc: (lambda i, j: False),
+}
+
+
+def _run_three(case, max_rank):
+    """(name, fast call, literal-loop call) for eval_sysu, eval_regdb and both cmc_map rules."""
+    dist, qp, gp, qc, gc = case
+    return [
+        ("sysu", lambda: eval_sysu(*case, max_rank=max_rank),
+         lambda: slow_eval_sysu(*case, max_rank=max_rank)),
+        ("regdb", lambda: eval_regdb(dist, qp, gp, max_rank=max_rank),
+         lambda: slow_eval_regdb(dist, qp, gp, max_rank=max_rank)),
+        *[(removal, lambda r=removal: cmc_map(*case, max_rank=max_rank, removal=r),
+           lambda r=removal: slow_cmc_map(*case, max_rank=max_rank, removal=r))
+          for removal in ("same_camera", "none")],
+    ]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_all_three_match_their_literal_loops_bit_for_bit(seed):
+    """Random cases with heavy ties, all six cameras on both sides (cam3 queries, cam2 gallery
+    items, same-id-same-camera pairs), galleries from 1 item to 300, max_rank below, equal to
+    and above the gallery size: every metric equal to the last bit, cmc_map included (its kept
+    lists are compacted like SYSU's, so its AP sums follow the per-query order too)."""
+    rng = np.random.default_rng(1000 + seed)
+    num_q = int(rng.integers(1, 50))
+    num_g = int(rng.choice([1, 2, 6, 19, 20, 21, 64, 300]))
+    num_ids = int(rng.integers(1, 12))
+    dtype = [np.float32, np.float64, np.int64, np.float16][seed % 4]
+    dist = rng.integers(0, int(rng.choice([2, 4, 50, 1000])), (num_q, num_g)).astype(dtype)
+    q_pids = rng.integers(0, num_ids + 2, num_q)
+    g_pids = rng.integers(0, num_ids, num_g)
+    q_cams = rng.integers(1, 7, num_q)
+    g_cams = rng.integers(1, 7, num_g)
+    case = (dist, q_pids, g_pids, q_cams, g_cams)
+    max_rank = int(rng.choice([1, 5, 20, 500]))
+    for name, fast, slow in _run_three(case, max_rank):
+        if not _has_valid_query(q_pids, g_pids, q_cams, g_cams, _DROPS[name](*case[1:])):
+            with pytest.raises(NoValidQueryError):
+                fast()
+            continue
+        _assert_same(fast(), slow())
+
+
+@pytest.mark.parametrize("block_elems", [1, 150, 1000])
+def test_blocks_and_removal_groups_do_not_change_results(monkeypatch, block_elems):
+    """Row blocks that cut through removal groups (1 row per block up to many) give the loops'
+    numbers for all three functions; cmc_map here has many small groups (id x camera)."""
+    import vireid.evaluation.metrics as metrics
+
+    monkeypatch.setattr(metrics, "_BLOCK_ELEMS", block_elems)
+    rng = np.random.default_rng(block_elems)
+    dist = rng.integers(0, 4, (37, 45)).astype(np.float32)
+    q_pids, g_pids = rng.integers(0, 7, 37), rng.integers(0, 6, 45)
+    q_cams, g_cams = rng.integers(1, 7, 37), rng.integers(1, 7, 45)
+    q_pids[0], g_pids[0], q_cams[0], g_cams[0] = 1, 1, 6, 1  # query 0 valid under every rule
+    for _, fast, slow in _run_three((dist, q_pids, g_pids, q_cams, g_cams), 20):
+        _assert_same(fast(), slow())
+
+
+def test_results_depend_only_on_identity_and_camera_equality():
+    """Relabelling ids (strings, negative or sparse numbers) and cameras other than 2 and 3 by a
+    one-to-one map leaves every metric unchanged: the kernel's identity codes and removal keys
+    only encode equality (SYSU's rule names cameras 2 and 3, so those keep their numbers)."""
+    rng = np.random.default_rng(11)
+    dist = rng.integers(0, 5, (30, 40)).astype(np.float64)
+    q_pids, g_pids = rng.integers(0, 6, 30), rng.integers(0, 5, 40)
+    q_cams, g_cams = rng.integers(1, 7, 30), rng.integers(1, 7, 40)
+    q_pids[0] = g_pids[0]
+    id_map = np.array(["p-17", "p03", "-4", "zz", "p100", "a"])
+    sparse = np.array([-5, 1000, 7, 3, 99999, 42])
+    cam_map = np.array([0, 11, 2, 3, 14, 15, 16])  # 1 -> 11, 4..6 -> 14..16; 2 and 3 kept
+    for new_q, new_g in ((id_map[q_pids], id_map[g_pids]), (sparse[q_pids], sparse[g_pids])):
+        for (_, fast, _), (_, fast_new, _) in zip(
+            _run_three((dist, q_pids, g_pids, q_cams, g_cams), 10),
+            _run_three((dist, new_q, new_g, cam_map[q_cams], cam_map[g_cams]), 10),
+        ):
+            _assert_same(fast_new(), fast())

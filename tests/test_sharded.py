@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from vireid.utils import distributed as D
-from vireid.scoring.sharded import full_scorer, full_topk_sharded, score_sharded
+from vireid.scoring.scorers import score_full
+from vireid.scoring.sharded import full_topk_sharded, score_sharded
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _sharded_worker as W  # noqa: E402
@@ -59,7 +60,7 @@ def test_shard_bounds_cover_each_row_once(n, parts, align):
 def test_single_process_is_plain_scoring():
     ccn, qF, gF = W.problem()
     assert D.world_size() == 1 and D.is_main()
-    want = full_scorer()(ccn, qF, gF, query_side="b", chunk_size=W.CHUNK)
+    want = score_full(ccn, qF, gF, query_side="b", chunk_size=W.CHUNK)
     assert torch.equal(score_sharded(ccn, qF, gF, query_side="b", chunk_size=W.CHUNK), want)
     d, rows = full_topk_sharded(ccn, qF, gF, 4, query_side="b", chunk_size=W.CHUNK)
     ref = _direct_D(ccn, qF, gF, "b").numpy()
@@ -97,7 +98,6 @@ def test_two_gloo_processes_equal_single_process(tmp_path):
     assert got["world_size"] == 2
     assert got["rank_rows"] == [(0, 8), (8, 13)]  # 2 + 2 chunks of 4 queries; uneven rows
     ccn, qF, gF = W.problem()
-    score_full = full_scorer()
     for key, side in (("full_b", "b"), ("full_a_dst0", "a")):
         single = score_full(ccn, qF, gF, query_side=side, chunk_size=W.CHUNK)
         assert torch.equal(got[key], single), f"{key}: sharded differs from one process"
@@ -116,4 +116,7 @@ def test_two_gloo_processes_equal_single_process(tmp_path):
     ref = got["full_b"].numpy()
     want_rows = np.argsort(ref, axis=1, kind="stable")[:, :4]
     np.testing.assert_array_equal(got["topk_rows"].numpy(), want_rows)
-    np.testing.assert_array_equal(got["topk_D"].numpy(), np.take_along_axis(ref, want_rows, 1))
+    # Gallery sharding folds each rank's gallery slice on its own, and a matrix product's
+    # rows can round differently with the batch size: equal to float rounding, not bitwise.
+    np.testing.assert_allclose(got["topk_D"].numpy(), np.take_along_axis(ref, want_rows, 1),
+                               rtol=1e-6, atol=0)

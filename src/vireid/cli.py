@@ -1,49 +1,154 @@
 """The ``vireid`` command line: builds the parser from :mod:`vireid.commands` and runs one command.
 
 Each command module parses its own arguments and calls library code. Errors caused by user
-input (:class:`~vireid.errors.VireidError`) become one ``error: …`` line and exit code 2.
+input (:class:`~vireid.errors.VireidError`) become one ``error: …`` line and exit code 2, and
+so do OS errors that reach this level (a full disk, a missing permission): they name the
+file and the errno. ``-v``/``-q`` work before and after the sub-command. A closed stdout
+(``vireid data split … | head``) ends the command quietly with exit code 141 (128 + SIGPIPE,
+what a shell reports for a program killed by SIGPIPE).
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
-from typing import Optional, Sequence
+import typing
+from typing import Iterator, Optional, Sequence
 
 from . import __version__
 from .errors import VireidError
+from .utils.atomic import describe_os_error
 
 # Sub-command modules, in the order `vireid --help` lists them.
 COMMANDS = ("info", "synth", "data", "train", "eval", "demo", "bench", "reproduce", "report",
             "figures", "index", "search", "export")
 
+#: Exit code of a command whose stdout reader went away (128 + SIGPIPE).
+EXIT_BROKEN_PIPE = 141
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to an option's help ("(default: none)" when it has no value)
+    unless the help already names its default or the option takes no value (flags) or is
+    required."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text.lower() or action.required or not action.option_strings
+                or action.nargs == 0 or action.default is argparse.SUPPRESS):
+            return text
+        if action.default is None:
+            return f"{text} (default: none)"
+        return f"{text} (default: %(default)s)"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, reporting a usage error as one ``error: …`` line (exit code 2)
+    like every other bad input, instead of the usage block followed by ``prog: error:``."""
+
+    def error(self, message: str) -> "typing.NoReturn":  # type: ignore[name-defined]
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _all_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """``parser`` and every sub-parser below it (depth first)."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            seen: set[int] = set()
+            for sp in action.choices.values():
+                if id(sp) not in seen:  # aliases map several names to one parser
+                    seen.add(id(sp))
+                    yield from _all_parsers(sp)
+
+
+def _add_log_options(p: argparse.ArgumentParser, top: bool) -> None:
+    # Below the top level the defaults are SUPPRESS, so a sub-parser does not reset a flag
+    # given before the sub-command (argparse copies sub-parser defaults over the namespace).
+    kw = {} if top else {"default": argparse.SUPPRESS}
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging", **kw)
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only", **kw)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vireid",
+    parser = ArgumentParser(
+        prog="vireid", formatter_class=HelpFormatter,
         description="Visible-infrared person re-identification: DSCSN + Contrastive Correlation Network.")
-    parser.add_argument("--version", action="version", version=f"vireid {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--version", action="version", version=f"vireid {__version__}",
+                        help="print the version and exit")
+    _add_log_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"vireid.commands.{name}").register(sub)
+    for p in _all_parsers(parser):
+        p.formatter_class = HelpFormatter
+        if p is not parser and "--verbose" not in p._option_string_actions:
+            _add_log_options(p, top=False)
     return parser
+
+
+def _quiet_stdout() -> None:
+    """After EPIPE: point stdout at /dev/null so the interpreter's final flush cannot raise
+    (the documented recipe for a Python program writing into ``| head``)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (tests)
+        pass
+
+
+def _os_error_line(exc: OSError) -> str:
+
+    where = exc.filename if exc.filename is not None else None
+    if where is not None:
+        where = os.fsdecode(where) if isinstance(where, bytes) else str(where)
+        return f"{where!r}: {describe_os_error(exc)}" if not where.isprintable() else \
+            f"{where}: {describe_os_error(exc)}"
+    return describe_os_error(exc)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else 2
+    verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
+    args.verbose, args.quiet = verbose, quiet
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # File names that are not valid UTF-8 reach Python as lone surrogates; print them back
+    # as the original bytes (as `ls` does) instead of failing with UnicodeEncodeError.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="surrogateescape" if stream is sys.stdout
+                                   else "backslashreplace")
+            except (ValueError, OSError):
+                pass
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # surface a broken pipe here, not in the interpreter's exit
+        return rc
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
     except VireidError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            _quiet_stdout()
+            return EXIT_BROKEN_PIPE
+        # An OS error no library layer turned into a VireidError (a full disk, a missing
+        # permission while reading or writing): still one line naming the file and errno.
+        print(f"error: {_os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import types
 import typing
@@ -25,6 +26,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from .errors import ConfigError
+from .utils.atomic import atomic_write_text
 
 SHARED_STAGES = ("none", "4", "3-4", "2-4", "1-4", "all")
 ARCHS = ("resnet18", "resnet34", "resnet50")
@@ -34,6 +36,7 @@ KERNEL_SOURCES = ("sample", "generator")
 SCORINGS = ("simplified", "full", "rerank")
 SELECTIONS = ("last", "val")
 DEVICES = ("auto", "cpu", "cuda")
+AMPS = ("off", "bf16", "fp16")
 
 
 @dataclass
@@ -117,6 +120,13 @@ class TrainConfig:
     log_every: int = 10  # iterations
     selection: str = "last"  # "last" epoch, or best rank-1 on the held-out "val" ids
     sync_bn: bool = False  # SyncBatchNorm under DDP
+    # (not in the paper) mixed precision of the training step: "off", "bf16" (autocast to
+    # bfloat16, CPU or GPU) or "fp16" (CUDA only, with a gradient scaler).
+    amp: str = "off"
+    # (not in the paper) every K iterations, log the gradient norm that each loss part sends
+    # into the backbone (grad_<part> in metrics.jsonl); 0 = never. Costs one extra backward
+    # pass per loss part on those iterations.
+    diag_every: int = 50
 
 
 @dataclass
@@ -181,14 +191,23 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        # YAML 1.1 reads `1e-4` (no dot) as a string; accept what Python reads as a number.
-        if isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
+            except OverflowError:  # an int too large for a float
+                number = math.inf
+        # YAML 1.1 reads `1e-4` (no dot) as a string; accept what Python reads as a number.
+        elif isinstance(value, str):
+            try:
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            # No option of vireid means anything at inf or nan (`lr: .inf` would train to NaN).
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: expected a finite number, found {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -228,7 +247,9 @@ def _parse_scalar(text: str) -> Any:
     """Parse an override's right-hand side as YAML (so 0.1, true, [3, 3], null work)."""
     try:
         return yaml.safe_load(text) if text != "" else ""
-    except yaml.YAMLError:
+    # YAML constructors raise plain ValueError/OverflowError on e.g. a date 2024-13-45;
+    # such a value is then taken as text, and the type check names it.
+    except (yaml.YAMLError, ValueError, OverflowError, RecursionError):
         return text
 
 
@@ -285,8 +306,11 @@ def validate(cfg: Config) -> Config:
     _check("loss.rank_margin", l.rank_margin >= 0, "a number ≥ 0", l.rank_margin)
     _check_choice("data.dataset", d.dataset, DATASETS)
     _check("data.trial", 1 <= d.trial <= 10, "an integer in 1..10", d.trial)
-    _check("data.height", d.height >= 16 and d.height % 8 == 0, "a multiple of 8, ≥ 16", d.height)
-    _check("data.width", d.width >= 16 and d.width % 8 == 0, "a multiple of 8, ≥ 16", d.width)
+    # The upper bound only keeps a typo (height: 25600) from allocating gigabytes.
+    _check("data.height", 16 <= d.height <= 4096 and d.height % 8 == 0,
+           "a multiple of 8 in 16..4096", d.height)
+    _check("data.width", 16 <= d.width <= 4096 and d.width % 8 == 0,
+           "a multiple of 8 in 16..4096", d.width)
     _check("data.pad", d.pad >= 0, "an integer ≥ 0", d.pad)
     _check("data.ids_per_batch", d.ids_per_batch >= 2, "an integer ≥ 2", d.ids_per_batch)
     _check("data.neg_ratio", 0 <= d.neg_ratio < d.ids_per_batch,
@@ -311,6 +335,8 @@ def validate(cfg: Config) -> Config:
     _check("train.checkpoint_every", t.checkpoint_every >= 1, "an integer ≥ 1", t.checkpoint_every)
     _check("train.log_every", t.log_every >= 1, "an integer ≥ 1", t.log_every)
     _check_choice("train.selection", t.selection, SELECTIONS)
+    _check_choice("train.amp", t.amp, AMPS)
+    _check("train.diag_every", t.diag_every >= 0, "an integer ≥ 0", t.diag_every)
     if t.selection == "val" and d.val_ids < 2:
         raise ConfigError(f"train.selection=val needs data.val_ids ≥ 2 held-out ids, found "
                           f"data.val_ids={d.val_ids}")
@@ -332,13 +358,7 @@ def load_config(path: Union[str, Path, None] = None, overrides: Optional[list[st
     """Defaults ← YAML file ← dotted overrides, validated once."""
     cfg = Config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: expected a YAML file at {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        data = read_config_file(path)
         try:
             _merge(cfg, data)
         except ConfigError as exc:
@@ -347,9 +367,49 @@ def load_config(path: Union[str, Path, None] = None, overrides: Optional[list[st
     return validate(cfg)
 
 
+def read_config_file(path: Union[str, Path]) -> dict[str, Any]:
+    """The mapping of a YAML config file (not validated).
+
+    Raises:
+        ConfigError: the file is missing, not readable, not UTF-8, not YAML, empty (an empty
+            file would silently mean the ResNet-50 / ImageNet defaults) or not a mapping.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path} does not exist; expected a YAML "
+                          f"file there")
+    if not path.is_file():
+        raise ConfigError(f"config file {path}: expected a YAML file, found a folder or "
+                          f"special file")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: expected UTF-8 text, found byte "
+                          f"0x{raw[exc.start]:02x} at offset {exc.start}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"{path}: expected valid YAML, found an error: {detail}") from None
+    except (ValueError, OverflowError, RecursionError) as exc:  # e.g. a date 2024-13-45
+        raise ConfigError(f"{path}: expected valid YAML values, found {type(exc).__name__}: "
+                          f"{str(exc)[:120]}") from None
+    if data is None:
+        raise ConfigError(f"config file {path} is empty: expected a YAML mapping such as "
+                          f"'train: {{epochs: 5}}' (a preset name, e.g. cpu-synthetic, gives "
+                          f"a complete config)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a YAML mapping of sections (model:, "
+                          f"data:, train:, …), found a {type(data).__name__}")
+    return data
+
+
 def save_config(cfg: Config, path: Union[str, Path]) -> None:
     """Write the resolved config as YAML, atomically."""
-    from .utils.atomic import atomic_write_text
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -369,8 +429,19 @@ def preset_path(name: str) -> Path:
 def preset_or_path(name: str) -> Path:
     """A YAML path as given, or the preset of that name in ``configs/``."""
     path = Path(name)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        return path
-    if path.suffix in (".yaml", ".yml") and (os.sep in name or "/" in name):
-        raise ConfigError(f"config file not found: expected a YAML file at {path}")
-    return preset_path(name)
+    if path.exists():
+        return path  # read_config_file names what is wrong with it, if anything
+    if path.suffix in (".yaml", ".yml") or os.sep in name or "/" in name:
+        raise ConfigError(f"config file not found: {path} does not exist; expected a YAML "
+                          f"file there (or a preset name: {', '.join(preset_names()) or 'none'})")
+    try:
+        return preset_path(name)
+    except ConfigError:
+        raise ConfigError(f"no preset named {name!r} and no file {name}: expected a YAML file "
+                          f"or a preset name ({', '.join(preset_names()) or 'none'})") from None
+
+
+def preset_names() -> list[str]:
+    """Names of the presets in ``configs/``."""
+    root = Path(__file__).resolve().parents[2] / "configs"
+    return sorted(p.stem for p in root.glob("*.yaml")) if root.is_dir() else []

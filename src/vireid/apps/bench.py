@@ -26,6 +26,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as nnf
 
+from vireid.errors import ConfigError
 from vireid.scoring import fastccn
 from vireid.scoring.scorers import score_simplified
 
@@ -66,6 +67,12 @@ def _fft_pair_logits(ccn: Any, fa: torch.Tensor, fb: torch.Tensor) -> tuple[torc
         corr = torch.fft.irfft2(spec.sum(1), s=(hp, wp))[:, : hp - hk + 1, : wp - wk + 1]
         outs.append(fc(corr.reshape(1, -1) * ccn.corr_scale)[0, 0])
     return outs[0], outs[1]
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued CUDA work, so wall-clock times cover it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _peak_rss_mib() -> float:
@@ -117,10 +124,13 @@ def bench_full(ccn: Any, qF: torch.Tensor, gF: torch.Tensor, chunk_size: int,
                backend: str = "numba", check_pairs: int = 32) -> dict[str, Any]:
     """(b): folded full mode on qF × gF, timed end to end (per-image terms included)."""
     rss0 = _peak_rss_mib()
+    _sync(qF.device)
     t0 = time.perf_counter()
     D = fastccn.score_full(ccn, qF, gF, query_side="b", chunk_size=chunk_size, backend=backend)
+    _sync(qF.device)
     dt = time.perf_counter() - t0
     rss_scoring = _peak_rss_mib()
+    D = D.cpu()
     nq, ng = D.shape
     # Exactness spot check against the direct form (CCN.forward) on sampled pairs (only the
     # sampled images go through the direct form: it crops kernels of every image it gets).
@@ -129,11 +139,15 @@ def bench_full(ccn: Any, qF: torch.Tensor, gF: torch.Tensor, chunk_size: int,
     gi = torch.randint(ng, (check_pairs,), generator=g)
     ar = torch.arange(check_pairs)
     with torch.no_grad():
-        ref = ccn(gF[gi], qF[qi], ar, ar)  # side a = gallery, side b = queries
+        # side a = gallery, side b = queries; the direct form runs on the CCN's device
+        dev = next(ccn.parameters()).device
+        ref = ccn(gF[gi.to(gF.device)].to(dev), qF[qi.to(qF.device)].to(dev),
+                  ar.to(dev), ar.to(dev)).cpu()
     rel = float(((D[qi, gi] - ref).abs() / ref.abs()).max())
     pairs_per_s = nq * ng / dt
     d = fastccn.macs_per_pair(ccn) // 2
-    return {"backend": backend, "queries": nq, "gallery": ng, "chunk_size": chunk_size,
+    return {"backend": fastccn.resolve_backend(backend, qF), "device": str(qF.device),
+            "queries": nq, "gallery": ng, "chunk_size": chunk_size,
             "seconds": dt, "pairs_per_s": pairs_per_s, "values_per_pair": d,
             "pair_values_per_s": pairs_per_s * d,
             "regdb_extrapolated_s": REGDB_N ** 2 / pairs_per_s,
@@ -294,11 +308,32 @@ def bench_models(batch: int, steps: int = 2) -> dict[str, Any]:
 def run_benchmark(n_full: int = 512, paper_pairs: int = 200, fft_pairs: int = 20,
                   chunk_size: int = 256, torch_n: int = 128, lowp_n: int = 32,
                   model_batch: int = 4, with_models: bool = True, seed: int = 0,
+                  e2e_images: int = 0, e2e_batch: int = 16,
+                  density_checkpoint: Optional[str] = None, density_images: Optional[str] = None,
                   progress: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
     """Run every measurement once and return the JSON-ready result (keys in
     docs/performance.md). ``n_full`` = REGDB_N runs RegDB's size in full instead of
-    extrapolating; 0 for a sub-measurement skips it."""
+    extrapolating; 0 for a sub-measurement skips it. ``e2e_images`` > 0 adds the end-to-end
+    evaluation (2·REGDB_N = RegDB in full); ``density_checkpoint`` with ``density_images``
+    adds the measured density of a trained model's F.
+
+    Raises:
+        ConfigError: an option out of range (message names it, its range and the value).
+    """
     from vireid.models.ccn import CCN
+
+    for name, val, lo in (("n", n_full, 1), ("paper_pairs", paper_pairs, 1),
+                          ("fft_pairs", fft_pairs, 0), ("chunk_size", chunk_size, 1),
+                          ("torch_n", torch_n, 0), ("lowp_n", lowp_n, 0),
+                          ("model_batch", model_batch, 1), ("e2e_images", e2e_images, 0),
+                          ("e2e_batch", e2e_batch, 1)):
+        if not isinstance(val, int) or val < lo:
+            raise ConfigError(f"bench --{name.replace('_', '-')}: expected an integer >= {lo}, got {val!r}")
+    if e2e_images == 1:
+        raise ConfigError("bench --e2e-images: expected 0 (skip) or at least 2 (queries and gallery), got 1")
+    if (density_checkpoint is None) != (density_images is None):
+        raise ConfigError("bench density: expected both a checkpoint and an image folder, got only "
+                          + ("the checkpoint" if density_images is None else "the image folder"))
 
     say = progress or (lambda s: log.info("%s", s))
     torch.manual_seed(seed)
@@ -375,5 +410,221 @@ def run_benchmark(n_full: int = 512, paper_pairs: int = 200, fft_pairs: int = 20
         except Exception as exc:  # the benchmark still reports the scoring figures
             log.warning("model benchmark failed: %s", exc)
             res["models"] = {"error": f"{type(exc).__name__}: {exc}"}
+    res["feature_density"] = {"bench_random_features": fastccn.density(qF, gF)}
+    if density_checkpoint is not None:
+        say(f"density of F of the trained model {density_checkpoint}")
+        res["feature_density"]["trained"] = feature_density(density_checkpoint, str(density_images))
+    if e2e_images:
+        say(f"end-to-end evaluation, {e2e_images} images")
+        res["end_to_end"] = bench_end_to_end(e2e_images, batch=e2e_batch)
     res["machine"]["loadavg_end"] = list(os.getloadavg())
+    return res
+
+
+# --------------------------------------------------------------------------------------
+# Issue 17: feature density, end-to-end evaluation, device-aware model timings.
+
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def feature_density(checkpoint: str, image_root: str, max_images: int = 200) -> dict[str, Any]:
+    """Fraction of non-zero values of F (the last ReLU's output) of a trained checkpoint on
+    up to ``max_images`` images per modality under ``image_root`` (SYSU layout: cam1/2/4/5
+    RGB, cam3/6 IR; other folders count as RGB). Without and with flip averaging."""
+    from pathlib import Path
+
+    from vireid.apps.index import discover_images, embed_images, load_checkpoint_model
+
+    model, cfg, ident = load_checkpoint_model(checkpoint)
+    paths = discover_images(image_root)
+    ir = [p for p in paths if any(part in ("cam3", "cam6") for part in Path(p).parts)]
+    rgb = [p for p in paths if p not in set(ir)]
+    out: dict[str, Any] = {"checkpoint": ident.checkpoint, "epoch": ident.epoch,
+                           "arch": cfg.model.arch, "width": cfg.model.width}
+    for name, ps in (("rgb", rgb[:max_images]), ("ir", ir[:max_images])):
+        if not ps:
+            continue
+        for flip in (False, True):
+            F, _ = embed_images(model, cfg, ps, name, flip=flip)
+            out[f"{name}{'_flip' if flip else ''}"] = {"images": len(ps),
+                                                         "density": float((F != 0).mean()),
+                                                         "negative_values": int((F < 0).sum())}
+    return out
+
+
+def bench_end_to_end(n_images: int = 2 * REGDB_N, batch: int = 32, topk: int = 20,
+                     device: str = "cpu", backend: str = "auto", seed: int = 0) -> dict[str, Any]:
+    """A whole RegDB-sized evaluation with the paper model (random weights, random images):
+    extraction of ``n_images`` 256×128 images (half IR queries, half RGB gallery), then
+    simplified, full and rerank (top-``topk``) scoring, each followed by the RegDB metric.
+    Images are random tensors (no decoding), 10 per identity as in RegDB."""
+    from vireid.config import Config
+    from vireid.evaluation.metrics import eval_regdb
+    from vireid.models.build import build_model
+    from vireid.scoring.scorers import full_pair_fn, score_rerank
+
+    cfg = Config()
+    h, w = cfg.data.height, cfg.data.width
+    nq = n_images // 2
+    ng = n_images - nq
+    dev = torch.device(device)
+    torch.manual_seed(seed)
+    model = build_model(cfg, 206, load_pretrained=False).to(dev).eval()
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[str, Any] = {"images": n_images, "queries": nq, "gallery": ng, "batch": batch,
+                           "input_hw": [h, w], "device": str(dev), "topk": topk,
+                           "paper_s": {"extract": PAPER_REGDB_EXTRACT_S,
+                                       "simplified": PAPER_REGDB_SIMPLIFIED_S,
+                                       "full": PAPER_REGDB_FULL_S}}
+
+    def extract(n: int, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+        fs, gs = [], []
+        with torch.no_grad():
+            for s in range(0, n, batch):
+                x = torch.rand(min(batch, n - s), 3, h, w, generator=gen).to(dev)
+                f, g = model.forward_features(x, modality)
+                fs.append(f)
+                gs.append(g)
+        return torch.cat(fs), torch.cat(gs)
+
+    _sync(dev)
+    t0 = time.perf_counter()
+    qF, qG = extract(nq, "ir")
+    gF, gG = extract(ng, "rgb")
+    _sync(dev)
+    out["extract_s"] = time.perf_counter() - t0
+    out["extract_images_per_s"] = n_images / out["extract_s"]
+    out["feature_density_random_weights"] = fastccn.density(qF, gF)
+    q_pids = (torch.arange(nq) // 10).numpy()
+    g_pids = (torch.arange(ng) // 10).numpy()
+
+    def timed(name: str, fn: Callable[[], torch.Tensor]) -> None:
+        _sync(dev)
+        t = time.perf_counter()
+        dist = fn()
+        _sync(dev)
+        out[f"{name}_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        cmc, mAP, _ = eval_regdb(dist.cpu().numpy(), q_pids, g_pids)
+        out[f"{name}_metric_s"] = time.perf_counter() - t
+        out[f"{name}_rank1"] = float(cmc[0])
+
+    timed("simplified", lambda: -score_simplified(qG, gG))
+    timed("full", lambda: fastccn.score_full(model.ccn, qF, gF, backend=backend))  # type: ignore[arg-type]
+    timed("rerank", lambda: score_rerank(score_simplified(qG, gG),
+                                         full_pair_fn(model.ccn, qF, gF, "b", backend), topk))
+    out["full_backend"] = fastccn.resolve_backend(backend, qF)
+    out["total_s"] = sum(out[k] for k in ("extract_s", "simplified_s", "simplified_metric_s",
+                                            "full_s", "full_metric_s", "rerank_s", "rerank_metric_s"))
+    if dev.type == "cuda":
+        out["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated(dev)
+    return out
+
+
+def bench_train_step(batch: int = 32, steps: int = 5, device: str = "cpu", amp: str = "off",
+                     warmup: int = 2) -> dict[str, Any]:
+    """Training images/s of the paper model (DSCSN + CCN, ResNet-50, 256×128, random weights):
+    forward + backward + SGD step on ``batch`` RGB + ``batch`` IR images with N positive and
+    3N negative pairs, PBCE + 0.1·ID. ``amp``: off | bf16 | fp16 (torch.autocast; fp16 with a
+    GradScaler), applied here directly, independent of the trainer."""
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp: expected one of {', '.join(AMP_DTYPES)}, got {amp!r}")
+    from vireid.config import Config
+    from vireid.models.build import build_model
+
+    dev = torch.device(device)
+    cfg = Config()
+    h, w = cfg.data.height, cfg.data.width
+    classes = 395
+    model = build_model(cfg, classes, load_pretrained=False).to(dev).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x_rgb, x_ir = torch.randn(batch, 3, h, w, device=dev), torch.randn(batch, 3, h, w, device=dev)
+    labels = torch.arange(batch, device=dev) % classes
+    ia = torch.arange(batch, device=dev).repeat(4)
+    ib = torch.cat([torch.arange(batch, device=dev)]
+                   + [torch.roll(torch.arange(batch, device=dev), s) for s in (1, 2, 3)])
+    lab = (ia != ib).float()
+    dtype = AMP_DTYPES[amp]
+    scaler = torch.amp.GradScaler(dev.type, enabled=(amp == "fp16"))
+
+    def step() -> float:
+        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            f_r, g_r, f_i, g_i = model.forward_pair(x_rgb, x_ir)
+            d = model.ccn(f_r, f_i, ia, ib)
+            logits = model.classify(torch.cat([g_r, g_i]))
+        # The losses in float32 (BCE on probabilities is unsafe under autocast).
+        loss = nnf.binary_cross_entropy(d.float().clamp(1e-6, 1 - 1e-6), lab) + 0.1 * nnf.cross_entropy(
+            logits.float(), torch.cat([labels, labels]))
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        return float(loss.detach())
+
+    for _ in range(warmup):
+        step()
+    _sync(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    t0 = time.perf_counter()
+    losses = [step() for _ in range(steps)]
+    _sync(dev)
+    dt = time.perf_counter() - t0
+    out = {"device": str(dev), "amp": amp, "batch_per_modality": batch, "steps": steps,
+           "seconds": dt, "train_images_per_s": steps * 2 * batch / dt,
+           "losses_finite": all(map(lambda v: v == v and abs(v) != float("inf"), losses))}
+    if dev.type == "cuda":
+        out["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated(dev)
+    return out
+
+
+def bench_extract(batch: int = 128, steps: int = 5, device: str = "cpu") -> dict[str, Any]:
+    """Feature extraction images/s of the paper model (eval mode, random weights, 256×128)."""
+    from vireid.config import Config
+    from vireid.models.build import build_model
+
+    dev = torch.device(device)
+    cfg = Config()
+    model = build_model(cfg, 395, load_pretrained=False).to(dev).eval()
+    x = torch.randn(batch, 3, cfg.data.height, cfg.data.width, device=dev)
+    with torch.no_grad():
+        model.forward_features(x, "rgb")
+        _sync(dev)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            model.forward_features(x, "rgb")
+        _sync(dev)
+        dt = time.perf_counter() - t0
+    out = {"device": str(dev), "batch": batch, "steps": steps, "seconds": dt,
+           "extract_images_per_s": steps * batch / dt,
+           "regdb_extract_extrapolated_s": 2 * REGDB_N * dt / (steps * batch)}
+    if dev.type == "cuda":
+        out["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated(dev)
+    return out
+
+
+def bench_full_device(n: int = REGDB_N, device: str = "cpu", backend: str = "auto",
+                      chunk_size: int = 256, density: Optional[float] = None,
+                      seed: int = 0) -> dict[str, Any]:
+    """Full mode on n × n random non-negative maps at the paper geometry on ``device`` with
+    ``backend``, checked against the direct form on sampled pairs. ``density``: fraction of
+    non-zeros (None: uniform maps, no zeros)."""
+    from vireid.models.ccn import CCN
+
+    dev = torch.device(device)
+    torch.manual_seed(seed)
+    ccn = CCN(**GEOMETRY).eval()
+    c, (h, w) = GEOMETRY["channels"], GEOMETRY["feat_hw"]
+    feats = torch.rand(2 * n, c, h, w)
+    if density is not None:
+        feats = torch.where(torch.rand(feats.shape) < density, feats, 0.0)
+    feats = feats.to(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    res = bench_full(ccn, feats[:n], feats[n:], chunk_size, backend=backend)
+    res["feature_density"] = fastccn.density(feats)
+    if dev.type == "cuda":
+        res["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated(dev)
     return res

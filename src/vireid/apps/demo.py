@@ -27,9 +27,11 @@ from typing import Any, Union
 import torch
 
 from vireid.config import load_config, preset_path
+from vireid.data.synthetic import generate
 from vireid.utils.atomic import atomic_write_text
 from vireid.engine.evaluate import evaluate, format_results
 from vireid.engine.trainer import train
+from vireid.viz.curves import plot_cmc_curves, plot_loss_curves
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,6 @@ def run_demo(out_dir: PathLike = "demo-out", quick: bool = False, progress: bool
     overwrite: replace the runs of an earlier demo in ``out_dir`` (the dataset is regenerated
     in place; the generator's output depends only on its arguments).
     """
-    from vireid.data.synthetic import generate
 
     t_all = time.perf_counter()
     out = Path(out_dir)
@@ -113,7 +114,6 @@ def _machine() -> dict[str, Any]:
 
 def _write_report(out: Path, rows: list[dict[str, Any]], runs: dict[str, Any], cfg: Any,
                   data_info: dict[str, Any], seconds: dict[str, float], quick: bool) -> None:
-    from vireid.viz.curves import plot_cmc_curves, plot_loss_curves
 
     curves = {f"{r['label']} ({r['scoring']})": r["cmc"] for r in rows}
     plot_cmc_curves(curves, out / "cmc.png",

@@ -47,6 +47,7 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from vireid import __version__
+from vireid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vireid.utils.digest import file_sha256, state_digest
 from vireid.utils.atomic import atomic_dir
 from vireid.errors import VireidError
@@ -306,8 +307,6 @@ def export_onnx(model: nn.Module, cfg: Any, out_dir: PathLike, opset: int = 17, 
     gen = torch.Generator().manual_seed(0)
     trace_x = torch.randn(2, 3, H, W, generator=gen).to(device, dtype)
     check_x = torch.randn(3, 3, H, W, generator=gen).to(device, dtype)
-
-    from vireid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     was_training = model.training
     model.eval()

@@ -50,7 +50,8 @@ import torch
 
 from vireid import __version__
 from vireid.data.records import MODALITIES, ImageRecord
-from vireid.utils.atomic import atomic_open, atomic_write_text
+from vireid.data.images import show_path
+from vireid.utils.atomic import atomic_dir, atomic_open, atomic_write_bytes, atomic_write_text
 from vireid.errors import CheckpointError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,21 @@ def discover_images(root: PathLike) -> list[Path]:
         return [root.resolve()]
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}")
-    found = sorted(p.resolve() for p in root.rglob("*")
-                   if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    found, dangling = [], []
+    for p in root.rglob("*"):
+        if p.suffix.lower() not in IMAGE_EXTENSIONS or \
+                any(part.startswith(".") for part in p.relative_to(root).parts):
+            continue
+        if p.is_file():
+            found.append(p.resolve())
+        elif p.is_symlink():
+            dangling.append(p)
+    found.sort()
+    if dangling:
+        # Never silent: a link whose target is gone is an image the user thinks is there.
+        log.warning("ignoring %d image link(s) under %s whose target does not exist "
+                    "(dangling symbolic links), e.g. %s", len(dangling), show_path(root),
+                    ", ".join(show_path(x) for x in sorted(dangling)[:3]))
     if not found:
         raise DataError(f"no images in {root}: expected files ending in "
                         f"{', '.join(IMAGE_EXTENSIONS)} (searched recursively)")
@@ -151,7 +164,10 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _write_lines(path: Path, lines: Sequence[str]) -> None:
-    _write_text(path, "".join(f"{line}\n" for line in lines))
+    # surrogateescape: a file name that is not valid UTF-8 is stored as its own bytes and
+    # read back the same way by _read_lines (a strict encode would fail half-way).
+    atomic_write_bytes(path, "".join(f"{line}\n" for line in lines)
+                       .encode("utf-8", "surrogateescape"))
 
 
 @contextlib.contextmanager
@@ -407,24 +423,10 @@ class GalleryIndex:
                     progress=progress)
         return GalleryIndex.open(self.path)
 
-    # ----------------------------------------------------------------- search
-    def search(self, query_F: Union[np.ndarray, torch.Tensor], query_G: Union[np.ndarray, torch.Tensor],
-               scoring: str = "simplified", topk: int = 10, query_modality: Optional[str] = None,
-               ccn: Optional[torch.nn.Module] = None, **kwargs: Any) -> list[list[tuple[str, float]]]:
-        """Ranked ``(path, score)`` lists, one per query; see :func:`vireid.apps.search.search`.
-
-        query_F: (Q, C, h, w); query_G: (Q, C). ``ccn`` is needed for full and rerank.
-        """
-        from vireid.apps.search import search
-
-        res = search(self, query_F, query_G, scoring=scoring, topk=topk,
-                     query_modality=query_modality, ccn=ccn, **kwargs)
-        return [[(m.path, m.score) for m in row] for row in res]
-
 
 def _read_lines(path: Path, count: int, kind: str) -> list[str]:
     try:
-        lines = path.read_text(encoding="utf-8").split("\n")
+        lines = path.read_bytes().decode("utf-8", "surrogateescape").split("\n")
     except OSError as exc:
         raise CheckpointError(f"cannot read index {kind} file {path}: {exc}") from exc
     if lines and lines[-1] == "":
@@ -536,17 +538,18 @@ def build_index(checkpoint: PathLike, image_paths: Sequence[PathLike], out: Path
                               f"`vireid index extend` to add images, or --overwrite")
         if not (out / MANIFEST).is_file():
             raise ConfigError(f"refusing to overwrite {out}: it is not a vireid index")
+    if batch_size < 1 or shard_size < 1:
+        raise ConfigError(f"batch_size and shard_size: expected integers ≥ 1, found "
+                          f"{batch_size}, {shard_size}")
     # Load the model first: a bad checkpoint must not leave an empty folder behind.
     model, cfg, ident = load_checkpoint_model(checkpoint, device)
-    out.mkdir(parents=True, exist_ok=True)
-    with _write_lock(out):
-        if overwrite:
-            # Drop the old manifest first: from here on the folder is not a valid index
-            # until the new manifest lands.
-            for stale in (out / MANIFEST, out / PATHS_FILE, out / LABELS_FILE):
-                stale.unlink(missing_ok=True)
-            for f in (out / SHARD_DIR).glob("*.npy") if (out / SHARD_DIR).is_dir() else []:
-                f.unlink()
+    replacing = out.is_dir() and (out / MANIFEST).is_file()
+    # The whole index is built in a temp folder next to ``out`` and renamed into place when
+    # complete (atomic_dir): a failure or Ctrl-C half-way (an unreadable image, a full disk)
+    # leaves no shards without a manifest, and an index being replaced stays intact until
+    # the new one is complete. The old index's lock keeps `extend` out meanwhile.
+    with (_write_lock(out) if replacing else contextlib.nullcontext()), \
+            atomic_dir(out, overwrite=overwrite) as tmp:
         now = _now()
         manifest: dict[str, Any] = {
             "format": INDEX_FORMAT, "format_version": INDEX_VERSION,
@@ -555,7 +558,7 @@ def build_index(checkpoint: PathLike, image_paths: Sequence[PathLike], out: Path
             "modality": modality, "flip": bool(cfg.eval.flip if flip is None else flip),
             "count": 0, "labels": False, "feature": None, "shards": [],
         }
-        _append(out, manifest, [], None, model, cfg, paths,
+        _append(tmp, manifest, [], None, model, cfg, paths,
                 list(labels) if labels is not None else None, batch_size=batch_size,
                 shard_size=shard_size, device=device, progress=progress)
     return GalleryIndex.open(out)

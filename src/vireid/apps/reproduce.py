@@ -39,9 +39,18 @@ from typing import Any, Optional, Union
 
 import torch
 
-from vireid.utils.atomic import atomic_write_text
 from vireid.config import Config, apply_overrides, load_config, preset_path, validate
+from vireid.data.registry import get_dataset, load_dataset
+from vireid.data.synthetic import generate
+from vireid.engine.checkpoint import load_checkpoint
+from vireid.engine.evaluate import evaluate
+from vireid.engine.trainer import train
 from vireid.errors import ConfigError, DataError
+from vireid.evaluation.protocols import build_split, get_protocol
+from vireid.models.build import model_info
+from vireid.models.ccn import num_kernels
+from vireid.models.resnet import feature_hw
+from vireid.utils.atomic import OutputWriteError, atomic_write_text, describe_os_error
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +236,7 @@ def run_key(name: str, cfg: Config) -> str:
 
 # --------------------------------------------------------------------------- evaluation
 def _default_protocol(cfg: Config) -> str:
-    return {"sysu": "sysu-all", "regdb": "regdb-v2t"}.get(cfg.data.dataset, "sysu-all")
+    return get_dataset(cfg.data.dataset).default_protocol
 
 
 def evaluate_run(checkpoints: Sequence[Path], cfg: Config, scorings: Sequence[str], protocol: str,
@@ -236,8 +245,6 @@ def evaluate_run(checkpoints: Sequence[Path], cfg: Config, scorings: Sequence[st
     trial) with :func:`vireid.engine.evaluate.evaluate` in each of ``scorings`` (one feature
     extraction when several); returns {scoring: result dict} (``mean``, ``std``,
     ``per_trial`` in percent, ``seconds``)."""
-    from vireid.engine.evaluate import evaluate
-
     modes = sorted(set(scorings))
     device = "cuda" if cfg.train.device == "cuda" or (cfg.train.device == "auto"
                                                        and torch.cuda.is_available()) else "cpu"
@@ -256,11 +263,6 @@ def _metrics(result: dict[str, Any]) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- running
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)
-
-
 def _trained(run_dir: Path) -> bool:
     s = run_dir / "summary.json"
     if not s.is_file() or not (run_dir / "checkpoints" / "last.pt").is_file():
@@ -290,8 +292,6 @@ def _run_dir(out: Path, name: str, cfg: Config) -> Path:
 
 def train_variant(cfg: Config, run_dir: Path) -> dict[str, Any]:
     """Train unless ``run_dir`` already holds a finished run of the same key."""
-    from vireid.engine.trainer import train
-
     if _trained(run_dir):
         log.info("reusing finished run %s", run_dir)
         return {"reused": True, "seconds": None}
@@ -302,14 +302,10 @@ def train_variant(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 
 def _param_counts(cfg: Config, num_classes: int) -> dict[str, Any]:
-    from vireid.models.build import model_info
-
     return model_info(cfg, num_classes)
 
 
 def _num_classes(run_dir: Path) -> int:
-    from vireid.engine.checkpoint import load_checkpoint
-
     return int(load_checkpoint(_checkpoint(run_dir))["num_classes"])
 
 
@@ -318,8 +314,6 @@ def measure_cost(checkpoint: Path, cfg: Config, protocol: str, trials: Optional[
     """Seconds of feature extraction, simplified, full and rerank scoring (from one
     ``evaluate(scoring="all")`` call on the first trial) and their extrapolation to RegDB's
     2060 queries × 2060 gallery images (features per image, scoring per pair)."""
-    from vireid.evaluation.protocols import get_protocol
-
     proto = get_protocol(protocol)
     trial = (trials or [proto.trials[0]])[:1]
     res = evaluate_run([checkpoint], cfg, ["simplified", "full", "rerank"], protocol, trial)
@@ -341,16 +335,34 @@ def measure_cost(checkpoint: Path, cfg: Config, protocol: str, trials: Optional[
 
 
 def _split_sizes(cfg: Config, protocol: str, trial: int) -> tuple[int, int]:
-    from vireid.evaluation.protocols import build_split
-
-    if cfg.data.dataset == "sysu":
-        from vireid.data.sysu import load_sysu
-        ds = load_sysu(cfg.data.root)
-    else:
-        from vireid.data.regdb import load_regdb
-        ds = load_regdb(cfg.data.root)
-    sp = build_split(protocol, ds, trial)
+    sp = build_split(protocol, load_dataset(cfg.data.dataset, cfg.data.root), trial)
     return len(sp.query), len(sp.gallery)
+
+
+#: Records which data an output folder's runs were trained on (see :func:`_claim_output`).
+CLAIM_FILE = ".vireid-reproduce.json"
+
+
+def _claim_output(out: Path, dataset: str, data_root: Path) -> None:
+    """Tie ``out`` to one dataset: run folder names hash the config but not the data root
+    (so that a moved dataset keeps its runs), hence a second ``reproduce`` into ``out`` on
+    other data would silently reuse runs trained on the first. It is refused instead."""
+    claim = out / CLAIM_FILE
+    mine = {"dataset": dataset, "data_root": str(Path(data_root).resolve())}
+    if claim.is_file():
+        try:
+            theirs = json.loads(claim.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            theirs = None
+        if isinstance(theirs, dict) and {k: theirs.get(k) for k in mine} != mine:
+            raise ConfigError(
+                f"-o {out} holds runs of dataset {theirs.get('dataset')!r} at "
+                f"{theirs.get('data_root')}; expected the same data, found {dataset!r} at "
+                f"{mine['data_root']}: choose another -o (if the dataset only moved, delete "
+                f"{claim})")
+        if isinstance(theirs, dict):
+            return
+    atomic_write_text(claim, json.dumps(mine, indent=1) + "\n")
 
 
 @dataclass
@@ -381,16 +393,35 @@ def reproduce(table: str, out_dir: PathLike, data_root: Optional[PathLike] = Non
         raise ConfigError(f"unknown table {table!r}; expected one of {', '.join(RECIPES)}")
     recipe = RECIPES[table]
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"-o {out}: expected an output folder (or a new name), found a file")
+    if variants is not None:
+        unknown = [v for v in variants if v not in recipe.variants]
+        if unknown:
+            raise ConfigError(f"--variants: expected names among {', '.join(recipe.variants)} "
+                              f"(table {table}), found {', '.join(map(repr, unknown))}")
+    # Every variant's config and evaluation trials are checked before anything is written
+    # or trained: a bad trial number must not surface after the first variant's training.
+    base0 = base_config(budget, dataset)
+    for vname in (variants or recipe.variants):
+        cfg0 = variant_config(base0, recipe.variants[vname], data_root or out, vname, overrides)
+        proto = get_protocol(recipe.protocol or _default_protocol(cfg0))
+        bad = [t for t in (trials or []) if t not in proto.trials]
+        if bad:
+            raise ConfigError(f"--trials: protocol {proto.name} has trials {proto.trials[0]}.."
+                              f"{proto.trials[-1]}, found {', '.join(map(str, bad))}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteError(f"cannot create the output folder {out}: "
+                               f"{describe_os_error(exc)}") from exc
     if table == "table8" and dataset != "sysu":
         raise ConfigError("table8 (open set) is defined on SYSU-MM01 only; use --dataset sysu")
     if data_root is None:
         if not synthetic:
             raise DataError("--data-root is required (or --synthetic to generate a synthetic dataset)")
         data_root = out / f"data-{dataset}"
-        if not (data_root / ("exp" if dataset == "sysu" else "idx")).is_dir():
-            from vireid.data.synthetic import generate
-
+        if not (data_root / get_dataset(dataset).marker).is_dir():
             log.info("generating a synthetic %s dataset (%d ids) in %s", dataset, SYNTHETIC_IDS[budget], data_root)
             kw: dict[str, Any] = {}
             if budget == "smoke":
@@ -399,13 +430,12 @@ def reproduce(table: str, out_dir: PathLike, data_root: Optional[PathLike] = Non
     data_root = Path(data_root)
     if not data_root.is_dir():
         raise DataError(f"--data-root: expected a dataset folder, found nothing at {data_root}")
+    _claim_output(out, dataset, data_root)
     base = base_config(budget, dataset)
     wanted = list(recipe.variants) if variants is None else [v for v in recipe.variants if v in variants]
     if not wanted:
         raise ConfigError(f"--variants: none of {list(variants or [])} is in {table}: "
                           f"{', '.join(recipe.variants)}")
-    from vireid.evaluation.protocols import get_protocol
-
     runs: dict[str, dict[str, Any]] = {}
     for vname in wanted:
         cfg = variant_config(base, recipe.variants[vname], data_root, vname, overrides)
@@ -456,8 +486,6 @@ def reproduce(table: str, out_dir: PathLike, data_root: Optional[PathLike] = Non
             row["params"] = runs[r.variant]["params"]["params_total"]
             row["num_kernels"] = runs[r.variant]["params"]["num_kernels"]
         if table == "fig3":
-            from vireid.models.ccn import num_kernels
-            from vireid.models.resnet import feature_hw
             c = runs[r.variant]["config"]
             h, w = feature_hw(c["data"]["height"], c["data"]["width"], c["model"]["last_stride"])
             row["num_kernels"] = num_kernels(h, w, c["ccn"]["kernel_size"], c["ccn"]["stride"])
@@ -473,8 +501,8 @@ def reproduce(table: str, out_dir: PathLike, data_root: Optional[PathLike] = Non
             "seeds": sorted({r["seed"] for r in runs.values()}), "rows": rows, "runs": runs}
     md = render_markdown(data)
     js_path, md_path = out / f"{table}.json", out / f"{table}.md"
-    _write_text(js_path, json.dumps(data, indent=2, default=str) + "\n")
-    _write_text(md_path, md)
+    atomic_write_text(js_path, json.dumps(data, indent=2, default=str) + "\n")
+    atomic_write_text(md_path, md)
     return ReproduceResult(table, md_path, js_path, data)
 
 

@@ -28,23 +28,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Protocol, Union
 
-import numpy as np
-import torch
+import matplotlib
 
-from vireid.data.records import IR, MODALITIES, RGB
-from vireid.errors import ConfigError, DataError
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from vireid.apps.index import GalleryIndex, embed_images, load_checkpoint_model  # noqa: E402
+from vireid.data.images import decode_image  # noqa: E402
+from vireid.data.records import IR, RGB  # noqa: E402
+from vireid.errors import ConfigError, DataError  # noqa: E402
+from vireid.scoring.scorers import (SCORING_MODES, full_pair_fn, get_scoring,  # noqa: E402
+                                    query_side, score_full)
+from vireid.utils.atomic import atomic_path  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-SCORINGS = ("simplified", "full", "rerank")
 BACKENDS = ("auto", "faiss", "torch")
-#: Meaning of the score of each scoring, for tables and JSON.
-SCORE_MEANING = {
-    "simplified": "cosine similarity of global features (higher = more similar)",
-    "full": "CCN difference score D_RI in [0, 1] (lower = more similar)",
-    "rerank": "CCN difference score D_RI on the simplified top-K (lower = more similar)",
-}
-HIGHER_IS_BETTER = {"simplified": True, "full": False, "rerank": False}
 #: ``backend="auto"`` uses FAISS (when installed) from this many gallery images on; None =
 #: never. Measured on the reference 2-core CPU (docs/scaling.md), the exact FAISS flat index
 #: (faiss-cpu 1.15, AVX2) was slower than the chunked torch search at every gallery size up
@@ -158,14 +159,6 @@ def resolve_backend(backend: str, gallery_size: int) -> str:
     return "torch"
 
 
-def query_side(query_modality: str, gallery_modality: str) -> str:
-    """CCN side of the query: "b" for an IR query against an RGB gallery, else "a"."""
-    for m in (query_modality, gallery_modality):
-        if m not in MODALITIES:
-            raise ConfigError(f"modality: expected one of {', '.join(MODALITIES)}, found {m!r}")
-    return "b" if (query_modality, gallery_modality) == (IR, RGB) else "a"
-
-
 def _merge_topk(best_s: Optional[torch.Tensor], best_i: Optional[torch.Tensor], s: torch.Tensor,
                 i: torch.Tensor, k: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Running top-k: keep the k best of the current best and a new block (Q, ·)."""
@@ -259,9 +252,6 @@ def full_topk(ccn: torch.nn.Module, query_F: ArrayLike, gallery: Gallery, k: int
 
     query_F: (Q, C, h, w). Returns (D (Q, k') ascending, rows (Q, k') int64), ties by row.
     """
-    from vireid.scoring.sharded import full_scorer
-
-    score_full = full_scorer()
     qF = torch.from_numpy(_np32(query_F))
     best_s = best_i = None
     for start, F, _ in gallery.iter_shards():
@@ -282,15 +272,13 @@ def rerank_topk(ccn: torch.nn.Module, query_F: ArrayLike, gallery: Gallery, cand
 
     Returns (D (Q, K) ascending, rows (Q, K)); equal D keeps the simplified order.
     """
-    from vireid.scoring.fastccn import score_pairs
-
     qF = torch.from_numpy(_np32(query_F))
     uniq, inverse = np.unique(cand, return_inverse=True)
     gF = torch.from_numpy(gallery.take_F(uniq))  # each candidate read once
     nq, k = cand.shape
     qi = torch.arange(nq, dtype=torch.int64).repeat_interleave(k)
     gi = torch.from_numpy(inverse.reshape(-1).astype(np.int64))
-    d = torch.as_tensor(score_pairs(ccn, qF, gF, qi, gi, query_side=side)).float()
+    d = torch.as_tensor(full_pair_fn(ccn, qF, gF, side)(qi, gi)).float()
     d = d.reshape(nq, k).numpy()
     order = np.argsort(d, axis=1, kind="stable")
     return np.take_along_axis(d, order, 1), np.take_along_axis(cand, order, 1)
@@ -316,15 +304,14 @@ def search(gallery: Gallery, query_F: Optional[ArrayLike], query_G: ArrayLike, *
         chunk_size: queries per full-mode chunk.
 
     Returns:
-        One list of :class:`Match` per query; ``score`` as in :data:`SCORE_MEANING`.
+        One list of :class:`Match` per query; ``score`` as :attr:`vireid.scoring.scorers.ScoringMode.native` says.
     """
-    if scoring not in SCORINGS:
-        raise ConfigError(f"scoring: expected one of {', '.join(SCORINGS)}, found {scoring!r}")
+    mode = get_scoring(scoring)
     if topk < 1:
         raise ConfigError(f"topk: expected an integer ≥ 1, found {topk}")
     qmod = query_modality or (IR if gallery.modality == RGB else RGB)
     side = query_side(qmod, gallery.modality)
-    if scoring != "simplified":
+    if mode.needs_ccn:
         if ccn is None:
             raise ConfigError(f"scoring {scoring} needs the model's CCN (ccn=model.ccn)")
         if query_F is None:
@@ -364,11 +351,11 @@ class SearchResult:
 
     @property
     def score_meaning(self) -> str:
-        return SCORE_MEANING[self.scoring]
+        return SCORING_MODES[self.scoring].native
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "scoring": self.scoring, "score": self.score_meaning,
-                "higher_is_better": HIGHER_IS_BETTER[self.scoring],
+                "higher_is_better": SCORING_MODES[self.scoring].higher_is_better,
                 "query_modality": self.query_modality, "gallery_modality": self.gallery_modality,
                 "backend": self.backend, **self.extra,
                 "results": [{"query": q, "matches": [asdict(m) for m in ms]}
@@ -388,8 +375,6 @@ def search_images(index: Union[str, os.PathLike, Any], query_paths: Sequence[Uni
     go through ``query_modality``'s path (default: the modality other than the gallery's)
     with the index's flip setting.
     """
-    from vireid.apps.index import GalleryIndex, embed_images, load_checkpoint_model
-
     ix = index if isinstance(index, GalleryIndex) else GalleryIndex.open(index)
     if not query_paths:
         raise DataError("no query images given")
@@ -411,13 +396,6 @@ def save_match_figure(result: SearchResult, out: Union[str, os.PathLike], max_ma
     """A picture of each query (left) beside its top matches with their scores; one row per
     query. Matches whose label equals the query folder's name are framed green, others red
     (no frame when the gallery has no labels). Written atomically (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from vireid.data.images import decode_image
-
     out = Path(out)
     nq = len(result.queries)
     ncol = 1 + min(max_matches, max((len(m) for m in result.matches), default=0))
@@ -446,12 +424,9 @@ def save_match_figure(result: SearchResult, out: Union[str, os.PathLike], max_ma
     fig.suptitle(f"{result.scoring}: {result.score_meaning}", fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return out

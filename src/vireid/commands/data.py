@@ -5,19 +5,23 @@ import argparse
 import json
 from pathlib import Path
 
+from ._checks import check_output_file
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="dataset summary and exact query/gallery lists of a protocol")
     dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
 
     s = dsub.add_parser("summary", help="ids and images per split/camera/modality; protocol sizes")
-    s.add_argument("--dataset", required=True, choices=("sysu", "regdb"))
+    s.add_argument("--dataset", required=True, choices=("sysu", "regdb"),
+                   help="layout of the folder: SYSU-MM01 or RegDB")
     s.add_argument("--root", required=True, help="dataset folder as downloaded")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=run)
 
     sp = dsub.add_parser("split", help="exact query and gallery lists of one protocol trial")
-    sp.add_argument("--dataset", required=True, choices=("sysu", "regdb"))
+    sp.add_argument("--dataset", required=True, choices=("sysu", "regdb"),
+                    help="layout of the folder: SYSU-MM01 or RegDB")
     sp.add_argument("--root", required=True, help="dataset folder as downloaded")
     sp.add_argument("--protocol", required=True,
                     help="sysu: all | indoor | openset (or sysu-all, ...); regdb: v2t | t2v")
@@ -27,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="SYSU gallery: one or ten images per id and camera (default single)")
     sp.add_argument("--json", action="store_true",
                     help='print {"query": [[path, pid, camid], ...], "gallery": [...]}')
-    sp.add_argument("--out", default=None, help="write the output to this file instead of stdout")
+    sp.add_argument("--out", default=None,
+                    help="write the output to this file instead of stdout (default: stdout)")
     sp.set_defaults(func=run)
 
     p.set_defaults(func=run, _data_parser=p)
@@ -52,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(res, indent=2) if args.json else summ.format_summary(res))
         return 0
     if args.data_command == "split":
+        check_output_file(args.out, "--out")
         lists = summ.split_lists(args.dataset, args.root, args.protocol, args.trial, args.shot)
         if args.json:
             text = json.dumps(lists)

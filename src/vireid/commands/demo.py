@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..apps.demo import run_demo
+    from ._checks import check_output_folder
+
+    check_output_folder(args.output, "-o")
 
     out = run_demo(args.output, quick=args.quick, seed=args.seed,
                    progress=not args.no_progress and not getattr(args, "quiet", False))

@@ -6,12 +6,18 @@ import json
 import logging
 
 from ..errors import ConfigError
+from ._checks import check_device, check_output_file, int_at_least
 
 log = logging.getLogger(__name__)
 
 
 def parse_trials(text: str) -> list[int]:
-    """"0,1,2" or "1-10" or "3" -> list of ints."""
+    """"0,1,2" or "1-10" or "3" -> list of ints, in the order given.
+
+    Refused (argparse reports one line): a reversed range ("5-2", which would be empty), a
+    trial listed twice ("0,0,0" would count one trial three times in the mean ± std), and an
+    empty list. Whether the numbers exist is checked against the protocol.
+    """
     out: list[int] = []
     for part in text.split(","):
         part = part.strip()
@@ -19,12 +25,24 @@ def parse_trials(text: str) -> list[int]:
             continue
         try:
             if "-" in part[1:]:
-                a, b = part.split("-", 1)
-                out.extend(range(int(a), int(b) + 1))
+                a, b = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise argparse.ArgumentTypeError(
+                        f"expected a range LO-HI with LO ≤ HI (e.g. 1-10), found {part!r}")
+                out.extend(range(lo, hi + 1))
             else:
                 out.append(int(part))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected trials like 0,1,2 or 1-10, found {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected trials like 0,1,2 or 1-10, found {text!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected at least one trial (e.g. 0,1,2 or 1-10), "
+                                         f"found {text!r}")
+    dup = sorted({t for t in out if out.count(t) > 1})
+    if dup:
+        raise argparse.ArgumentTypeError(f"expected each trial once, found {', '.join(map(str, dup))} "
+                                         f"more than once in {text!r}")
     return out
 
 
@@ -44,18 +62,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                    choices=("simplified", "full", "rerank", "all"),
                    help="simplified = cosine of G; full = D_RI of every pair; rerank = full "
                         "mode on the simplified top-K; all = the three from one extraction")
-    p.add_argument("--topk", type=int, default=None, help="rerank depth K (default: eval.topk)")
+    p.add_argument("--topk", type=int_at_least(1), default=None,
+                   help="rerank depth K (default: eval.topk of the checkpoint's config)")
     p.add_argument("--trials", type=parse_trials, default=None,
                    help="trials, e.g. 0,1,2 or 1-10 (default: all / the checkpoints' trials)")
     p.add_argument("--flip", action="store_true",
                    help="flip test-time augmentation (average the maps of image and mirror)")
-    p.add_argument("--batch-size", type=int, default=None, help="images per forward pass")
-    p.add_argument("--chunk-size", type=int, default=None, help="queries per full-mode chunk")
+    p.add_argument("--batch-size", type=int_at_least(1), default=None,
+                   help="images per forward pass (default: eval.batch_size of the config)")
+    p.add_argument("--chunk-size", type=int_at_least(1), default=None,
+                   help="queries per full-mode chunk (default: eval.chunk_size of the config)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--json", dest="json_out", metavar="OUT", help="write the results as JSON")
-    p.add_argument("--save-features", metavar="FILE", help="save the extracted features")
+    p.add_argument("--json", dest="json_out", metavar="OUT",
+                   help="write the results as JSON (default: not written)")
+    p.add_argument("--save-features", metavar="FILE",
+                   help="save the extracted features (default: not saved)")
     p.add_argument("--features", nargs="+", metavar="FILE",
-                   help="score saved features instead of extracting them")
+                   help="score saved features instead of extracting them (default: extract)")
     p.add_argument("--no-cache", action="store_true", help="decode images without the cache")
     p.add_argument("--skip-corrupt", action="store_true",
                    help="skip images that cannot be decoded (counted in the log) instead of "
@@ -70,8 +93,11 @@ def run(args: argparse.Namespace) -> int:
     from ..utils.atomic import atomic_write_text
     from ..engine.evaluate import evaluate, format_results
 
-    if args.topk is not None and args.topk < 1:
-        raise ConfigError(f"--topk: expected an integer >= 1, found {args.topk}")
+    # Everything that can be checked before the (long) evaluation is checked here: the
+    # device, and the output paths, which used to fail only after the whole evaluation.
+    check_device(args.device)
+    check_output_file(args.json_out, "--json")
+    check_output_file(args.save_features, "--save-features")
     device = args.device
     main = True
     if D.env_world_size() > 1:

@@ -3,27 +3,36 @@ from __future__ import annotations
 
 import argparse
 
+from ._checks import check_device, check_output_folder, int_at_least
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("figures", help="t-SNE (Fig. 2), contrastive maps (Fig. 4) and ranked "
                                        "lists (Fig. 5) of a trained model; CMC curves of runs")
-    p.add_argument("--checkpoint", default=None, help="checkpoint file or run folder")
-    p.add_argument("--data-root", default=None, help="dataset folder the model was trained for")
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint file or run folder (default: none; only --cmc plots)")
+    p.add_argument("--data-root", default=None,
+                   help="dataset folder the model was trained for (needed with --checkpoint)")
     p.add_argument("-o", "--output", required=True, help="folder for the PNG files")
     p.add_argument("--which", default="tsne,maps,ranked",
                    help="comma-separated subset of tsne,maps,ranked (default: all)")
     p.add_argument("--compare", default=None, metavar="CKPT",
-                   help="second checkpoint for a side-by-side t-SNE panel (e.g. unshared embedding)")
-    p.add_argument("--per-id", type=int, default=10, help="images per identity and modality used")
-    p.add_argument("--queries", type=int, default=4, help="queries in the ranked-list figure")
-    p.add_argument("--topk", type=int, default=10, help="gallery images per ranked list")
+                   help="second checkpoint for a side-by-side t-SNE panel (e.g. unshared "
+                        "embedding; default: none)")
+    p.add_argument("--per-id", type=int_at_least(1), default=10,
+                   help="images per identity and modality used")
+    p.add_argument("--queries", type=int_at_least(1), default=4,
+                   help="queries in the ranked-list figure")
+    p.add_argument("--topk", type=int_at_least(1), default=10,
+                   help="gallery images per ranked list")
     p.add_argument("--seed", type=int, default=0, help="seed of the random picks")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--cmc", nargs="+", default=None, metavar="JSON",
                    help="result JSON files (vireid reproduce tables, vireid eval --json): "
-                        "draw their CMC curves on one plot, OUT/cmc.png")
+                        "draw their CMC curves on one plot, OUT/cmc.png (default: none)")
     p.add_argument("--cmc-runs", default=None,
-                   help="comma-separated curve labels to keep (e.g. ours-S,ours-F,idl-S)")
+                   help="comma-separated curve labels to keep (e.g. ours-S,ours-F,idl-S; "
+                        "default: all)")
     p.add_argument("--cmc-title", default="CMC", help="title of the CMC plot")
     p.add_argument("--compact", action="store_true",
                    help="re-encode the PNGs with a 256-colour palette (several times smaller)")
@@ -36,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..viz.figures import cmc_curves_from_results, compact_png, make_figures, plot_cmc
 
+    check_output_folder(args.output, "-o")
+    check_device(args.device)
     if args.checkpoint is None and not args.cmc:
         raise ConfigError("figures: expected --checkpoint (with --data-root) and/or --cmc JSON…, found neither")
     made = {}
@@ -43,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         if args.data_root is None:
             raise ConfigError("figures: --checkpoint needs --data-root (the dataset folder), found none")
         which = [w.strip() for w in args.which.split(",") if w.strip()]
+        if not which:
+            raise ConfigError(f"--which: expected any of tsne,maps,ranked, found {args.which!r}")
         made.update(make_figures(args.checkpoint, args.data_root, args.output, which=which,
                                  compare_checkpoint=args.compare, per_id=args.per_id,
                                  num_queries=args.queries, topk=args.topk, seed=args.seed,

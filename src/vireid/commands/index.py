@@ -4,7 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
+
+from ..data.images import without_skip_hint
+from ..errors import DataError
+from ._checks import check_device, check_output_folder, int_at_least
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,8 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels-from-folders", action="store_true",
                    help="label each image with its parent folder's name (e.g. the identity)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
-    p.add_argument("--shard-size", type=int, default=1024, help="images per shard file")
+    p.add_argument("--batch-size", type=int_at_least(1), default=64, help="images per forward pass")
+    p.add_argument("--shard-size", type=int_at_least(1), default=1024, help="images per shard file")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -70,13 +74,24 @@ def _progress(enabled: bool, desc: str) -> Iterator[Optional[Any]]:
         bar.close()
 
 
+@contextmanager
+def _no_skip_hint() -> Iterator[None]:
+    """`index` has no --skip-corrupt: an undecodable image's message must not suggest it."""
+    try:
+        yield
+    except DataError as exc:
+        raise DataError(without_skip_hint(str(exc), "; remove or replace the file")) from None
+
+
 def run_build(args: argparse.Namespace) -> int:
     from ..apps.index import build_index, discover_images, folder_labels
 
+    check_output_folder(args.output, "-o")
+    check_device(args.device)
     paths = discover_images(args.images)
     labels = folder_labels(paths) if args.labels_from_folders else None
     flip = None if args.flip == "auto" else args.flip == "on"
-    with _progress(not args.no_progress, "indexing") as cb:
+    with _no_skip_hint(), _progress(not args.no_progress, "indexing") as cb:
         ix = build_index(args.checkpoint, paths, args.output, args.modality, labels=labels,
                          batch_size=args.batch_size, progress=cb, shard_size=args.shard_size,
                          flip=flip, device=args.device, overwrite=args.overwrite)
@@ -88,11 +103,12 @@ def run_build(args: argparse.Namespace) -> int:
 def run_extend(args: argparse.Namespace) -> int:
     from ..apps.index import GalleryIndex, discover_images, folder_labels
 
+    check_device(args.device)
     ix = GalleryIndex.open(args.index)
     before = ix.count
     paths = discover_images(args.images)
     labels = folder_labels(paths) if args.labels_from_folders else None
-    with _progress(not args.no_progress, "indexing") as cb:
+    with _no_skip_hint(), _progress(not args.no_progress, "indexing") as cb:
         ix = ix.extend(paths, labels, checkpoint=args.checkpoint, batch_size=args.batch_size,
                        shard_size=args.shard_size, device=args.device, progress=cb)
     print(f"index {ix.path}: {ix.count} images ({ix.count - before} added)")

@@ -5,6 +5,7 @@ import argparse
 import json
 
 from ..config import load_config, preset_or_path
+from ._checks import int_at_least
 
 # Training identities of each dataset's standard split (SYSU train+val, RegDB, LLCM).
 TRAIN_CLASSES = {"sysu": 395, "regdb": 206, "llcm": 713}
@@ -13,7 +14,7 @@ TRAIN_CLASSES = {"sysu": 395, "regdb": 206, "llcm": 713}
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="model size, feature map, CCN kernels and cost of a config")
     p.add_argument("--config", required=True, help="YAML file or preset name (e.g. paper-sysu)")
-    p.add_argument("--num-classes", type=int, default=None,
+    p.add_argument("--num-classes", type=int_at_least(1), default=None,
                    help="ID classes (default: 395 for sysu, 206 for regdb, 713 for llcm)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")

@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..viz.report import write_report
+    from ._checks import check_output_file
 
+    check_output_file(args.output, "-o")
     path = write_report(args.run_dirs, args.output, title=args.title)
     print(f"wrote {path}")
     return 0

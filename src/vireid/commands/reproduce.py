@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "set, inference cost) and writes OUT/<table>.md and OUT/<table>.json with our "
                     "numbers beside the paper's. Finished runs in OUT/runs are reused.")
     p.add_argument("table", choices=TABLES + ("all",), help="which table (all: every one in turn)")
-    p.add_argument("--data-root", default=None, help="dataset folder")
+    p.add_argument("--data-root", default=None,
+                   help="dataset folder (default: none; then --synthetic is needed)")
     p.add_argument("--synthetic", action="store_true",
                    help="without --data-root: generate a synthetic dataset into OUT first")
     p.add_argument("--dataset", default="sysu", choices=("sysu", "regdb"), help="dataset layout")
@@ -27,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=parse_trials, default=None,
                    help="evaluation trials, e.g. 0,1,2 or 1-10 (default: all of the protocol's); "
                         "on RegDB, one model is trained per trial")
-    p.add_argument("--variants", default=None, help="comma-separated subset of the table's variants")
+    p.add_argument("--variants", default=None,
+                   help="comma-separated subset of the table's variants (default: all)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted overrides applied to every variant, e.g. train.epochs=6")
@@ -36,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..apps.reproduce import reproduce
+    from ._checks import check_output_folder
+
+    check_output_folder(args.output, "-o")
 
     budget = "smoke" if args.tiny else args.budget
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None

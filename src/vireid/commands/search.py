@@ -5,6 +5,10 @@ import argparse
 import json
 from pathlib import Path
 
+from ..data.images import without_skip_hint
+from ..errors import DataError
+from ._checks import check_device, check_output_file, int_at_least
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="rank a gallery index for query images",
@@ -17,35 +21,44 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="query image(s) or folder(s) of images")
     p.add_argument("--modality", choices=("rgb", "ir"), default=None,
                    help="network path of the queries (default: the other one than the gallery's)")
-    p.add_argument("--scoring", choices=("simplified", "full", "rerank"), default="simplified")
-    p.add_argument("--topk", type=int, default=10, help="matches per query (default 10)")
-    p.add_argument("--rerank-depth", type=int, default=None,
+    p.add_argument("--scoring", choices=("simplified", "full", "rerank"), default="simplified",
+                   help="simplified: cosine of G; full: CCN of every pair; rerank: CCN on the "
+                        "simplified top candidates")
+    p.add_argument("--topk", type=int_at_least(1), default=10, help="matches per query (default 10)")
+    p.add_argument("--rerank-depth", type=int_at_least(1), default=None,
                    help="rerank: simplified candidates re-scored by the CCN (default: --topk)")
     p.add_argument("--backend", choices=("auto", "faiss", "torch"), default="auto",
                    help="simplified stage: FAISS (optional package) or chunked torch; auto = "
                         "FAISS for large galleries when installed")
     p.add_argument("--checkpoint", default=None,
-                   help="checkpoint, if the one recorded in the index moved (same weights)")
+                   help="checkpoint, if the one recorded in the index moved (same weights; "
+                        "default: the recorded one)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--plot", default=None, metavar="OUT.png",
-                   help="save a picture of each query beside its top matches")
-    p.add_argument("--batch-size", type=int, default=64, help="query images per forward pass")
+                   help="save a picture of each query beside its top matches (default: none)")
+    p.add_argument("--batch-size", type=int_at_least(1), default=64,
+                   help="query images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
     from ..apps.index import discover_images
     from ..apps.search import save_match_figure, search_images
 
-    if args.topk < 1:
-        raise ConfigError(f"--topk: expected an integer ≥ 1, found {args.topk}")
+    check_device(args.device)
+    check_output_file(args.plot, "--plot")
     queries = [p for q in args.query for p in discover_images(q)]
-    result = search_images(args.index, queries, checkpoint=args.checkpoint,
-                           query_modality=args.modality, scoring=args.scoring, topk=args.topk,
-                           backend=args.backend, rerank_depth=args.rerank_depth,
-                           batch_size=args.batch_size, device=args.device)
+    try:
+        result = search_images(args.index, queries, checkpoint=args.checkpoint,
+                               query_modality=args.modality, scoring=args.scoring,
+                               topk=args.topk, backend=args.backend,
+                               rerank_depth=args.rerank_depth, batch_size=args.batch_size,
+                               device=args.device)
+    except DataError as exc:
+        # search has no --skip-corrupt: an undecodable query must not suggest it.
+        raise DataError(without_skip_hint(str(exc), "; remove or replace the query file")) \
+            from None
     if args.plot:
         save_match_figure(result, args.plot, max_matches=args.topk)
     if args.json:

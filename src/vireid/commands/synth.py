@@ -3,16 +3,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+from pathlib import Path
+
+from ..utils.atomic import OutputWriteError, describe_os_error
+from ._checks import int_at_least
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="generate a synthetic dataset in the SYSU-MM01 or RegDB layout")
-    p.add_argument("--layout", choices=("sysu", "regdb"), required=True)
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--ids", type=int, default=200, help="number of identities (default 200)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1, help="processes; the output does not depend on it")
+    p.add_argument("--layout", choices=("sysu", "regdb"), required=True,
+                   help="folder layout and split files of which real dataset")
+    p.add_argument("--out", required=True,
+                   help="output folder: new, empty, or holding a synthetic dataset of the same "
+                        "parameters (anything else is refused, so two datasets never mix)")
+    p.add_argument("--ids", type=int_at_least(2), default=200,
+                   help="number of identities (default 200; sysu needs ≥ 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    p.add_argument("--workers", type=int_at_least(1), default=1,
+                   help="processes; the output does not depend on it")
     p.add_argument("--difficulty", type=float, default=None,
                    help="scalar difficulty; default: the calibrated value (docs/synthetic.md)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -22,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..data.synthetic import DEFAULT_DIFFICULTY, generate
+    from ..data.synthetic import CLAIM_FILE, DEFAULT_DIFFICULTY, generate
 
     difficulty = DEFAULT_DIFFICULTY if args.difficulty is None else args.difficulty
     bar = tqdm(total=args.ids, unit="id", desc=f"synth {args.layout}", file=sys.stderr,
@@ -32,9 +42,26 @@ def run(args: argparse.Namespace) -> int:
         bar.n = done
         bar.refresh()
 
-    summary = generate(args.layout, args.out, args.ids, seed=args.seed, workers=args.workers,
-                       difficulty=difficulty, progress=progress)
-    bar.close()
+    out = Path(args.out)
+    fresh = not out.exists() or (out.is_dir() and not any(out.iterdir()))
+    try:
+        summary = generate(args.layout, out, args.ids, seed=args.seed, workers=args.workers,
+                           difficulty=difficulty, progress=progress)
+    except BaseException as exc:
+        # A dataset cut short (a full disk, Ctrl-C) in a folder this call started from
+        # nothing is removed, so no half-written dataset is left; a re-generation of an
+        # existing one is left for the next identical run to complete.
+        removed = fresh and (out / CLAIM_FILE).is_file()
+        if removed:
+            shutil.rmtree(out, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise OutputWriteError(
+                f"cannot write the synthetic dataset {out}: {describe_os_error(exc)}"
+                + ("; the partial dataset was removed" if removed else
+                   "; run the same command again to complete it")) from exc
+        raise
+    finally:
+        bar.close()
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:

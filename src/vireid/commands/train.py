@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..config import load_config, preset_or_path
 from ..errors import ConfigError
+from ._checks import check_device, check_output_folder, int_at_least
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue the run in RUN_DIR (or in -o) from checkpoints/last.pt")
     p.add_argument("--overwrite", action="store_true",
                    help="delete the run files in RUN_DIR and start over")
-    p.add_argument("--stop-after", type=int, default=None, metavar="EPOCHS",
-                   help="stop once this many epochs are done (schedule unchanged; --resume "
-                        "continues)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--stop-after", type=int_at_least(1), default=None, metavar="EPOCHS",
+                   help="stop once this many epochs (≥ 1) are done (schedule unchanged; "
+                        "--resume continues; default: train.epochs)")
+    p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="CPU threads for torch per process (sets train.threads; default: "
                         "torch's choice, or cores / processes under torchrun; fix it for runs "
                         "that must repeat bit for bit across machines)")
-    p.add_argument("--pair-groups", type=int, default=None, metavar="G",
+    p.add_argument("--pair-groups", type=int_at_least(1), default=None, metavar="G",
                    help="build pairs within G equal groups of each batch's identities "
                         "(default: the number of processes): one process with G=k computes "
                         "what a k-process torchrun run computes")
@@ -72,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise ConfigError("expected --config FILE or a preset name (e.g. --config cpu-synthetic)")
     cfg = load_config(cfg_path, overrides)
+    check_output_folder(run_dir, "-o")
+    if cfg.train.device == "cuda":  # "auto" falls back to the CPU by itself
+        check_device("cuda", "train.device")
     # Imported after validating the config, so that config errors come back without the
     # seconds torch takes to import.
     from ..utils import distributed as D

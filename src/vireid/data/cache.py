@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vireid.data.images import RESIZE_METHOD, decode_image
+from vireid.data.images import RESIZE_METHOD, decode_image, show_path
 from vireid.data.records import ImageRecord
 from vireid.utils.atomic import atomic_path, atomic_write_text
 from vireid.errors import DataError
@@ -54,8 +54,12 @@ def _fingerprint(root: Path, paths: Sequence[str], size: tuple[int, int]) -> str
         try:
             st = (root / rel).stat()
         except OSError as exc:
-            raise DataError(f"image listed for caching is missing: {root / rel} ({exc})") from None
-        h.update(f"\n{rel}\t{st.st_size}\t{st.st_mtime_ns}".encode())
+            kind = "a dangling symbolic link" if (root / rel).is_symlink() else "nothing"
+            raise DataError(f"image listed for caching is missing: expected a file at "
+                            f"{show_path(root / rel)}, found {kind}") from None
+        # os.fsencode: a file name that is not valid UTF-8 is hashed as its own bytes (the
+        # same bytes as .encode() for every UTF-8 name, so existing keys do not change).
+        h.update(b"\n" + os.fsencode(rel) + f"\t{st.st_size}\t{st.st_mtime_ns}".encode())
     return h.hexdigest()
 
 

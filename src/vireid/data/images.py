@@ -23,6 +23,29 @@ RESIZE_METHOD = "pil-bilinear"
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
+#: Ends the message of an undecodable image. Commands without such an option (search, index)
+#: remove it with :func:`without_skip_hint`.
+SKIP_HINT = " (--skip-corrupt / data.skip_corrupt=true skips such files)"
+
+
+def show_path(path: str | os.PathLike) -> str:
+    """A path for a message: as is when it is valid UTF-8, else the repr of its bytes (a file
+    name that is not UTF-8 reaches Python with lone surrogates, which cannot be printed)."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        return repr(text)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return repr(os.fsencode(text))
+
+
+def without_skip_hint(message: str, instead: str = "") -> str:
+    """``message`` with :data:`SKIP_HINT` replaced by ``instead``, for callers that offer no
+    ``--skip-corrupt`` (unchanged when the hint is absent)."""
+    return message.replace(SKIP_HINT, instead)
+
 
 def _scale_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
     """Map a high-bit-depth single-channel array to uint8.
@@ -80,6 +103,13 @@ def resize_rgb(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8).copy()
 
 
+def _is_empty(p: Path) -> bool:
+    try:
+        return p.stat().st_size == 0
+    except OSError:
+        return False
+
+
 def decode_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
     """Read one image file as RGB uint8.
 
@@ -101,13 +131,15 @@ def decode_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -
             img.load()
             arr = to_rgb_array(img)
     except FileNotFoundError:
-        raise DataError(f"image file not found: {p}") from None
+        kind = "a dangling symbolic link" if p.is_symlink() else "nothing"
+        raise DataError(f"image file not found: expected an image at {show_path(p)}, found "
+                        f"{kind}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot decode image {p}: expected a readable image file, found "
-                        f"{type(exc).__name__}: {exc} (--skip-corrupt / data.skip_corrupt=true "
-                        f"skips such files)") from exc
+        found = "an empty (0-byte) file" if _is_empty(p) else f"{type(exc).__name__}: {exc}"
+        raise DataError(f"cannot decode image {show_path(p)}: expected a readable image file, "
+                        f"found {found}{SKIP_HINT}") from exc
     if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise DataError(f"image {p} decoded to an empty array of shape {arr.shape}")
+        raise DataError(f"image {show_path(p)} decoded to an empty array of shape {arr.shape}")
     if size is not None:
         arr = resize_rgb(arr, size)
     return arr

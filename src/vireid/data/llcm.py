@@ -7,6 +7,10 @@ What public code establishes (the DEEN release and its forks' ``data_loader.py``
     <root>/idx/test_id.txt                          first line: comma-separated test ids
     <root>/test_vis/cam1..cam9/<PPPP>/*.jpg         visible test images
     <root>/test_nir/cam1,2,4..9/<PPPP>/*.jpg        near-infrared test images (no cam3)
+    <root>/idx/test_vis.txt, idx/test_nir.txt       lines "<path relative to root> <label>"
+                                                    listing the test images (read by the
+                                                    DEEN release's visualisation scripts,
+                                                    camera = digit after the first "c0")
 
 The public code lists test images per sorted id, then camera, then sorted file name, and
 reads the camera from the ``camK`` folder and the id from the 4-digit folder.
@@ -61,6 +65,9 @@ class LlcmDataset:
     train: TrainSplit
     test_ids: list[int]
     index: dict[tuple[str, int, int], list[str]] = field(default_factory=dict)
+    #: Records of ``idx/test_vis.txt`` (rgb) / ``idx/test_nir.txt`` (ir) in file order, when
+    #: those files exist (the protocols use the folder tree, as DEEN's test code does).
+    test_lists: dict[str, list[ImageRecord]] = field(default_factory=dict)
 
     def cameras(self, modality: str) -> list[int]:
         return sorted({c for (m, c, _) in self.index if m == modality})
@@ -120,7 +127,12 @@ def load_llcm(root: str | os.PathLike, check_files: bool = True) -> LlcmDataset:
         if not have & set(test_ids):
             raise DataError(f"LLCM: no test images of the {len(test_ids)} ids of "
                             f"idx/test_id.txt under {root / dirname}/camK/PPPP/")
+    test_lists = {}
+    for modality, fname in ((RGB, "test_vis.txt"), (IR, "test_nir.txt")):
+        path = root / "idx" / fname
+        if path.is_file():
+            test_lists[modality] = _read_train_index(path, root, modality)
     log.info("LLCM at %s: %d train ids (%d vis, %d nir), %d test ids", root, len(labels),
              len(rgb), len(ir), len(test_ids))
     return LlcmDataset(root=root, train=TrainSplit(rgb=rgb, ir=ir, labels=labels),
-                       test_ids=test_ids, index=index)
+                       test_ids=test_ids, index=index, test_lists=test_lists)

@@ -119,7 +119,7 @@ def load_regdb(root: str | os.PathLike, check_files: bool = True) -> RegdbDatase
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"RegDB root not found: {root}")
-    found = sorted(p.name for p in root.iterdir())[:20]
+    found = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))[:20]
     for sub in ("Visible", "Thermal", "idx"):
         if not (root / sub).is_dir():
             raise DataError(f"not a RegDB folder: expected {root / sub}/ "

@@ -16,6 +16,7 @@ Determinism: every random draw comes from ``numpy.random.SeedSequence`` keyed by
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import multiprocessing as mp
@@ -28,15 +29,20 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from vireid.errors import ConfigError
+from vireid.utils.atomic import OutputWriteError, atomic_write_text, describe_os_error
 
 log = logging.getLogger(__name__)
 
-LAYOUTS = ("sysu", "regdb")
+LAYOUTS = ("sysu", "regdb", "llcm")
 _TAG_POOL, _TAG_ID, _TAG_CAM, _TAG_IMG, _TAG_PLAN = 11, 12, 13, 14, 15
 SYSU_RGB_CAMS = (1, 2, 4, 5)
 SYSU_IR_CAMS = (3, 6)
 # IR cameras whose JPEGs are written as 1-channel (mode L); the others as 3 equal channels.
 SYSU_IR_GRAYSCALE_FILE_CAMS = (6,)
+# LLCM: 9 visible cameras, 8 near-infrared ones (no NIR cam3), as the DEEN test code lists them.
+LLCM_VIS_CAMS = tuple(range(1, 10))
+LLCM_NIR_CAMS = (1, 2, 4, 5, 6, 7, 8, 9)
+_LLCM_NIR_KEY = 100  # camera-appearance key offset of NIR cameras (vis cam k: k, nir: 100+k)
 
 
 @dataclass(frozen=True)
@@ -513,13 +519,6 @@ def _run_job(job: _Job) -> int:
     return len(job.images)
 
 
-def _write_text(path: Path, text: str) -> None:
-    from vireid.utils.atomic import atomic_write_text
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)
-
-
 def _size(r: np.random.Generator, h: int, w: int, jitter: float) -> tuple[int, int]:
     s = 1.0 + r.uniform(-jitter, jitter)
     a = 1.0 + r.uniform(-0.08, 0.08)
@@ -567,16 +566,106 @@ def _plan_sysu(seed: int, ids: int, imgs: tuple[int, int], rgb_hw, ir_hw):
     return train, val, test, plan
 
 
+def _plan_llcm(seed: int, ids: int, imgs: tuple[int, int], rgb_hw, ir_hw, out: Path):
+    """LLCM layout (as the DEEN code reads it): jobs and index files.
+
+    ``vis/PPPP/`` and ``nir/PPPP/`` hold training images listed in ``idx/train_vis.txt`` /
+    ``idx/train_nir.txt`` (``<relative path> <label>``, labels 0..K-1 by increasing id);
+    ``test_vis/camK/PPPP/`` and ``test_nir/camK/PPPP/`` the test images of the ids of
+    ``idx/test_id.txt`` (also listed in ``idx/test_vis.txt`` / ``idx/test_nir.txt`` as
+    ``<relative path> <pid>``). File names ``PPPP_cKK_sSSSSSS_fFFFF_{vis,nir}.jpg``. About a
+    third of the ids are test ids (LLCM: 351 of 1064).
+    """
+    r = _rng(seed, _TAG_PLAN, 5)
+    pids = [int(p) for p in r.permutation(np.arange(1, ids + 1))]
+    n_test = max(1, int(round(ids * 351 / 1064)))
+    if ids - n_test < 2:
+        n_test = ids - 2
+    test, train = sorted(pids[:n_test]), sorted(pids[n_test:])
+    label = {p: i for i, p in enumerate(train)}
+    jobs, lists = [], {k: [] for k in ("train_vis", "train_nir", "test_vis", "test_nir")}
+    for pid in range(1, ids + 1):
+        rp = _rng(seed, _TAG_PLAN, 6, pid)
+        vis = [c for c in LLCM_VIS_CAMS if rp.random() < 0.4] or [int(rp.choice(LLCM_VIS_CAMS))]
+        nir = [c for c in LLCM_NIR_CAMS if rp.random() < 0.4] or [int(rp.choice(LLCM_NIR_CAMS))]
+        items, index = [], 0
+        for mod, cam_list, hw in (("vis", vis, rgb_hw), ("nir", nir, ir_hw)):
+            for c in cam_list:
+                for _ in range(int(rp.integers(imgs[0], imgs[1] + 1))):
+                    scene, frame = int(rp.integers(100000, 240000)), int(rp.integers(0, 10000))
+                    name = f"{pid:04d}_c{c:02d}_s{scene:06d}_f{frame:04d}_{mod}.jpg"
+                    if pid in label:
+                        rel = f"{mod}/{pid:04d}/{name}"
+                        lists[f"train_{mod}"].append(f"{rel} {label[pid]}")
+                    else:
+                        rel = f"test_{mod}/cam{c}/{pid:04d}/{name}"
+                        lists[f"test_{mod}"].append(f"{rel} {pid}")
+                    key = c if mod == "vis" else _LLCM_NIR_KEY + c
+                    items.append((rel, key, False, _size(rp, hw[0], hw[1], 0.15), index, "jpg"))
+                    index += 1
+        jobs.append(_Job(seed, pid, str(out), tuple(items)))
+    for name, lines in lists.items():
+        atomic_write_text(out / "idx" / f"{name}.txt", "\n".join(sorted(lines)) + "\n")
+    atomic_write_text(out / "idx" / "test_id.txt", ",".join(str(p) for p in test) + "\n")
+    for d in ("test_vis", "test_nir"):
+        (out / d).mkdir(exist_ok=True)
+    return jobs, {"train_ids": len(train), "test_ids": len(test)}
+
+
+#: Written into every synthetic dataset folder: the parameters it was generated with.
+CLAIM_FILE = ".vireid-synth.json"
+
+
+def _claim_output(out: Path, params: dict) -> None:
+    """Make ``out`` ready for a dataset of ``params``, or refuse it.
+
+    A folder that is empty, missing, or holds a synthetic dataset of the *same* parameters
+    (a re-run gives the same bytes, and completes a run that was cut short) is accepted.
+    A file, a folder with other content, or a synthetic dataset of other parameters (other
+    seed, size or layout: the two would silently mix) is refused with ConfigError. The
+    parameters are recorded (``complete: false``) before the first image is written.
+    """
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: expected a folder (or a new name), found a file")
+    if out.is_dir() and any(out.iterdir()):
+        claim = out / CLAIM_FILE
+        try:
+            theirs = json.loads(claim.read_text(encoding="utf-8")) if claim.is_file() else None
+        except (OSError, ValueError):
+            theirs = None
+        if not isinstance(theirs, dict):
+            found = sorted(p.name for p in out.iterdir())[:6]
+            raise ConfigError(f"--out {out}: expected an empty folder (or one written by vireid "
+                              f"synth with the same parameters), found other files: {found}")
+        diff = [f"{key}={theirs.get(key)!r}" for key in params if theirs.get(key) != params[key]]
+        if diff:
+            raise ConfigError(
+                f"--out {out} holds a synthetic dataset of other parameters "
+                f"({', '.join(diff[:4])}); expected the same parameters to re-generate it, "
+                f"found " + ", ".join(f"{key}={params[key]!r}" for key in params
+                                      if theirs.get(key) != params[key])[:300]
+                + "; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteError(f"cannot create the dataset folder {out}: "
+                               f"{describe_os_error(exc)}") from exc
+    atomic_write_text(out / CLAIM_FILE, json.dumps(dict(params, complete=False), indent=1) + "\n")
+
+
 def generate(layout: str, out: str | os.PathLike, ids: int, seed: int = 0, workers: int = 1,
              difficulty: float = DEFAULT_DIFFICULTY, knobs: Knobs | None = None,
              images_per_camera: tuple[int, int] = (4, 8),
              rgb_size: tuple[int, int] | None = None, ir_size: tuple[int, int] | None = None,
              progress: Callable[[int, int], None] | None = None) -> dict:
-    """Write a synthetic dataset in the real layout of SYSU-MM01 or RegDB.
+    """Write a synthetic dataset in the real layout of SYSU-MM01, RegDB or LLCM.
 
     Args:
-        layout: ``"sysu"`` or ``"regdb"``.
-        out: output folder (created; existing files of the same names are replaced).
+        layout: ``"sysu"``, ``"regdb"`` or ``"llcm"`` (see :func:`_plan_llcm`).
+        out: output folder (created). It must be empty, or hold a synthetic dataset of the
+            same parameters (re-generated in place); anything else is refused (ConfigError),
+            so that two datasets never mix.
         ids: number of identities (SYSU: id folders, ~5 % of them listed in no split; RegDB:
             identities, split half/half per trial).
         seed: master seed; the output bytes depend only on it and the arguments.
@@ -593,17 +682,21 @@ def generate(layout: str, out: str | os.PathLike, ids: int, seed: int = 0, worke
     """
     if layout not in LAYOUTS:
         raise ConfigError(f"synthetic layout must be one of {LAYOUTS}, got {layout!r}")
-    if not isinstance(ids, int) or ids < (4 if layout == "sysu" else 2):
-        raise ConfigError(f"synthetic {layout} layout needs ids >= "
-                          f"{4 if layout == 'sysu' else 2}, got {ids!r}")
+    min_ids = {"sysu": 4, "regdb": 2, "llcm": 3}[layout]
+    if not isinstance(ids, int) or ids < min_ids:
+        raise ConfigError(f"synthetic {layout} layout needs ids >= {min_ids}, got {ids!r}")
     lo, hi = images_per_camera
     if not 1 <= lo <= hi:
         raise ConfigError(f"images_per_camera must be (min, max) with 1 <= min <= max, "
                           f"got {images_per_camera}")
     k = knobs if knobs is not None else knobs_for(difficulty)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     seed = int(seed)
+    params = {"layout": layout, "ids": ids, "seed": seed, "knobs": asdict(k),
+              "images_per_camera": [lo, hi],
+              "rgb_size": list(rgb_size) if rgb_size else None,
+              "ir_size": list(ir_size) if ir_size else None}
+    _claim_output(out, params)
     if layout == "sysu":
         rgb_hw, ir_hw = rgb_size or (192, 80), ir_size or (128, 56)
         cams = {c: _camera(seed, c, c in SYSU_IR_CAMS) for c in range(1, 7)}
@@ -619,9 +712,15 @@ def generate(layout: str, out: str | os.PathLike, ids: int, seed: int = 0, worke
         for c in range(1, 7):
             (out / f"cam{c}").mkdir(exist_ok=True)
         for name, lst in (("train_id.txt", train), ("val_id.txt", val), ("test_id.txt", test)):
-            _write_text(out / "exp" / name, ",".join(str(p) for p in lst) + "\n")
+            atomic_write_text(out / "exp" / name, ",".join(str(p) for p in lst) + "\n")
         extra = {"train_ids": len(train), "val_ids": len(val), "test_ids": len(test),
                  "unlisted_ids": ids - len(train) - len(val) - len(test)}
+    elif layout == "llcm":
+        rgb_hw, ir_hw = rgb_size or (192, 80), ir_size or (192, 80)
+        cams = {c: _camera(seed, c, False) for c in LLCM_VIS_CAMS}
+        cams.update({_LLCM_NIR_KEY + c: _camera(seed, _LLCM_NIR_KEY + c, True)
+                     for c in LLCM_NIR_CAMS})
+        jobs, extra = _plan_llcm(seed, ids, (lo, hi), rgb_hw, ir_hw, out)
     else:
         rgb_hw, ir_hw = rgb_size or (128, 64), ir_size or (120, 56)
         cams = {1: _camera(seed, 1, False), 2: _camera(seed, 2, True)}
@@ -656,7 +755,7 @@ def generate(layout: str, out: str | os.PathLike, ids: int, seed: int = 0, worke
                 for mod, word in (("v", "visible"), ("t", "thermal")):
                     lines = [f"{rel} {label}" for label, pid in enumerate(sids)
                              for rel in names[pid][mod]]
-                    _write_text(out / "idx" / f"{split}_{word}_{t}.txt", "\n".join(lines) + "\n")
+                    atomic_write_text(out / "idx" / f"{split}_{word}_{t}.txt", "\n".join(lines) + "\n")
         extra = {"train_ids_per_trial": ids // 2, "test_ids_per_trial": ids - ids // 2}
 
     total = sum(len(j.images) for j in jobs)
@@ -677,6 +776,7 @@ def generate(layout: str, out: str | os.PathLike, ids: int, seed: int = 0, worke
             done += 1
             if progress is not None:
                 progress(done, len(jobs))
+    atomic_write_text(out / CLAIM_FILE, json.dumps(dict(params, complete=True), indent=1) + "\n")
     return {"layout": layout, "out": str(out), "ids": ids, "images": total, "seed": seed,
             "knobs": asdict(k), **extra}
 

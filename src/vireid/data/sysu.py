@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vireid.data.images import show_path
 from vireid.data.records import IR, RGB, ImageRecord, TrainSplit
 from vireid.errors import DataError
 
@@ -64,18 +65,27 @@ def read_id_line(path: Path) -> list[int]:
     return sorted(ids)
 
 
-def _scan_camera(cam_dir: Path) -> dict[int, list[str]]:
-    """``{pid: sorted image file names}`` of one camera folder (non-numeric folders ignored)."""
+def _scan_camera(cam_dir: Path, dangling: list[str] | None = None) -> dict[int, list[str]]:
+    """``{pid: sorted image file names}`` of one camera folder (non-numeric folders ignored).
+
+    Image names that are symbolic links to nothing are left out and appended to
+    ``dangling`` (as paths), so the caller can report them with a count.
+    """
     out: dict[int, list[str]] = {}
     with os.scandir(cam_dir) as it:
         for entry in it:
             if not entry.is_dir() or not entry.name.isdigit():
                 continue
-            files = sorted(f.name for f in os.scandir(entry.path)
-                           if f.is_file() and not f.name.startswith(".")
-                           and f.name.lower().endswith(IMAGE_EXTENSIONS))
+            files = []
+            for f in os.scandir(entry.path):
+                if f.name.startswith(".") or not f.name.lower().endswith(IMAGE_EXTENSIONS):
+                    continue
+                if f.is_file():
+                    files.append(f.name)
+                elif f.is_symlink() and dangling is not None:
+                    dangling.append(f.path)
             if files:
-                out[int(entry.name)] = files
+                out[int(entry.name)] = sorted(files)
     return out
 
 
@@ -164,7 +174,7 @@ def load_sysu(root: str | os.PathLike) -> SysuDataset:
             folder in any camera; the message says what was expected where and what was found.
     """
     root = _resolve_root(Path(root))
-    found = sorted(p.name for p in root.iterdir())
+    found = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
     cam_dirs = {c: root / f"cam{c}" for c in CAMERAS}
     missing_cams = [f"cam{c}" for c, d in cam_dirs.items() if not d.is_dir()]
     if missing_cams:
@@ -180,9 +190,15 @@ def load_sysu(root: str | os.PathLike) -> SysuDataset:
                         f"(e.g. {sorted(overlap)[:5]}); the splits must be disjoint")
 
     index: dict[tuple[int, int], list[str]] = {}
+    dangling: list[str] = []
     for cam, d in cam_dirs.items():
-        for pid, files in _scan_camera(d).items():
+        for pid, files in _scan_camera(d, dangling).items():
             index[(cam, pid)] = files
+    if dangling:
+        # Never silent: a link whose target is gone is an image the user thinks is there.
+        log.warning("SYSU-MM01: ignoring %d image link(s) whose target does not exist "
+                    "(dangling symbolic links), e.g. %s", len(dangling),
+                    ", ".join(show_path(x) for x in sorted(dangling)[:3]))
     if not index:
         raise DataError(f"no images found: expected {root}/camK/PPPP/NNNN.jpg folders, "
                         f"all six camera folders are empty")

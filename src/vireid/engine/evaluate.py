@@ -37,19 +37,23 @@ import numpy as np
 import torch
 
 from vireid.data.records import IR, RGB, EvalSplit, ImageRecord
-from vireid.engine.checkpoint import load_model_from_checkpoint
+from vireid.data.registry import get_dataset, load_dataset
+from vireid.engine.checkpoint import arch_differences, load_model_from_checkpoint
 from vireid.engine.features import (FeatureSet, drop_paths, extract_features, load_features,
                                     open_images, save_features)
 from vireid.errors import CheckpointError, ConfigError, DataError
 from vireid.evaluation.metrics import cmc_map, eval_regdb, eval_sysu
-from vireid.evaluation.protocols import aggregate, build_split, evaluate_split, get_protocol
+from vireid.evaluation.protocols import (PROTOCOLS, aggregate, build_split, evaluate_split,
+                                         get_protocol)
+from vireid.scoring.scorers import (SCORING_MODES, full_pair_fn, query_side,
+                                    score_full, score_rerank, score_simplified)
+from vireid.scoring.sharded import rerank_sharded, score_sharded
+from vireid.utils import distributed
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
-SCORINGS = ("simplified", "full", "rerank")
 METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
-DEFAULT_PROTOCOL = {"sysu": "sysu-all", "regdb": "regdb-v2t", "llcm": "llcm-v2i"}
 
 
 # --------------------------------------------------------------------------- models
@@ -67,12 +71,6 @@ class _Model:
         self.selection = (self.meta.get("extra") or {}).get("selection", self.cfg.train.selection)
 
 
-def _is_main() -> bool:
-    from vireid.utils import distributed
-
-    return distributed.is_main()
-
-
 def _check_models(models: list[_Model]) -> None:
     first = models[0]
     for m in models[1:]:
@@ -80,8 +78,6 @@ def _check_models(models: list[_Model]) -> None:
             raise CheckpointError(f"checkpoints of different datasets: {first.path} was trained on "
                                   f"{first.dataset}, {m.path} on {m.dataset}")
         if m.arch_digest != first.arch_digest or m.meta["num_classes"] != first.meta["num_classes"]:
-            from vireid.engine.checkpoint import arch_differences
-
             diffs = arch_differences(m.cfg, first.cfg)
             if m.meta["num_classes"] != first.meta["num_classes"]:
                 diffs.append(f"num_classes: {m.meta['num_classes']} vs {first.meta['num_classes']}")
@@ -90,9 +86,7 @@ def _check_models(models: list[_Model]) -> None:
 
 
 def _resolve_protocol(dataset: str, protocol: Optional[str]) -> str:
-    from vireid.evaluation.protocols import PROTOCOLS
-
-    name = protocol or DEFAULT_PROTOCOL.get(dataset, "")
+    name = protocol or get_dataset(dataset).default_protocol
     if name not in PROTOCOLS and f"{dataset}-{name}" in PROTOCOLS:
         name = f"{dataset}-{name}"
     proto = get_protocol(name)
@@ -104,8 +98,6 @@ def _resolve_protocol(dataset: str, protocol: Optional[str]) -> str:
 
 
 def _load_dataset(dataset: str, root: PathLike, ckpt_path: str) -> Any:
-    from vireid.evaluation.summary import load_dataset
-
     try:
         return load_dataset(dataset, root)
     except DataError as exc:
@@ -118,32 +110,23 @@ MIXED = "mixed"
 
 
 def _query_side(split: EvalSplit) -> str:
-    """CCN side of the queries: "a" is the RGB side of a pair, "b" the IR side; "mixed" when
-    query or gallery holds both modalities (open set: each block is scored on its own)."""
+    """CCN side of the queries (:func:`vireid.scoring.scorers.query_side`); "mixed" when query
+    or gallery holds both modalities (open set: each block is scored on its own)."""
     q = {r.modality for r in split.query}
     g = {r.modality for r in split.gallery}
-    if q == {IR} and g == {RGB}:
-        return "b"
-    if q == {RGB} and g == {IR}:
-        return "a"
+    if len(q) == 1 and len(g) == 1:
+        return query_side(q.pop(), g.pop())
     return MIXED
 
 
-def _pair_side(query_modality: str, gallery_modality: str) -> str:
-    """The CCN side of a query against one gallery image (docs/architecture.md): the RGB image
-    of a cross-modality pair is side "a"; a same-modality pair puts its first image, the
-    query, on side "a"."""
-    return "b" if (query_modality, gallery_modality) == (IR, RGB) else "a"
-
-
 def _score_full_blocks(full_fn: Callable[..., Any], ccn: Any, q: FeatureSet, g: FeatureSet,
-                       query_side: str, chunk_size: int,
+                       side: str, chunk_size: int,
                        device: Union[str, torch.device]) -> torch.Tensor:
     """D (Q, G) of every query-gallery pair; with mixed modalities, one ``full_fn`` call per
     (query modality, gallery modality) block, each with its own query side."""
-    if query_side != MIXED:
+    if side != MIXED:
         return torch.as_tensor(full_fn(ccn, q.F.to(device), g.F.to(device),
-                                       query_side=query_side, chunk_size=chunk_size)).cpu()
+                                       query_side=side, chunk_size=chunk_size)).cpu()
     D = torch.empty(len(q), len(g))
     qm, gm = np.asarray(q.modalities), np.asarray(g.modalities)
     for mq in (RGB, IR):
@@ -152,15 +135,9 @@ def _score_full_blocks(full_fn: Callable[..., Any], ccn: Any, q: FeatureSet, g: 
             gi = np.flatnonzero(gm == mg)
             if qi.size and gi.size:
                 block = full_fn(ccn, q.F[qi].to(device), g.F[gi].to(device),
-                                query_side=_pair_side(mq, mg), chunk_size=chunk_size)
+                                query_side=query_side(mq, mg), chunk_size=chunk_size)
                 D[np.ix_(qi, gi)] = torch.as_tensor(block).cpu()
     return D
-
-
-def _scorers() -> Any:
-    from vireid.scoring import scorers as scoring
-
-    return scoring
 
 
 def _score_all_modes(modes: Sequence[str], model: Optional[torch.nn.Module], q: FeatureSet,
@@ -172,10 +149,9 @@ def _score_all_modes(modes: Sequence[str], model: Optional[torch.nn.Module], q: 
     D (Q, G) for "full" (lower = closer) and, for "rerank", a function ``cols -> dist``
     giving the rerank distance over a trial's gallery columns (top-K depends on the gallery).
     """
-    sc = _scorers()
     out: dict[str, tuple[Any, float]] = {}
     t0 = time.perf_counter()
-    S = torch.as_tensor(sc.score_simplified(q.G, g.G))
+    S = torch.as_tensor(score_simplified(q.G, g.G))
     t_s = time.perf_counter() - t0
     out["simplified"] = (S, t_s)
     D = None
@@ -187,9 +163,9 @@ def _score_all_modes(modes: Sequence[str], model: Optional[torch.nn.Module], q: 
             if dist_world_size() > 1:
                 # Query rows split across ranks at chunk boundaries: bit-identical to one
                 # process; every rank gets the whole matrix (metrics are cheap).
-                from vireid.scoring.sharded import score_sharded as full_fn
+                full_fn = score_sharded
             else:
-                full_fn = sc.score_full
+                full_fn = score_full
             D = _score_full_blocks(full_fn, model.ccn, q, g, query_side, chunk_size, device)
         out["full"] = (D, time.perf_counter() - t0)
     if "rerank" in modes:
@@ -202,16 +178,14 @@ def _score_all_modes(modes: Sequence[str], model: Optional[torch.nn.Module], q: 
             if D is not None:
                 d_fn = _table_d_fn(D[:, idx])
             else:  # rerank alone: D_RI of the top-K pairs only
-                d_fn = sc.full_pair_fn(model.ccn, q.F.to(device), g.F[idx].to(device), query_side)
+                d_fn = full_pair_fn(model.ccn, q.F.to(device), g.F[idx].to(device), query_side)
                 if dist_world_size() > 1:
-                    from vireid.scoring.sharded import rerank_sharded
-
                     with torch.no_grad():
                         out_t = rerank_sharded(s_t, d_fn, topk, chunk_size=chunk_size)
                     assert out_t is not None
                     return torch.as_tensor(out_t)
             with torch.no_grad():
-                return torch.as_tensor(sc.score_rerank(s_t, d_fn, topk))
+                return torch.as_tensor(score_rerank(s_t, d_fn, topk))
 
         # Mixed modalities: rerank reads the full table, so its time includes computing it.
         t_d = out["full"][1] if query_side == MIXED else 0.0
@@ -221,8 +195,6 @@ def _score_all_modes(modes: Sequence[str], model: Optional[torch.nn.Module], q: 
 
 def dist_world_size() -> int:
     """Ranks of the torchrun process group (1 without one)."""
-    from vireid.utils import distributed
-
     return distributed.world_size()
 
 
@@ -314,10 +286,10 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
     query rows (:mod:`vireid.scoring.sharded`); every rank gets the same, single-process
     result.
     """
-    if scoring not in SCORINGS + ("all",):
+    if scoring not in (*SCORING_MODES, "all"):
         raise ConfigError(f"scoring: found {scoring!r}; allowed values: "
-                          f"{', '.join(SCORINGS + ('all',))}")
-    modes = list(SCORINGS) if scoring == "all" else [scoring]
+                          f"{', '.join((*SCORING_MODES, 'all'))}")
+    modes = list(SCORING_MODES) if scoring == "all" else [scoring]
     if not checkpoints:
         raise ConfigError("expected at least one checkpoint (--checkpoint CKPT)")
     models = [_Model(p, device) for p in checkpoints]
@@ -384,7 +356,7 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
             feats, splits = _extract_union(model, splits, data_root, flip, batch_size, device,
                                            use_cache, cache_dir, skip_corrupt)
         t_feat += time.perf_counter() - t0
-        if save_features_path is not None and _is_main():
+        if save_features_path is not None and distributed.is_main():
             out = Path(save_features_path)
             if len(groups) > 1:
                 out = out.with_name(f"{out.stem}.trial{group_trials[0]}{out.suffix or '.pt'}")

@@ -194,9 +194,11 @@ class LocalStep:
 
     def pin_memory(self) -> "LocalStep":
         """Page-locked copy (DataLoader's ``pin_memory`` calls this), for non-blocking copies."""
-        return LocalStep(self.x_rgb.pin_memory(), self.x_ir.pin_memory(),
-                         self.y_rgb.pin_memory(), self.y_ir.pin_memory(),
-                         {k: tuple(t.pin_memory() for t in v) for k, v in self.pairs.items()})  # type: ignore[misc]
+        return self._map(torch.Tensor.pin_memory)
+
+    def _map(self, fn: Any) -> "LocalStep":
+        return LocalStep(fn(self.x_rgb), fn(self.x_ir), fn(self.y_rgb), fn(self.y_ir),
+                         {k: tuple(fn(t) for t in v) for k, v in self.pairs.items()})  # type: ignore[misc]
 
 
 def build_local_step(idx: np.ndarray, images: Any, n_rgb: int, labels_rgb: Tensor,

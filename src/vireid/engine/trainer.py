@@ -251,10 +251,13 @@ def _steps(s: TrainState, source: StepSource) -> Iterator[LocalStep]:
     workers = s.cfg.data.workers
     if workers == 0:
         return (source[k] for k in keys)
+    # Its own generator: a DataLoader draws its workers' base seed from the one it is given,
+    # and drawing it from the global RNG would change what a resumed run restores.
     loader = torch.utils.data.DataLoader(source, batch_size=None, sampler=keys,
                                          num_workers=workers, collate_fn=_as_is,
                                          pin_memory=s.device.type == "cuda",
-                                         prefetch_factor=2)
+                                         prefetch_factor=2,
+                                         generator=torch.Generator().manual_seed(0))
     return iter(loader)
 
 

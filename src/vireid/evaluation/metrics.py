@@ -21,10 +21,24 @@ CMC/mAP; in short:
   curve is padded with its last value (which leaves every case the reference can run
   unchanged).
 
+:func:`eval_llcm` is the DEEN release's LLCM variant of ``eval_sysu``: the same identity-collapsed
+CMC and AP/INP, but its removal rule drops the gallery items with the query's identity *and*
+camera number (LLCM's visible and near-infrared cameras share the numbers 1..9).
+
+:func:`cmc_map` is the textbook variant (used for the open-set protocol): same ranking, AP and
+INP, but the Market-1501 removal rule (same identity *and* same camera) and no identity
+collapsing.
+
+One ranking kernel, :func:`_rank_queries`, does the work of all four: it orders the rows once,
+drops the gallery items a query's *removal key* selects (a query drops every gallery item whose
+key equals its own), and computes per query the first hit, AP and INP -- and, on request, the
+identity-collapsed rank. The public functions only state their removal keys, whether the CMC is
+collapsed, and how long the curve is.
+
 Exactness: AP sums are computed with the same float64 operations and the same summation
 order as the reference (numpy's pairwise sum over each query's kept list, which is why kept
-lists are compacted before summing rather than masked), so mAP/mINP match bit for bit, and the
-CMC is the same float32 division of exact integer counts.
+lists are compacted before summing rather than masked), so mAP/mINP match a per-query loop bit
+for bit, and the CMC is the same float32 division of exact integer counts.
 
 All functions take a distance: lower = closer (callers pass e.g. the negative cosine
 similarity).
@@ -32,7 +46,7 @@ similarity).
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -44,6 +58,7 @@ __all__ = [
     "NoValidQueryError",
     "eval_sysu",
     "eval_regdb",
+    "eval_llcm",
     "cmc_map",
     "SYSU_REMOVE_QUERY_CAM",
     "SYSU_REMOVE_GALLERY_CAM",
@@ -141,17 +156,142 @@ def _ap_inp(matches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ap, inp
 
 
-def _cmc_from_first_rank(first: np.ndarray, valid: np.ndarray, length: int) -> np.ndarray:
-    """CMC (length,) float32 from each valid query's 0-based rank of its first hit.
+def _identity_codes(q_pids: np.ndarray, g_pids: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Small integer codes 0..P-1 of the gallery identities; -1 for a query id absent from it.
 
-    Each valid curve is 0 before ``first`` and 1 from it on; invalid queries add nothing. The
-    reference sums float32 0/1 curves (exact integer counts) and divides by the number of
-    valid queries as a Python float, i.e. a float32 division: reproduced literally.
+    Returns (q_code (Q,), g_code (G,), P). Code equality <=> identity equality, so matches are
+    unchanged; the codes are narrow because the (Q, G) gathers and compares are memory-bound.
     """
-    num_valid = int(valid.sum())
-    counts = np.bincount(first[valid], minlength=length)[:length]
-    curve = np.cumsum(counts).astype(np.float32)
-    return curve / float(num_valid)
+    uniq, g_code = np.unique(g_pids, return_inverse=True)
+    g_code = g_code.reshape(-1).astype(np.int16 if len(uniq) < 2**15 else np.int64)
+    pos = np.minimum(np.searchsorted(uniq, q_pids), len(uniq) - 1)
+    q_code = np.where(uniq[pos] == q_pids, pos, -1).astype(g_code.dtype)
+    return q_code, g_code, len(uniq)
+
+
+def _removal_groups(num_q: int, q_key: np.ndarray | None, g_key: np.ndarray | None):
+    """Yield ``(rows, dropped)``: the query numbers (R,) sharing one removal key, ascending,
+    and the (G,) bool mask of the gallery items they drop (None when they drop nothing)."""
+    if q_key is None:
+        yield np.arange(num_q), None
+        return
+    keys, group_of_row = np.unique(q_key, return_inverse=True)
+    group_of_row = group_of_row.reshape(-1)
+    rows_by_group = np.argsort(group_of_row, kind="stable")
+    stops = np.cumsum(np.bincount(group_of_row, minlength=len(keys)))
+    for key, start, stop in zip(keys, np.r_[0, stops[:-1]], stops):
+        dropped = g_key == key  # built per group: a (groups, G) table can be large
+        yield rows_by_group[start:stop], (dropped if dropped.any() else None)
+
+
+def _pair_keys(
+    q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray, g_camids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Removal keys of the "same identity *and* same camera" rule: (q_key (Q,), g_key (G,)).
+
+    The key is the (identity, camera) pair, numbered over query and gallery together, so two
+    keys are equal exactly when both the identities and the camera numbers are equal.
+    """
+    _, pid_code = np.unique(np.concatenate([q_pids, g_pids]), return_inverse=True)
+    cams, cam_code = np.unique(np.concatenate([q_camids, g_camids]), return_inverse=True)
+    pair_code = pid_code.reshape(-1).astype(np.int64) * len(cams) + cam_code.reshape(-1)
+    return pair_code[: len(q_pids)], pair_code[len(q_pids):]
+
+
+class _PerQuery(NamedTuple):
+    """What the kernel finds for each query; every field is (Q,)."""
+
+    valid: np.ndarray  # bool: a true match is among the kept items
+    first: np.ndarray  # int64: 0-based CMC rank of the first true match (0 where not valid)
+    length: np.ndarray  # int64: entries of the query's CMC list (kept items or distinct ids)
+    ap: np.ndarray  # float64 (0 where not valid)
+    inp: np.ndarray  # float64 (0 where not valid)
+
+
+def _rank_queries(
+    distmat: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_key: np.ndarray | None = None,
+    g_key: np.ndarray | None = None,
+    collapse_ids: bool = False,
+) -> _PerQuery:
+    """The ranking kernel shared by :func:`eval_sysu`, :func:`eval_regdb`, :func:`eval_llcm` and
+    :func:`cmc_map`.
+
+    distmat: (Q, G) distances, lower = closer; q_pids (Q,), g_pids (G,).
+    Removal: query i drops every gallery item j with ``g_key[j] == q_key[i]`` (q_key (Q,),
+    g_key (G,) integer keys; None = nothing is dropped). Queries with the same key drop the same
+    items, so each key's queries are one group whose kept lists share one length: a group is
+    compacted into a dense (rows, kept) block, which keeps the reference's per-query pairwise
+    summation order (masking would insert zeros and regroup the sum).
+    collapse_ids: the CMC rank of the first hit is the number of *distinct* identities ranked
+    before it (SYSU's CMC) instead of the number of items, and ``length`` counts distinct ids.
+    Rows are ordered once with ``np.argsort(distmat, axis=1)``: numpy's default (unstable)
+    sort on the matrix as given, so ties break as in the reference.
+    """
+    num_q, num_g = distmat.shape
+    indices = np.argsort(distmat, axis=1)  # once, unstable default kind: the reference's ties
+    q_code, g_code, num_ids = _identity_codes(q_pids, g_pids)
+
+    valid = np.zeros(num_q, dtype=bool)
+    first = np.zeros(num_q, dtype=np.int64)
+    length = np.zeros(num_q, dtype=np.int64)
+    ap = np.zeros(num_q)
+    inp = np.zeros(num_q)
+
+    for rows, dropped in _removal_groups(num_q, q_key, g_key):
+        if dropped is None:
+            num_kept = num_g
+            ids_kept = num_ids
+        else:
+            num_kept = num_g - int(dropped.sum())
+            ids_kept = int(np.unique(g_code[~dropped]).size)
+        length[rows] = ids_kept if collapse_ids else num_kept
+        if num_kept == 0:  # every gallery item dropped: nothing to rank, the queries are invalid
+            continue
+        for blk in _row_blocks(len(rows), num_g):
+            out = rows[blk]  # query numbers of this block
+            idx = indices[out]  # (R, G) ranked gallery indices of these queries
+            if dropped is not None:
+                idx = idx[~dropped[idx]].reshape(idx.shape[0], num_kept)
+            codes = g_code[idx]  # (R, K) identity code of each kept ranked item
+            m = codes == q_code[out, None]  # a q_code of -1 (absent id) never matches
+            r_valid = m.any(axis=1)
+            r_first = np.argmax(m, axis=1)  # kept position of the first hit (0 if none)
+            if collapse_ids:
+                # Collapsed rank of the hit = number of distinct ids ranked before it: mark the
+                # ids of each row's prefix in a (R, P) table and count them.
+                prefix = np.arange(num_kept) < np.where(r_valid, r_first, 0)[:, None]
+                pr, pc = np.nonzero(prefix)
+                seen = np.zeros((idx.shape[0], num_ids), dtype=bool)
+                seen[pr, codes[pr, pc]] = True
+                r_first = seen.sum(axis=1)
+            valid[out] = r_valid
+            first[out] = np.where(r_valid, r_first, 0)
+            vsel = np.flatnonzero(r_valid)
+            if vsel.size:
+                ap[out[vsel]], inp[out[vsel]] = _ap_inp(m[vsel])
+    return _PerQuery(valid, first, length, ap, inp)
+
+
+def _summarise(
+    per_query: _PerQuery, cmc_length: int, no_valid_message: str
+) -> tuple[np.ndarray, float, float]:
+    """(cmc (cmc_length,) float32, mAP, mINP) over the valid queries.
+
+    Each valid curve is 0 before its first hit and 1 from it on (so a curve shorter than
+    ``cmc_length`` is padded with its last value); invalid queries add nothing. The reference
+    sums float32 0/1 curves (exact integer counts) and divides by the number of valid queries
+    as a Python float, i.e. a float32 division: reproduced literally. mAP/mINP: ``np.mean`` of
+    the valid queries' values in query order, as the reference's ``np.mean(list)``.
+    """
+    valid = per_query.valid
+    if not valid.any():
+        raise NoValidQueryError(no_valid_message)
+    counts = np.bincount(per_query.first[valid], minlength=cmc_length)[:cmc_length]
+    cmc = np.cumsum(counts).astype(np.float32) / float(int(valid.sum()))
+    return cmc, float(np.mean(per_query.ap[valid])), float(np.mean(per_query.inp[valid]))
 
 
 def eval_sysu(
@@ -162,9 +302,13 @@ def eval_sysu(
     g_camids: np.ndarray,
     max_rank: int = 20,
 ) -> tuple[np.ndarray, float, float]:
-    """SYSU-MM01 evaluation with the reference's semantics (see the module docstring).
+    """SYSU-MM01 evaluation with the reference's semantics (AGW's ``eval_sysu``).
 
     distmat: (Q, G) distances, lower = closer; q_pids, q_camids: (Q,); g_pids, g_camids: (G,).
+    Deviations from a textbook CMC (docs/protocols.md, rules 2, 3 and 7): a query from camera 3
+    drops every gallery image of camera 2 whatever its identity, and nothing else is dropped (no
+    same-id/same-camera rule); the CMC counts *distinct identities* (rank-k = the true id is
+    among the first k distinct ids of the kept list), while AP and INP use every kept item.
     Returns ``(cmc, mAP, mINP)``: cmc (L,) float32 with L = min(max_rank, G) unless every
     query sees fewer distinct identities (then the largest such count, as the reference);
     mAP and mINP as fractions in [0, 1].
@@ -175,76 +319,21 @@ def eval_sysu(
     )
     num_q, num_g = distmat.shape
     max_rank = _effective_max_rank(max_rank, num_g)
-    indices = np.argsort(distmat, axis=1)  # once, unstable default kind: the reference's ties
-
-    # Identity codes 0..P-1 of the gallery; a query's code is -1 when its id is absent.
-    uniq, g_code = np.unique(g_pids, return_inverse=True)
-    # Narrow codes: the (Q, G) gathers and compares below are memory-bound.
-    g_code = g_code.reshape(-1).astype(np.int16 if len(uniq) < 2**15 else np.int64)
-    q_pos_in_uniq = np.searchsorted(uniq, q_pids)
-    q_pos_in_uniq = np.minimum(q_pos_in_uniq, len(uniq) - 1)
-    q_code = np.where(uniq[q_pos_in_uniq] == q_pids, q_pos_in_uniq, -1).astype(g_code.dtype)
-
-    removed_cols = g_camids == SYSU_REMOVE_GALLERY_CAM
-    q_removes = (q_camids == SYSU_REMOVE_QUERY_CAM) & removed_cols.any()
-
-    ap = np.zeros(num_q)
-    inp = np.zeros(num_q)
-    valid = np.zeros(num_q, dtype=bool)
-    first_distinct = np.zeros(num_q, dtype=np.int64)  # rank of the true id among distinct ids
-    n_distinct = np.zeros(num_q, dtype=np.int64)  # distinct ids in the kept list
-
-    num_ids = len(uniq)
-    # Distinct ids in a kept list depend only on which columns are kept, i.e. on the group.
-    n_distinct_all = num_ids
-    n_distinct_removing = int(np.unique(g_code[~removed_cols]).size)
-    for blk in _row_blocks(num_q, num_g):
-        idx = indices[blk]
-        codes = g_code[idx]  # (rows, G) identity code of each ranked item
-        matches = codes == q_code[blk, None]  # q_code -1 (absent id) never matches
-        rem = q_removes[blk]
-        # Queries that remove columns all remove the same columns, so their kept lists share
-        # one length and are compacted into a dense block (the reference's exact AP summation
-        # order); the other queries keep everything.
-        for compact, group in ((True, rem), (False, ~rem)):
-            sel = np.flatnonzero(group)
-            if sel.size == 0:
-                continue
-            m, c = matches[sel], codes[sel]
-            if compact:
-                keep = ~removed_cols[idx[sel]]
-                m = m[keep].reshape(sel.size, -1)
-                c = c[keep].reshape(sel.size, -1)
-            out = blk.start + sel
-            if m.shape[1] == 0:  # every gallery item removed: nothing to rank
-                continue
-            g_valid = m.any(axis=1)
-            first = np.argmax(m, axis=1)  # kept position of the first hit
-            # Identity-collapsed rank of the hit = number of distinct ids ranked before it:
-            # mark the ids of each row's prefix in a (rows, P) table and count them.
-            prefix = np.arange(m.shape[1]) < np.where(g_valid, first, 0)[:, None]
-            pr, pc = np.nonzero(prefix)
-            seen = np.zeros((sel.size, num_ids), dtype=bool)
-            seen[pr, c[pr, pc]] = True
-            first_distinct[out] = seen.sum(axis=1)
-            n_distinct[out] = n_distinct_removing if compact else n_distinct_all
-            valid[out] = g_valid
-            vsel = np.flatnonzero(g_valid)
-            if vsel.size:
-                ap[out[vsel]], inp[out[vsel]] = _ap_inp(m[vsel])
-
-    if not valid.any():
-        raise NoValidQueryError(
-            f"none of the {num_q} queries has a true match among the {num_g} gallery images "
-            "(after removing cam2 gallery images for cam3 queries): are query and gallery "
-            "from the same test split?"
-        )
-    # Curves of all queries (valid or not) are max_rank long unless they see fewer distinct
-    # ids; the reference needs them all equally long, we pad to the longest.
-    length = int(np.minimum(n_distinct, max_rank).max())
-    cmc = _cmc_from_first_rank(first_distinct, valid, length)
-    # np.mean over the valid queries' values in query order = the reference's np.mean(list).
-    return cmc, float(np.mean(ap[valid])), float(np.mean(inp[valid]))
+    # Removal keys: cam2 gallery items carry key 1, cam3 queries drop key 1, other queries
+    # carry -1, which no gallery item has.
+    q_key = np.where(q_camids == SYSU_REMOVE_QUERY_CAM, 1, -1)
+    g_key = (g_camids == SYSU_REMOVE_GALLERY_CAM).astype(np.int64)
+    per_query = _rank_queries(distmat, q_pids, g_pids, q_key, g_key, collapse_ids=True)
+    # Every query's curve (valid or not) is max_rank long unless it sees fewer distinct ids;
+    # the reference needs them all equally long, we pad to the longest.
+    cmc_length = int(np.minimum(per_query.length, max_rank).max())
+    return _summarise(
+        per_query,
+        cmc_length,
+        f"none of the {num_q} queries has a true match among the {num_g} gallery images "
+        "(after removing cam2 gallery images for cam3 queries): are query and gallery "
+        "from the same test split?",
+    )
 
 
 def eval_regdb(
@@ -253,35 +342,68 @@ def eval_regdb(
     g_pids: np.ndarray,
     max_rank: int = 20,
 ) -> tuple[np.ndarray, float, float]:
-    """RegDB evaluation with the reference's semantics: textbook CMC, no removal.
+    """RegDB evaluation with the reference's semantics (AGW's ``eval_regdb``): textbook CMC.
 
     distmat: (Q, G) distances, lower = closer; q_pids: (Q,); g_pids: (G,).
+    Nothing is dropped and the CMC is not collapsed (rank-k = a true match among the first k
+    gallery items); the only deviations from a textbook CMC are the shared ones
+    (docs/protocols.md rules 1, 5-7: reference tie order, queries without a match skipped,
+    ``max_rank`` shrunk to G).
     Returns ``(cmc (min(max_rank, G),) float32, mAP, mINP)``, fractions.
     Raises NoValidQueryError when no query id appears in the gallery.
     """
     distmat, q_pids, g_pids = _check_inputs(distmat, q_pids, g_pids)
     num_q, num_g = distmat.shape
     max_rank = _effective_max_rank(max_rank, num_g)
-    indices = np.argsort(distmat, axis=1)
-    ap = np.zeros(num_q)
-    inp = np.zeros(num_q)
-    valid = np.zeros(num_q, dtype=bool)
-    first = np.zeros(num_q, dtype=np.int64)
-    for blk in _row_blocks(num_q, num_g):
-        matches = g_pids[indices[blk]] == q_pids[blk, None]
-        blk_valid = matches.any(axis=1)
-        first[blk] = np.argmax(matches, axis=1)
-        valid[blk] = blk_valid
-        sel = np.flatnonzero(blk_valid)
-        if sel.size:
-            ap[blk.start + sel], inp[blk.start + sel] = _ap_inp(matches[sel])
-    if not valid.any():
-        raise NoValidQueryError(
-            f"none of the {num_q} queries has its identity among the {num_g} gallery images: "
-            "are query and gallery from the same test trial?"
-        )
-    cmc = _cmc_from_first_rank(first, valid, max_rank)
-    return cmc, float(np.mean(ap[valid])), float(np.mean(inp[valid]))
+    return _summarise(
+        _rank_queries(distmat, q_pids, g_pids),
+        max_rank,
+        f"none of the {num_q} queries has its identity among the {num_g} gallery images: "
+        "are query and gallery from the same test trial?",
+    )
+
+
+def eval_llcm(
+    distmat: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    max_rank: int = 20,
+) -> tuple[np.ndarray, float, float]:
+    """LLCM evaluation with the semantics of the DEEN release's ``eval_llcm`` (CVPR 2023).
+
+    distmat: (Q, G) distances, lower = closer; q_pids, q_camids: (Q,); g_pids, g_camids: (G,).
+    Removal (differs from SYSU): a query drops the gallery items with its identity *and* its
+    camera number. LLCM's visible and near-infrared folders share the numbering (``camK``),
+    and the rule compares the numbers only, so a NIR cam4 query drops the VIS cam4 images of
+    the same person although they are of the other modality. CMC collapsed to distinct
+    identities as in :func:`eval_sysu`; AP and INP over every kept item; queries without a kept
+    true match are left out (docs/protocols.md, "LLCM").
+    Returns ``(cmc, mAP, mINP)``: cmc (L,) float32 with L = the longest query curve,
+    min(max_rank, G, distinct ids the query keeps) -- the reference's curve length, since the
+    reference cuts each collapsed list at ``max_rank`` (shrunk to G). A valid query only drops
+    items of its own id, so it keeps every gallery identity and its curve has the full length;
+    only an invalid query can be one id shorter, where the reference crashes on the unequal
+    lengths and the padding of :func:`eval_sysu` applies (it adds nothing: invalid queries
+    count nowhere).
+    Raises NoValidQueryError when no query has a true match after removal.
+    """
+    distmat, q_pids, g_pids, q_camids, g_camids = _check_inputs(
+        distmat, q_pids, g_pids, q_camids, g_camids
+    )
+    num_q, num_g = distmat.shape
+    max_rank = _effective_max_rank(max_rank, num_g)
+    q_key, g_key = _pair_keys(q_pids, g_pids, q_camids, g_camids)
+    per_query = _rank_queries(distmat, q_pids, g_pids, q_key, g_key, collapse_ids=True)
+    cmc_length = int(np.minimum(per_query.length, max_rank).max())
+    return _summarise(
+        per_query,
+        cmc_length,
+        f"none of the {num_q} queries has a true match among the {num_g} gallery images "
+        "(after removing gallery images with the query's identity and camera number): are "
+        "query and gallery from the same LLCM test split?",
+    )
 
 
 Removal = Literal["same_camera", "none"]
@@ -303,55 +425,28 @@ def cmc_map(
     ``removal="same_camera"`` (default, the Market-1501/torchreid rule) gallery items with the
     query's identity *and* camera are dropped; ``removal="none"`` drops nothing. CMC is not
     collapsed to identities: rank-k = a true match among the first k kept items. AP/INP as in
-    :func:`eval_sysu`. Queries without a match are skipped; none valid -> NoValidQueryError.
-    Curves shorter than ``min(max_rank, G)`` (queries that lost items) are padded with their
-    last value. On the paper's open-set split query and gallery cameras are disjoint, so both
-    removal options give the same numbers there.
-    Returns ``(cmc (min(max_rank, G),) float32, mAP, mINP)``; AP sums may differ from a
-    per-query loop in the last bit (masked rather than compacted rows).
+    :func:`eval_sysu`, over the kept items. Queries without a match are skipped; none valid ->
+    NoValidQueryError. Curves shorter than ``min(max_rank, G)`` (queries that lost items) are
+    padded with their last value. On the paper's open-set split query and gallery cameras are
+    disjoint, so both removal options give the same numbers there.
+    Returns ``(cmc (min(max_rank, G),) float32, mAP, mINP)``, fractions.
     """
     if removal not in ("same_camera", "none"):
         raise ValueError(f"removal must be 'same_camera' or 'none', got {removal!r}")
+    q_key = g_key = None
     if removal == "same_camera":
         if q_camids is None or g_camids is None:
             raise ValueError("removal='same_camera' needs q_camids and g_camids")
         distmat, q_pids, g_pids, q_camids, g_camids = _check_inputs(
             distmat, q_pids, g_pids, q_camids, g_camids
         )
+        q_key, g_key = _pair_keys(q_pids, g_pids, q_camids, g_camids)
     else:
         distmat, q_pids, g_pids = _check_inputs(distmat, q_pids, g_pids)
     num_q, num_g = distmat.shape
     max_rank = _effective_max_rank(max_rank, num_g)
-    indices = np.argsort(distmat, axis=1)
-    ap = np.zeros(num_q)
-    inp = np.zeros(num_q)
-    valid = np.zeros(num_q, dtype=bool)
-    first = np.zeros(num_q, dtype=np.int64)
-    for blk in _row_blocks(num_q, num_g):
-        idx = indices[blk]
-        same_id = g_pids[idx] == q_pids[blk, None]
-        if removal == "same_camera":
-            keep = ~(same_id & (g_camids[idx] == q_camids[blk, None]))
-        else:
-            keep = np.ones_like(same_id)
-        matches = same_id & keep
-        kept_pos = np.cumsum(keep, axis=1) - 1  # position of each item in its kept list
-        blk_valid = matches.any(axis=1)
-        valid[blk] = blk_valid
-        first_col = np.argmax(matches, axis=1)
-        first[blk] = kept_pos[np.arange(idx.shape[0]), first_col]
-        hits = np.cumsum(matches, axis=1)
-        # kept_pos is -1 before the first kept item: clamp (those entries are never matches).
-        prec = np.where(matches, hits / (np.maximum(kept_pos, 0) + 1.0), 0.0)
-        num_rel = hits[:, -1]
-        last_col = num_g - 1 - np.argmax(matches[:, ::-1], axis=1)
-        last = kept_pos[np.arange(idx.shape[0]), last_col]
-        sel = np.flatnonzero(blk_valid)
-        ap[blk.start + sel] = prec[sel].sum(axis=1) / num_rel[sel]
-        inp[blk.start + sel] = num_rel[sel] / (last[sel] + 1.0)
-    if not valid.any():
-        raise NoValidQueryError(
-            f"none of the {num_q} queries has a true match among the {num_g} gallery images"
-        )
-    cmc = _cmc_from_first_rank(first, valid, max_rank)
-    return cmc, float(np.mean(ap[valid])), float(np.mean(inp[valid]))
+    return _summarise(
+        _rank_queries(distmat, q_pids, g_pids, q_key, g_key),
+        max_rank,
+        f"none of the {num_q} queries has a true match among the {num_g} gallery images",
+    )

@@ -14,6 +14,17 @@ The constructions reproduce the AGW baseline's ``data_manager.py`` (see docs/pro
   kit's ``rand_perm_cam.mat`` (first 1 or 10 image numbers of row t of each id and camera).
 * RegDB trial t (1..10): ``test_visible_t`` and ``test_thermal_t`` in file order; v2t queries
   the visible list against the thermal one, t2v swaps the roles.
+* LLCM (the DEEN release's ``data_manager.py`` / ``test.py``, CVPR 2023): ids of
+  ``idx/test_id.txt`` ascending; visible cameras ``test_vis/cam1..cam9``, near-infrared
+  ``test_nir/cam1,2,4..9`` in that order; "all" = every file of each existing ``camK/PPPP``
+  folder, sorted; "sampled" (trial t = 0..9) = ``random.seed(t)`` once, then one
+  ``random.choice(sorted(files))`` per id and camera in the same loop. i2v (DEEN's default
+  ``test_mode=[1, 2]``): query = all NIR, gallery = sampled VIS. v2i (``test_mode=[2, 1]``):
+  DEEN builds query = all VIS and gallery = sampled NIR but then scores the *transposed*
+  matrix with the label roles swapped, so the ranked lists are those of the sampled NIR images
+  over all VIS images; ``roles="reference"`` (default) reproduces that, ``roles="as_named"``
+  gives the literal reading (query = all VIS, gallery = sampled NIR). Metric: ``eval_llcm``
+  (same-id same-camera removal, identity-collapsed CMC).
 * SYSU open set (the paper's appendix): query = test-id images of cam1, cam3, cam4; gallery =
   test-id images of cam2, cam5, cam6 (ids ascending, cameras ascending, names sorted).
 """
@@ -29,9 +40,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vireid.data.records import EvalSplit, ImageRecord
+from vireid.data.records import IR, RGB, EvalSplit, ImageRecord
 from vireid.errors import ConfigError, DataError
-from vireid.evaluation.metrics import cmc_map, eval_regdb, eval_sysu
+from vireid.evaluation.metrics import cmc_map, eval_llcm, eval_regdb, eval_sysu
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +54,10 @@ SYSU_OPEN_GALLERY_CAMS = (2, 5, 6)
 MULTI_SHOT = 10
 SYSU_TRIALS = tuple(range(10))
 REGDB_TRIALS = tuple(range(1, 11))
+LLCM_TRIALS = tuple(range(10))
+#: Camera lists of the DEEN test code, in its loop order.
+LLCM_CAMS = {RGB: (1, 2, 3, 4, 5, 6, 7, 8, 9), IR: (1, 2, 4, 5, 6, 7, 8, 9)}
+LlcmRoles = Literal["reference", "as_named"]
 #: Ranks reported by :func:`evaluate_split`.
 REPORT_RANKS = (1, 5, 10, 20)
 
@@ -216,6 +231,46 @@ def regdb_split(ds: Any, trial: int, direction: Direction = "v2t") -> EvalSplit:
 
 
 # ---------------------------------------------------------------------------------------------
+# LLCM
+# ---------------------------------------------------------------------------------------------
+def llcm_all(ds: Any, modality: str) -> list[ImageRecord]:
+    """Every test image of ``modality``: ids ascending, DEEN's camera order, names sorted."""
+    ids = _test_ids(ds)
+    return [r for pid in ids for cam in LLCM_CAMS[modality]
+            for r in sorted(ds.images([pid], modality, [cam]), key=lambda r: r.path)]
+
+
+def llcm_sampled(ds: Any, modality: str, trial: int) -> list[ImageRecord]:
+    """One image per id and camera: ``random.Random(trial)`` (= ``random.seed(trial)``),
+    ``choice(sorted(files))`` in DEEN's loop order."""
+    rng = random.Random(trial)
+    out = []
+    for pid in _test_ids(ds):
+        for cam in LLCM_CAMS[modality]:
+            files = sorted(ds.images([pid], modality, [cam]), key=lambda r: r.path)
+            if files:
+                out.append(rng.choice(files))
+    return out
+
+
+def llcm_split(ds: Any, trial: int = 0, direction: str = "i2v",
+               roles: LlcmRoles = "reference") -> EvalSplit:
+    """EvalSplit of LLCM trial ``trial`` (0..9); see the module docstring for the roles."""
+    if direction not in ("i2v", "v2i"):
+        raise ConfigError(f"LLCM direction must be 'i2v' or 'v2i', got {direction!r}")
+    if roles not in ("reference", "as_named"):
+        raise ConfigError(f"LLCM roles must be 'reference' or 'as_named', got {roles!r}")
+    if direction == "i2v":
+        query, gallery = llcm_all(ds, IR), llcm_sampled(ds, RGB, trial)
+    elif roles == "reference":
+        query, gallery = llcm_sampled(ds, IR, trial), llcm_all(ds, RGB)
+    else:
+        query, gallery = llcm_all(ds, RGB), llcm_sampled(ds, IR, trial)
+    name = f"llcm-{direction}" + ("-as-named" if roles == "as_named" and direction == "v2i" else "")
+    return EvalSplit(name=name, trial=trial, query=query, gallery=gallery)
+
+
+# ---------------------------------------------------------------------------------------------
 # Registry
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -223,7 +278,7 @@ class Protocol:
     """One evaluation protocol.
 
     build(ds, trial, **options) -> EvalSplit; metric: "sysu" (eval_sysu), "regdb"
-    (eval_regdb) or "open" (cmc_map, textbook CMC, removal="same_camera").
+    (eval_regdb), "llcm" (eval_llcm) or "open" (cmc_map, textbook CMC, removal="same_camera").
     """
 
     name: str
@@ -249,6 +304,12 @@ PROTOCOLS: dict[str, Protocol] = {
                  "RegDB visible query vs thermal gallery, split t"),
         Protocol("regdb-t2v", "regdb", REGDB_TRIALS, "regdb", partial(regdb_split, direction="t2v"),
                  "RegDB thermal query vs visible gallery, split t"),
+        Protocol("llcm-v2i", "llcm", LLCM_TRIALS, "llcm", partial(llcm_split, direction="v2i"),
+                 "LLCM VIS->IR as DEEN's test_mode [2, 1] scores it (sampled NIR rows vs all "
+                 "VIS; roles='as_named' for all-VIS queries vs sampled NIR)"),
+        Protocol("llcm-i2v", "llcm", LLCM_TRIALS, "llcm", partial(llcm_split, direction="i2v"),
+                 "LLCM IR->VIS (DEEN's default test_mode [1, 2]): all NIR queries vs 1 VIS "
+                 "image per id per camera (random.seed(trial))"),
         Protocol("sysu-openset", "sysu", (0,), "open", sysu_open_set_split,
                  "SYSU-MM01 open set (paper appendix): mixed-modality query and gallery"),
     )
@@ -265,7 +326,7 @@ def get_protocol(name: str | Protocol) -> Protocol:
 
 
 def protocols_for(dataset: str) -> list[Protocol]:
-    """Protocols of one dataset ("sysu" or "regdb"), in registry order."""
+    """Protocols of one dataset ("sysu", "regdb" or "llcm"), in registry order."""
     return [p for p in PROTOCOLS.values() if p.dataset == dataset]
 
 
@@ -303,6 +364,8 @@ def evaluate_split(distmat: np.ndarray, split: EvalSplit, protocol: str | Protoc
         cmc, m_ap, m_inp = eval_sysu(distmat, q_pids, g_pids, q_cams, g_cams)
     elif proto.metric == "regdb":
         cmc, m_ap, m_inp = eval_regdb(distmat, q_pids, g_pids)
+    elif proto.metric == "llcm":
+        cmc, m_ap, m_inp = eval_llcm(distmat, q_pids, g_pids, q_cams, g_cams)
     elif proto.metric == "open":
         cmc, m_ap, m_inp = cmc_map(distmat, q_pids, g_pids, q_cams, g_cams, removal="same_camera")
     else:  # pragma: no cover - registry entries are fixed above

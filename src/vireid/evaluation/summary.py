@@ -12,26 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from vireid.data.records import EvalSplit, ImageRecord
+from vireid.data.registry import DATASETS, load_dataset
 from vireid.errors import ConfigError
 from vireid.evaluation.protocols import PROTOCOLS, build_split, get_protocol, protocols_for
 
 log = logging.getLogger(__name__)
-
-DATASETS = ("sysu", "regdb")
-
-
-def load_dataset(dataset: str, root: str | Path) -> Any:
-    """Load ``dataset`` ("sysu" or "regdb") from ``root`` with the toolkit's loaders."""
-    if dataset == "sysu":
-        from vireid.data.sysu import load_sysu
-
-        return load_sysu(root)
-    if dataset == "regdb":
-        from vireid.data.regdb import load_regdb
-
-        return load_regdb(root)
-    raise ConfigError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
-
 
 def _count(records: list[ImageRecord]) -> dict[str, int]:
     return {"ids": len({r.pid for r in records}), "images": len(records)}

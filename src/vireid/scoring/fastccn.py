@@ -57,11 +57,16 @@ All pairs of a query block and a gallery block reduce to the fused sums
     OX[q, g] = Σ_d |X_q[d] − Y_g[d]| · WX_q[d],   OY[q, g] = Σ_d |X_q[d] − Y_g[d]| · WY_g[d]
 computed without materialising any Q×G×D tensor: the numba backend works on cache-sized
 (query block × gallery block × d-chunk) tiles with a 2×2 register tile, float32 products
-summed in float32 within a d-chunk and in float64 across chunks. The torch backend
-(used on CUDA, and on CPU when numba is missing) materialises bounded chunks instead.
+summed in float32 within a d-chunk and in float64 across chunks. The ``sparse`` backend
+(:mod:`vireid.scoring.sparse_full`, numba) skips the exact zeros that ReLU features hold; it
+is exact but measured slower than the dense kernel here, so only an explicit choice. On CUDA the ``triton`` backend
+(:mod:`vireid.scoring.triton_full`) fuses the same sums in a Triton kernel. The torch backend
+(the fallback on CUDA without triton, and on CPU without numba) materialises bounded chunks.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -74,7 +79,7 @@ from vireid.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "numba", "torch")
+BACKENDS = ("auto", "numba", "sparse", "triton", "torch")
 SIDES = ("a", "b")
 
 # Cache blocking of the numba kernel: a block of QB queries × GB gallery items is swept one
@@ -233,6 +238,9 @@ try:  # numba is a dependency, but the torch path must work without it
 except Exception:  # pragma: no cover - exercised only where numba is missing
     _HAVE_NUMBA = False
 
+if _HAVE_NUMBA:
+    from vireid.scoring import sparse_full
+
 
 if _HAVE_NUMBA:
     # Reassociation lets LLVM vectorise the float32 reductions (it sums 8 lanes and several
@@ -340,7 +348,13 @@ def weighted_l1(X: Tensor, WX: Tensor, Y: Tensor, WY: Tensor, backend: str = "au
     Memory: the numba backend allocates nothing beyond the outputs; the torch backend
     materialises |X − Y| in chunks of at most 2^25 elements.
     """
-    backend = resolve_backend(backend, X)
+    backend = resolve_backend(backend, X, Y)
+    if backend == "triton":
+        if mask is not None:  # the triton kernel scores whole tiles; a mask only saves work
+            log.debug("weighted_l1: mask ignored by the triton backend (all pairs are exact)")
+        return _triton_module().weighted_l1_triton(X, WX, Y, WY)
+    if backend == "sparse":
+        return sparse_full.weighted_l1_sparse(X, WX, Y, WY)
     if backend == "numba":
         kern = _numba_kernel()
         xs, wxs, ys, wys = (_as_np(t) for t in (X, WX, Y, WY))
@@ -395,21 +409,62 @@ def weighted_l1_pairs(X: Tensor, WX: Tensor, Y: Tensor, WY: Tensor, qi: Tensor, 
     return ox, oy
 
 
-def resolve_backend(backend: str, like: Optional[Tensor] = None) -> str:
-    """``auto`` → torch for CUDA tensors, numba on CPU when importable, else torch."""
+_TRITON: Any = None
+
+
+def triton_available() -> bool:
+    """Whether the triton package can be imported (checked without importing it)."""
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):  # pragma: no cover - broken installs
+        return False
+
+
+def _triton_module() -> Any:
+    # Imported on first use, not at module top: importing triton costs ≈ 1 s (measured here)
+    # and must happen after TRITON_INTERPRET is set by whoever wants the interpreter.
+    global _TRITON
+    if _TRITON is None:
+        _TRITON = importlib.import_module("vireid.scoring.triton_full")
+    return _TRITON
+
+
+def density(*ts: Tensor) -> float:
+    """Fraction of non-zero values over the given tensors (1.0 for empty input)."""
+    n = sum(t.numel() for t in ts)
+    if n == 0:
+        return 1.0
+    return float(sum(int(torch.count_nonzero(t)) for t in ts)) / n
+
+
+def resolve_backend(backend: str, like: Optional[Tensor] = None,
+                    other: Optional[Tensor] = None) -> str:
+    """The backend that ``backend`` means for operands like ``like`` (and ``other``).
+
+    ``auto``: CUDA tensors → ``triton`` when importable, else ``torch``; CPU → ``numba``
+    when importable, else ``torch``. ``sparse`` (zero-skipping, CPU) is never chosen by
+    ``auto``: on the 2-core EPYC it measured slower than ``numba`` at every density tried
+    (0.16–0.50; trained features hold 0.62–0.71 non-zeros), see docs/performance.md.
+    ``other`` is accepted for symmetry and future density-based choices.
+    """
     if backend not in BACKENDS:
         raise ConfigError(f"scoring backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "auto":
         if like is not None and like.is_cuda:
-            return "torch"
+            return "triton" if triton_available() else "torch"
         return "numba" if _HAVE_NUMBA else "torch"
-    if backend == "numba":
+    if backend == "triton":
+        if not triton_available():
+            raise ConfigError("scoring backend 'triton' requested but triton is not importable; "
+                              "install the 'gpu' extra (pip install 'vireid[gpu]') or use 'torch'")
+        return backend
+    if backend in ("numba", "sparse"):
         if not _HAVE_NUMBA:
-            raise ConfigError("scoring backend 'numba' requested but numba is not importable; "
+            raise ConfigError(f"scoring backend {backend!r} requested but numba is not importable; "
                               "install numba or use backend 'torch'")
         if like is not None and like.is_cuda:
-            raise ConfigError("scoring backend 'numba' runs on the CPU; features are on CUDA "
-                              "(use backend 'torch' or 'auto')")
+            raise ConfigError(f"scoring backend {backend!r} runs on the CPU; features are on CUDA "
+                              "(use backend 'triton', 'torch' or 'auto')")
     return backend
 
 
@@ -485,17 +540,26 @@ def score_full(ccn: Any, qF: Tensor, gF: Tensor, query_side: str = "b", chunk_si
     backend = resolve_backend(backend, qF)
     g_ops = _Operands(p, ccn, gF, cols)
     gX, gW = g_ops.X, g_ops.weight(gallery_side)
+    # The sparse kernel indexes the gallery's non-zeros once for every query chunk.
+    g_sparse = sparse_full.prepare_gallery(gX, gW) if backend == "sparse" else None
     nq, ng = qF.shape[0], gF.shape[0]
     la = torch.empty(nq, ng, dtype=torch.float32, device=qF.device)
     lb = torch.empty_like(la)
     for q0 in range(0, nq, chunk_size):
         q_ops = _Operands(p, ccn, qF[q0:q0 + chunk_size], cols)
-        ox, oy = weighted_l1(q_ops.X, q_ops.weight(query_side), gX, gW, backend=backend)
+        if backend == "sparse":
+            ox, oy = sparse_full.weighted_l1_sparse(q_ops.X, q_ops.weight(query_side), g_sparse)
+        else:
+            ox, oy = weighted_l1(q_ops.X, q_ops.weight(query_side), gX, gW, backend=backend)
         a, b = _combine(ox.to(la.device), oy.to(la.device), p, query_side)
-        la[q0:q0 + chunk_size], lb[q0:q0 + chunk_size] = a, b
-    if return_logits:
-        return la, lb
-    return 0.5 * (torch.sigmoid(la) + torch.sigmoid(lb))
+        if return_logits:
+            la[q0:q0 + chunk_size], lb[q0:q0 + chunk_size] = a, b
+        else:
+            # Per chunk, not on the whole matrix: a vectorised sigmoid rounds its SIMD tail
+            # differently, so D of a query would depend on how many queries share the call
+            # (and a row-sharded run would not equal one process bit for bit).
+            la[q0:q0 + chunk_size] = 0.5 * (torch.sigmoid(a) + torch.sigmoid(b))
+    return (la, lb) if return_logits else la
 
 
 @torch.no_grad()
@@ -510,6 +574,8 @@ def score_pairs(ccn: Any, qF: Tensor, gF: Tensor, qi: Tensor, gi: Tensor, query_
     """
     p, cols, gallery_side = _prepare(ccn, qF, gF, query_side)
     backend = resolve_backend(backend, qF)
+    if backend == "sparse":  # listed pairs: the masked dense kernel keeps its cache blocking
+        backend = "numba"
     qi, gi = qi.long().to(qF.device), gi.long().to(qF.device)
     q_ops, g_ops = _Operands(p, ccn, qF, cols), _Operands(p, ccn, gF, cols)
     qX, qW, gX, gW = q_ops.X, q_ops.weight(query_side), g_ops.X, g_ops.weight(gallery_side)
@@ -557,5 +623,5 @@ def warmup() -> None:
 __all__ = ["CCNParams", "ccn_params", "fold_matrix", "kg_fold_matrix", "precompute",
            "precompute_kg", "support", "weighted_l1", "weighted_l1_pairs", "resolve_backend",
            "score_full", "score_pairs", "pair_logits", "macs_per_pair", "numba_available",
-           "warmup", "BACKENDS"]
+           "triton_available", "density", "warmup", "BACKENDS"]
 

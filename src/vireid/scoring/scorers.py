@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 
+from vireid.data.records import IR, MODALITIES, RGB
 from vireid.errors import CheckpointError, ConfigError
 from vireid.scoring import fastccn
 
@@ -114,7 +116,19 @@ def union_paths(*splits: Sequence[str]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------
-# Registry: uniform signature over feature sets (anything with .F and .G).
+# The one registry of scoring modes, used by evaluation (engine.evaluate), search
+# (apps.search) and the CLI alike.
+
+
+def query_side(query_modality: str, gallery_modality: str) -> str:
+    """The CCN side ("a" or "b") a query takes against a gallery image: the RGB image of a
+    cross-modality pair is side "a", so an IR query against an RGB image is "b"; a
+    same-modality pair (open set) puts its first image, the query, on side "a".
+    (Swapping sides changes D_RI only through an unshared W_D, ``ccn.share_fc=false``.)"""
+    for m in (query_modality, gallery_modality):
+        if m not in MODALITIES:
+            raise ConfigError(f"modality: expected one of {', '.join(MODALITIES)}, found {m!r}")
+    return "b" if (query_modality, gallery_modality) == (IR, RGB) else "a"
 
 
 def _simplified(q: Any, g: Any, **_: Any) -> Tensor:
@@ -123,34 +137,52 @@ def _simplified(q: Any, g: Any, **_: Any) -> Tensor:
 
 def _full(q: Any, g: Any, *, ccn: Any = None, query_side: str = "b", chunk_size: int = 256,
           backend: str = "auto", **_: Any) -> Tensor:
-    if ccn is None:
-        raise ConfigError("full-mode scoring needs the model's CCN")
     return score_full(ccn, q.F, g.F, query_side=query_side, chunk_size=chunk_size, backend=backend)
 
 
 def _rerank(q: Any, g: Any, *, ccn: Any = None, topk: int = 20, query_side: str = "b",
             backend: str = "auto", **_: Any) -> Tensor:
-    if ccn is None:
-        raise ConfigError("rerank scoring needs the model's CCN")
     return score_rerank(score_simplified(q.G, g.G), full_pair_fn(ccn, q.F, g.F, query_side, backend),
                         topk)
 
 
-#: name -> fn(query_features, gallery_features, *, ccn=None, query_side="b", chunk_size=256,
-#: topk=20, backend="auto") -> distance (Q, G), lower = closer.
-SCORERS: dict[str, Callable[..., Tensor]] = {
-    "simplified": _simplified,
-    "full": _full,
-    "rerank": _rerank,
+@dataclass(frozen=True)
+class ScoringMode:
+    """One scoring mode: how it scores a query set against a gallery and how to read it.
+
+    ``score(q, g, *, ccn=None, query_side="b", chunk_size=256, topk=20, backend="auto")``
+    takes feature sets (anything with ``.F`` (N, C, h, w) and ``.G`` (N, C)) and returns a
+    distance (Q, G), lower = closer. ``native`` says what the mode's own score is (what
+    search reports): a similarity (higher = closer) or a distance.
+    """
+
+    name: str
+    score_fn: Callable[..., Tensor]
+    needs_ccn: bool
+    higher_is_better: bool
+    native: str
+    paper: str
+
+    def score(self, q: Any, g: Any, **kw: Any) -> Tensor:
+        if self.needs_ccn and kw.get("ccn") is None:
+            raise ConfigError(f"{self.name} scoring needs the model's CCN (its W_D)")
+        return self.score_fn(q, g, **kw)
+
+
+SCORING_MODES: dict[str, ScoringMode] = {
+    "simplified": ScoringMode("simplified", _simplified, False, True,
+                              "cosine similarity of global features (higher = more similar)", "-S"),
+    "full": ScoringMode("full", _full, True, False,
+                        "CCN difference score D_RI in [0, 1] (lower = more similar)", "-F"),
+    "rerank": ScoringMode("rerank", _rerank, True, False,
+                          "CCN difference score D_RI on the simplified top-K (lower = more similar)", "not in the paper"),
 }
 
 
-def get_scorer(name: str) -> Callable[..., Tensor]:
-    """The scorer called ``name`` (one of :data:`SCORERS`)."""
-    if name not in SCORERS:
-        raise ConfigError(f"eval.scoring: expected one of {', '.join(SCORERS)}, got {name!r}")
-    return SCORERS[name]
-
-
-__all__ = ["score_simplified", "score_full", "score_rerank", "full_pair_fn", "columns_for",
-           "union_paths", "SCORERS", "get_scorer", "PairFn"]
+def get_scoring(name: str) -> ScoringMode:
+    """The scoring mode ``name``; ConfigError naming the modes otherwise."""
+    try:
+        return SCORING_MODES[name]
+    except KeyError:
+        raise ConfigError(f"scoring: expected one of {', '.join(SCORING_MODES)}, "
+                          f"found {name!r}") from None

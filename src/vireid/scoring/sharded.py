@@ -26,17 +26,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from vireid.scoring.scorers import score_full, score_rerank
 from vireid.utils import distributed as D
 
 log = logging.getLogger(__name__)
-
-
-def full_scorer() -> Callable[..., Tensor]:
-    """``score_full(ccn, qF, gF, query_side=..., chunk_size=...)`` of the scoring plug-ins
-    (imported late: the folded scorer pulls in numba)."""
-    from vireid.scoring.scorers import score_full
-
-    return score_full
 
 
 def gather_rows(compute: Callable[[int, int], Tensor], n_rows: int, n_cols: int, align: int = 1,
@@ -84,7 +77,6 @@ def score_sharded(ccn: nn.Module, qF: Tensor, gF: Tensor, query_side: str = "b",
     lower = closer, on every rank (``dst`` None) or on rank ``dst`` only (others: None).
     Arguments as :func:`vireid.scoring.scorers.score_full`.
     """
-    score_full = full_scorer()
 
     def compute(lo: int, hi: int) -> Tensor:
         with torch.no_grad():
@@ -104,8 +96,6 @@ def rerank_sharded(S: Tensor, d_fn: Callable[[Tensor, Tensor], Tensor], topk: in
     (``qi`` index S's rows; each rank asks only for pairs of its own rows). Returns dist
     (Q, G) as ``score_rerank(S, d_fn, topk)`` would.
     """
-    from vireid.scoring.scorers import score_rerank
-
     def compute(lo: int, hi: int) -> Tensor:
         def local(qi: Tensor, gi: Tensor) -> Tensor:
             return d_fn(qi + lo, gi)  # score_rerank numbers the rows of its slice from 0
@@ -133,7 +123,6 @@ def full_topk_sharded(ccn: nn.Module, qF: Tensor, gF: Tensor, k: int, query_side
     qF: (Q, C, h, w), gF: (G, C, h, w) (identical on every rank). Returns on every rank
     (D (Q, k') ascending, rows (Q, k') int64), k' = min(k, G); equal D are ordered by row.
     """
-    score_full = full_scorer()
     world, me = D.world_size(), D.rank()
     n_q, n_g = len(qF), len(gF)
     k = min(k, n_g)

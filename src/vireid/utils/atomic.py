@@ -73,9 +73,26 @@ def describe_os_error(exc: OSError) -> str:
     return f"{reason} ({name})" if name else reason
 
 
+def _disk_full(folder: Path) -> bool:
+    """Whether the file system of ``folder`` (or its nearest existing parent) is full."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        st = os.statvfs(probe)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
+
+
 def _write_error(path: Path, exc: OSError, what: str = "file") -> OutputWriteError:
+    reason = describe_os_error(exc)
+    if exc.errno is None and _disk_full(path.parent):
+        # Some writers (numpy's tofile: "20480 requested and 16352 written") report a short
+        # write without an errno; on a full file system that is ENOSPC, so say so.
+        reason = f"{_REASONS[errno.ENOSPC]} (ENOSPC; {reason})"
     return OutputWriteError(
-        f"cannot write {what} {path}: {describe_os_error(exc)}; nothing was changed there "
+        f"cannot write {what} {path}: {reason}; nothing was changed there "
         f"(the previous {what}, if any, is intact)")
 
 
@@ -145,8 +162,9 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         _fsync_file(tmp)
         os.replace(tmp, path)
     except OSError as exc:
+        err = _write_error(path, exc)  # before the clean-up frees the space it looks at
         _remove_quietly(tmp)
-        raise _write_error(path, exc) from exc
+        raise err from exc
     except BaseException:
         _remove_quietly(tmp)
         raise
@@ -189,13 +207,55 @@ def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Pat
     return atomic_write_bytes(path, text.encode(encoding))
 
 
+class _RecordingWriter:
+    """A file object for ``torch.save`` that remembers the first exception its ``write`` raised.
+
+    torch's zip writer calls ``write`` from C++ and turns any exception there into its own
+    ``RuntimeError: [enforce fail at inline_container.cc…] unexpected pos …``, losing the
+    cause: a full disk (ENOSPC) or a Ctrl-C (KeyboardInterrupt, delivered while Python code
+    runs, i.e. inside this ``write``). Recording it lets :func:`atomic_save_torch` re-raise
+    the real cause.
+    """
+
+    def __init__(self, fh: IO[bytes]):
+        self._fh = fh
+        self.error: BaseException | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._fh.write(data)
+        except BaseException as exc:
+            if self.error is None:
+                self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+
 def atomic_save_torch(obj: Any, path: PathLike) -> Path:
-    """``torch.save(obj, path)`` atomically; returns ``Path(path)``."""
+    """``torch.save(obj, path)`` atomically; returns ``Path(path)``.
+
+    Raises:
+        OutputWriteError: the file could not be written (e.g. ENOSPC, named in the message),
+            also when torch reports it only as an ``inline_container`` RuntimeError; the
+            temp file is removed and the previous file is intact.
+        KeyboardInterrupt: Ctrl-C during the write, after the same clean-up.
+    """
     import torch  # late: this module is also used by torch-free code paths
 
     path = Path(path)
     with atomic_open(path, "wb") as fh:
-        torch.save(obj, fh)
+        writer = _RecordingWriter(fh)
+        try:
+            torch.save(obj, writer)
+        except BaseException as exc:
+            cause = writer.error
+            if cause is not None and cause is not exc:
+                # Re-raise the real cause; atomic_path removes the temp file and turns an
+                # OSError into OutputWriteError naming the path and the errno.
+                raise cause from None
+            raise
     return path
 
 
@@ -252,8 +312,9 @@ def atomic_dir(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
         fsync_dir(tmp)
         _move_dir_into_place(tmp, path, overwrite)
     except OSError as exc:
+        err = _write_error(path, exc, "folder")
         _remove_quietly(tmp)
-        raise _write_error(path, exc, "folder") from exc
+        raise err from exc
     except BaseException:
         _remove_quietly(tmp)
         raise

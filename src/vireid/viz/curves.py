@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from vireid.utils.atomic import atomic_path  # noqa: E402
+
 PathLike = Union[str, os.PathLike]
 
 #: Loss components drawn when present in the step records, in this order.
@@ -21,7 +23,6 @@ LOSS_KEYS = ("loss", "pbce", "id", "vl", "rkl", "kvl")
 
 def save_figure(fig: "matplotlib.figure.Figure", path: PathLike, dpi: int = 110) -> Path:
     """Save ``fig`` as PNG via a temp file in the same folder and ``os.replace``; closes it."""
-    from vireid.utils.atomic import atomic_path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -32,8 +32,8 @@ import torch.nn.functional as nnf  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from vireid.utils.atomic import atomic_path
-from vireid.errors import DataError  # noqa: E402
+from vireid.utils.atomic import OutputWriteError, atomic_path, describe_os_error
+from vireid.errors import ConfigError, DataError  # noqa: E402
 from vireid.viz.curves import plot_cmc_curves, save_figure  # noqa: E402
 from vireid.viz.tsne import tsne  # noqa: E402
 
@@ -307,9 +307,18 @@ def make_figures(checkpoint: PathLike, data_root: PathLike, out_dir: PathLike,
     bad = [w for w in which if w not in FIGURES]
     if bad:
         raise DataError(f"--which: unknown figure(s) {', '.join(bad)}; expected any of {', '.join(FIGURES)}")
+    if num_queries < 1 or topk < 1 or per_id < 1:
+        raise ConfigError(f"figures: expected num_queries, topk and per_id ≥ 1, found "
+                          f"{num_queries}, {topk}, {per_id}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"-o {out_dir}: expected a folder for the PNG files, found a file")
     model, cfg, _ = load_model_from_checkpoint(checkpoint, device)
+    try:  # after loading the model: a bad checkpoint leaves no empty folder behind
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteError(f"cannot create the figure folder {out_dir}: "
+                               f"{describe_os_error(exc)}") from exc
     rng = np.random.default_rng(seed)
     rgb, ir = _test_records(cfg, data_root)
     records = _subsample(rgb, per_id, rng) + _subsample(ir, per_id, rng)

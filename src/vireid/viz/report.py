@@ -28,6 +28,7 @@ from typing import Any, Union
 
 from vireid.utils.atomic import atomic_write_text
 from vireid.errors import DataError
+from vireid.viz.curves import plot_cmc_curves, plot_loss_curves
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,6 @@ def render_reproduce(obj: Mapping[str, Any]) -> str:
 
 def _cmc_png(obj: Mapping[str, Any]) -> bytes | None:
     """CMC curves (rank 1..20) of every run × scoring mode of a reproduce result, if stored."""
-    from vireid.viz.curves import plot_cmc_curves
 
     suffix = {"simplified": "S", "full": "F", "rerank": "R"}
     curves = {f"{name}-{suffix.get(mode, mode)}": res["cmc"]
@@ -203,7 +203,6 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _loss_curve_png(records: list[dict[str, Any]], label: str) -> bytes | None:
-    from vireid.viz.curves import plot_loss_curves
 
     if not any(r.get("type", "step") == "step" and "iteration" in r for r in records):
         return None
@@ -218,6 +217,14 @@ def render_run(run_dir: PathLike) -> str:
     if not run.is_dir():
         raise DataError(f"run folder not found: {run}")
     parts = [f"<h2>{_e(run.name)}</h2>", f'<p class="muted">{_e(run.resolve())}</p>']
+    figures = run / "figures"
+    if not (any(run.glob("*.json")) or any(run.glob("*.png")) or any(figures.glob("*.png"))
+            or (run / "config.yaml").is_file() or (run / "metrics.jsonl").is_file()):
+        # An empty folder or a dataset folder would make an empty page with exit 0.
+        found = sorted(p.name for p in run.iterdir())
+        raise DataError(f"{run}: expected a run or reproduce output folder (config.yaml, "
+                        f"metrics.jsonl, *.json or *.png), found "
+                        f"{found[:8] if found else 'an empty folder'}")
     cfg = run / "config.yaml"
     if cfg.is_file():
         parts.append("<h3>Configuration</h3><details open><summary>config.yaml</summary>"

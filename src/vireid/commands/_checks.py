@@ -1,0 +1,87 @@
+"""Argument checks shared by the commands: run before any long work starts.
+
+Each raises :class:`~vireid.errors.ConfigError` (or returns an argparse type that argparse
+reports as one ``error:`` line), naming the option, what it expects and what it found.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..errors import ConfigError
+from ..utils.atomic import OutputWriteError
+
+
+def int_at_least(lo: int) -> Callable[[str], int]:
+    """An argparse ``type`` for an integer ≥ ``lo``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer ≥ {lo}, found {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"expected an integer ≥ {lo}, found {value}")
+        return value
+    parse.__name__ = f"integer ≥ {lo}"
+    return parse
+
+
+def check_device(device: str, option: str = "--device") -> str:
+    """``cpu``, ``cuda`` or ``cuda:N`` (the GPU must exist). Returns ``device`` unchanged."""
+    text = str(device).strip()
+    if text == "cpu":
+        return text
+    kind, _, index = text.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise ConfigError(f"{option}: expected cpu, cuda or cuda:N, found {device!r}")
+    import torch  # late: only a GPU request needs it, and torch takes seconds to import
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{option} {device}: expected a CUDA GPU, found none (torch "
+                          f"{torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); "
+                          f"use --device cpu")
+    n = torch.cuda.device_count()
+    if index and int(index) >= n:
+        raise ConfigError(f"{option} {device}: expected a GPU index in 0..{n - 1}, found {index}")
+    return text
+
+
+def check_output_file(path: Optional[str], option: str) -> None:
+    """Refuse an output file path that cannot be written, before the work that fills it:
+    an existing folder, a parent that is a file, or a parent folder without write access
+    (the parent is created here when missing)."""
+    if not path:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{option} {path}: expected a file path, found a folder")
+    parent = p.parent if str(p.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError(f"{option} {path}: expected a folder at {parent}, found a file")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteError(f"{option} {path}: cannot create the folder {parent}: "
+                               f"{exc.strerror or exc}") from exc
+    if not os.access(parent, os.W_OK):
+        raise OutputWriteError(f"{option} {path}: expected a writable folder at {parent}, "
+                               f"found one without write permission")
+
+
+def check_output_folder(path: Optional[str], option: str) -> None:
+    """Refuse an output folder that is a file, or whose place cannot be written."""
+    if not path:
+        return
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{option} {path}: expected a folder (or a new name), found a file")
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{option} {path}: expected a folder at {probe}, found a file")
+    if not os.access(probe, os.W_OK):
+        raise OutputWriteError(f"{option} {path}: expected a writable place, found {probe} "
+                               f"without write permission")
