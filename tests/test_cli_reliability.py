@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from test_sharded_eval import write_checkpoint, write_sysu
 from vireid.cli import _all_parsers, build_parser, main

@@ -86,14 +86,14 @@ def test_crash_during_extend_leaves_old_index(setup, tmp_path, monkeypatch):
     root, ckpt, gallery, extra, _ = setup
     ix = _build(setup, tmp_path)
     F0, _ = ix.features()
-    real = vindex._write_text
+    real = vindex.atomic_write_text
 
     def failing(path, text):
         if path.name == "manifest.json":
             raise OSError("simulated crash before the manifest lands")
         real(path, text)
 
-    monkeypatch.setattr(vindex, "_write_text", failing)
+    monkeypatch.setattr(vindex, "atomic_write_text", failing)
     with pytest.raises(OSError):
         ix.extend(extra)
     monkeypatch.undo()

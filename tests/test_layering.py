@@ -119,12 +119,26 @@ def test_no_import_cycles():
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
+def _documented(lines: list[str], line: int) -> bool:
+    """A comment on the import's line, or above the run of import lines it belongs to."""
+    i = line - 1  # 0-based index of the import line
+    while i >= 0:
+        text = lines[i].strip()
+        if "#" in text:
+            return True
+        if not (text.startswith(("from ", "import ")) or text == ""
+                or (i < line - 1 and not text.endswith(":"))):
+            return False
+        i -= 1
+    return False
+
+
 def test_late_imports_say_why():
     undocumented = []
     for path in sorted(SRC.rglob("*.py")):
         lines = path.read_text().splitlines()
         for dep, line, in_fn in _imports(path):
-            if in_fn and not any("#" in lines[i] for i in (line - 1, line - 2) if i >= 0):
+            if in_fn and not _documented(lines, line):
                 undocumented.append(f"{path.relative_to(SRC)}:{line} imports {dep}")
     assert not undocumented, ("imports inside functions without a comment saying why:\n"
                               + "\n".join(undocumented))

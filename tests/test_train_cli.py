@@ -97,3 +97,25 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path, tiny_conf
     for p in (out / "checkpoints").glob("*.pt"):  # whatever was saved holds finite weights
         w = _weights(p)
         assert all(torch.isfinite(v).all() for v in w.values() if v.is_floating_point())
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_can_be_started_again(
+        tmp_path, tiny_config, sysu_root):
+    run = tmp_path / "failed"
+    (run).mkdir()
+    # what a run leaves when the disk fills at its first checkpoint
+    from vireid.config import load_config, save_config
+
+    save_config(load_config(tiny_config, [f"data.root={sysu_root}"]), run / "config.yaml")
+    (run / "metrics.jsonl").write_text('{"type": "step", "iteration": 1, "loss": 1.0}\n')
+    (run / "notes.txt").write_text("mine")
+    resume = run_cli("train", "--resume", run)
+    assert resume.returncode == 2
+    assert "before its first checkpoint" in resume.stderr and "without --resume" in resume.stderr
+    again = run_cli("train", "--config", tiny_config, "--data-root", sysu_root, "-o", run,
+                    "--threads", "1", check=True)
+    assert "starting over" in again.stderr
+    assert (run / "checkpoints" / "last.pt").is_file()
+    assert (run / "notes.txt").read_text() == "mine"  # only the run's own files were cleared
+    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["loss"] != 1.0

@@ -31,7 +31,9 @@ from .utils.atomic import atomic_write_text
 SHARED_STAGES = ("none", "4", "3-4", "2-4", "1-4", "all")
 ARCHS = ("resnet18", "resnet34", "resnet50")
 DATASETS = ("sysu", "regdb", "llcm")
-LOSSES = ("ccn", "ccn-noid", "idl", "vl", "rkl", "kvl")
+LOSSES = ("ccn", "ccn-noid", "idl", "vl", "rkl", "kvl", "agw", "triplet", "agw+pbce")
+POOLS = ("avg", "gem")
+CHANNEL_AUGS = ("none", "exchange", "adap_gray")
 KERNEL_SOURCES = ("sample", "generator")
 SCORINGS = ("simplified", "full", "rerank")
 SELECTIONS = ("last", "val")
@@ -50,6 +52,16 @@ class ModelConfig:
     shared_stages: str = "3-4"
     # "imagenet" (torchvision URL / hub cache), "none" (random init) or a path to a .pth file.
     pretrained: str = "imagenet"
+    # (not in the paper; AGW) global pooling of the map F into G: "avg" (the paper's GAP) or
+    # "gem" (generalised mean, fixed p = 3, AGW's). The CCN always sees the map F itself.
+    pool: str = "avg"
+    # (not in the paper; AGW) BNNeck: a BatchNorm1d (frozen zero bias) on G; the ID classifier
+    # reads the BN'd feature, triplet losses the feature before it, and evaluation (simplified
+    # scoring) uses the BN'd feature, as AGW's test mode does.
+    bnneck: bool = False
+    # (not in the paper; AGW) non-local blocks after the last 2 blocks of layer2 and the last 3
+    # of layer3 (AGW's non_layers = [0, 2, 3, 0]; capped at a stage's block count for ResNet-18).
+    non_local: bool = False
 
 
 @dataclass
@@ -75,6 +87,10 @@ class LossConfig:
     lambda_id: float = 0.1
     # (not in the paper) margin of the RKL ranking loss (BDTR's default).
     rank_margin: float = 0.5
+    # (not in the paper; AGW) margin of the batch-hard triplet loss of loss.kind=triplet.
+    triplet_margin: float = 0.3
+    # (not in the paper) weight of the PBCE term in loss.kind=agw+pbce (ID + WRT + w·PBCE).
+    pbce_weight: float = 1.0
 
 
 @dataclass
@@ -96,6 +112,17 @@ class DataConfig:
     val_ids: int = 0
     # Open-set training (paper appendix): add RGB-RGB and IR-IR pairs, 1:1:1 with RGB-IR pairs.
     same_modality_pairs: bool = False
+    # (not in the paper; CAJ, ICCV 2021) channel augmentation of the visible training images:
+    # "none", "exchange" (all channels := one random channel) or "adap_gray" (one random
+    # channel or greyscale); applied to each RGB image with probability channel_aug_p.
+    channel_aug: str = "none"
+    # (not in CAJ, which doubles the visible batch with an augmented copy of every image)
+    # probability that a visible image is replaced by its channel-augmented version.
+    channel_aug_p: float = 0.5
+    # (not in the paper; CAJ) CAJ's infrared treatment: ChannelAdapGray(0.5) on IR images.
+    channel_aug_ir: bool = False
+    # (not in the paper; CAJ: 0.5) probability of CAJ's random erasing, every training image.
+    random_erasing: float = 0.0
 
 
 @dataclass
@@ -157,8 +184,17 @@ class Config:
         arch = {"model": dataclasses.asdict(self.model), "ccn": dataclasses.asdict(self.ccn),
                 "input": [self.data.height, self.data.width]}
         arch["model"].pop("pretrained")
+        # Fields added after the first release leave the digest of a config that keeps their
+        # default unchanged, so indexes and feature files of older runs still match.
+        for key, default in _DIGEST_DEFAULTS.items():
+            if arch["model"].get(key) == default:
+                arch["model"].pop(key)
         blob = json.dumps(arch, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+#: model fields added later, with the value that reproduces the architecture before them.
+_DIGEST_DEFAULTS: dict[str, Any] = {"pool": "avg", "bnneck": False, "non_local": False}
 
 
 def _is_optional(tp: Any) -> tuple[bool, Any]:
@@ -285,6 +321,7 @@ def validate(cfg: Config) -> Config:
     _check("model.width", 0 < m.width <= 4, "a number in (0, 4]", m.width)
     _check_choice("model.last_stride", m.last_stride, (1, 2))
     _check_choice("model.shared_stages", m.shared_stages, SHARED_STAGES)
+    _check_choice("model.pool", m.pool, POOLS)
     if m.pretrained not in ("imagenet", "none") and not m.pretrained.endswith((".pth", ".pt")):
         raise ConfigError(f"model.pretrained: expected 'imagenet', 'none' or a path to a .pth/.pt "
                           f"file, found {m.pretrained!r}")
@@ -304,6 +341,8 @@ def validate(cfg: Config) -> Config:
     _check_choice("loss.kind", l.kind, LOSSES)
     _check("loss.lambda_id", l.lambda_id >= 0, "a number ≥ 0", l.lambda_id)
     _check("loss.rank_margin", l.rank_margin >= 0, "a number ≥ 0", l.rank_margin)
+    _check("loss.triplet_margin", l.triplet_margin >= 0, "a number ≥ 0", l.triplet_margin)
+    _check("loss.pbce_weight", l.pbce_weight >= 0, "a number ≥ 0", l.pbce_weight)
     _check_choice("data.dataset", d.dataset, DATASETS)
     _check("data.trial", 1 <= d.trial <= 10, "an integer in 1..10", d.trial)
     # The upper bound only keeps a typo (height: 25600) from allocating gigabytes.
@@ -318,6 +357,11 @@ def validate(cfg: Config) -> Config:
            d.neg_ratio)
     _check("data.workers", d.workers >= 0, "an integer ≥ 0", d.workers)
     _check("data.val_ids", d.val_ids >= 0, "an integer ≥ 0", d.val_ids)
+    _check_choice("data.channel_aug", d.channel_aug, CHANNEL_AUGS)
+    _check("data.channel_aug_p", 0 <= d.channel_aug_p <= 1, "a number in [0, 1]",
+           d.channel_aug_p)
+    _check("data.random_erasing", 0 <= d.random_erasing <= 1, "a number in [0, 1]",
+           d.random_erasing)
     _check("train.epochs", t.epochs >= 1, "an integer ≥ 1", t.epochs)
     _check("train.iters_per_epoch", t.iters_per_epoch is None or t.iters_per_epoch >= 1,
            "null or an integer ≥ 1", t.iters_per_epoch)

@@ -21,14 +21,21 @@ import os
 import platform
 import resource
 import time
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as nnf
 
+from vireid.apps.index import discover_images, embed_images, load_checkpoint_model
+from vireid.config import Config
 from vireid.errors import ConfigError
+from vireid.evaluation.metrics import eval_regdb
+from vireid.models.build import build_model
+from vireid.models.ccn import CCN
+from vireid.models.resnet import resnet
 from vireid.scoring import fastccn
-from vireid.scoring.scorers import score_simplified
+from vireid.scoring.scorers import full_pair_fn, score_rerank, score_simplified
 
 log = logging.getLogger(__name__)
 
@@ -254,9 +261,6 @@ def bench_models(batch: int, steps: int = 2) -> dict[str, Any]:
     ``batch`` RGB + ``batch`` IR images, PBCE + 0.1·ID) of DSCSN+CCN, against a plain
     ResNet-50 with an ID head (one path, ID loss only) on the same 2·batch images.
     Random weights; 256×128 inputs."""
-    from vireid.config import Config
-    from vireid.models.build import build_model
-    from vireid.models.resnet import resnet
 
     cfg = Config()
     h, w = cfg.data.height, cfg.data.width
@@ -320,7 +324,6 @@ def run_benchmark(n_full: int = 512, paper_pairs: int = 200, fft_pairs: int = 20
     Raises:
         ConfigError: an option out of range (message names it, its range and the value).
     """
-    from vireid.models.ccn import CCN
 
     for name, val, lo in (("n", n_full, 1), ("paper_pairs", paper_pairs, 1),
                           ("fft_pairs", fft_pairs, 0), ("chunk_size", chunk_size, 1),
@@ -431,9 +434,7 @@ def feature_density(checkpoint: str, image_root: str, max_images: int = 200) -> 
     """Fraction of non-zero values of F (the last ReLU's output) of a trained checkpoint on
     up to ``max_images`` images per modality under ``image_root`` (SYSU layout: cam1/2/4/5
     RGB, cam3/6 IR; other folders count as RGB). Without and with flip averaging."""
-    from pathlib import Path
 
-    from vireid.apps.index import discover_images, embed_images, load_checkpoint_model
 
     model, cfg, ident = load_checkpoint_model(checkpoint)
     paths = discover_images(image_root)
@@ -458,10 +459,6 @@ def bench_end_to_end(n_images: int = 2 * REGDB_N, batch: int = 32, topk: int = 2
     extraction of ``n_images`` 256×128 images (half IR queries, half RGB gallery), then
     simplified, full and rerank (top-``topk``) scoring, each followed by the RegDB metric.
     Images are random tensors (no decoding), 10 per identity as in RegDB."""
-    from vireid.config import Config
-    from vireid.evaluation.metrics import eval_regdb
-    from vireid.models.build import build_model
-    from vireid.scoring.scorers import full_pair_fn, score_rerank
 
     cfg = Config()
     h, w = cfg.data.height, cfg.data.width
@@ -529,8 +526,6 @@ def bench_train_step(batch: int = 32, steps: int = 5, device: str = "cpu", amp: 
     GradScaler), applied here directly, independent of the trainer."""
     if amp not in AMP_DTYPES:
         raise ValueError(f"amp: expected one of {', '.join(AMP_DTYPES)}, got {amp!r}")
-    from vireid.config import Config
-    from vireid.models.build import build_model
 
     dev = torch.device(device)
     cfg = Config()
@@ -580,8 +575,6 @@ def bench_train_step(batch: int = 32, steps: int = 5, device: str = "cpu", amp: 
 
 def bench_extract(batch: int = 128, steps: int = 5, device: str = "cpu") -> dict[str, Any]:
     """Feature extraction images/s of the paper model (eval mode, random weights, 256×128)."""
-    from vireid.config import Config
-    from vireid.models.build import build_model
 
     dev = torch.device(device)
     cfg = Config()
@@ -611,7 +604,6 @@ def bench_full_device(n: int = REGDB_N, device: str = "cpu", backend: str = "aut
     """Full mode on n × n random non-negative maps at the paper geometry on ``device`` with
     ``backend``, checked against the direct form on sampled pairs. ``density``: fraction of
     non-zeros (None: uniform maps, no zeros)."""
-    from vireid.models.ccn import CCN
 
     dev = torch.device(device)
     torch.manual_seed(seed)

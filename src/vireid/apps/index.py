@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import json
 import logging
 import os
@@ -51,8 +50,12 @@ import torch
 from vireid import __version__
 from vireid.data.records import MODALITIES, ImageRecord
 from vireid.data.images import show_path
-from vireid.utils.atomic import atomic_dir, atomic_open, atomic_write_bytes, atomic_write_text
+from vireid.engine.checkpoint import load_model_from_checkpoint
+from vireid.engine.features import RecordImages, extract_features
 from vireid.errors import CheckpointError, ConfigError, DataError
+from vireid.utils.atomic import atomic_dir, atomic_open, atomic_write_bytes, atomic_write_text
+from vireid.utils.digest import file_sha256
+from vireid.utils.locking import FolderLock
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +114,6 @@ def folder_labels(paths: Sequence[PathLike]) -> list[str]:
     return [Path(p).parent.name for p in paths]
 
 
-def file_sha256(path: PathLike, block: int = 1 << 20) -> str:
-    """sha256 of a file's bytes (hex)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------- embedding
 @torch.no_grad()
 def embed_images(model: torch.nn.Module, cfg: Any, paths: Sequence[PathLike], modality: str,
@@ -136,8 +130,6 @@ def embed_images(model: torch.nn.Module, cfg: Any, paths: Sequence[PathLike], mo
     Raises:
         DataError: an image is missing or cannot be decoded (the message names it).
     """
-    from vireid.engine.features import RecordImages, extract_features
-
     _check_modality(modality)
     records = [ImageRecord(Path(p).as_posix(), -1, 0, modality) for p in paths]
     # Absolute paths: ``root / abs_path`` is ``abs_path``.
@@ -159,10 +151,6 @@ def _write_npy(path: Path, arr: np.ndarray) -> None:
         np.save(fh, arr, allow_pickle=False)
 
 
-def _write_text(path: Path, text: str) -> None:
-    atomic_write_text(path, text)
-
-
 def _write_lines(path: Path, lines: Sequence[str]) -> None:
     # surrogateescape: a file name that is not valid UTF-8 is stored as its own bytes and
     # read back the same way by _read_lines (a strict encode would fail half-way).
@@ -170,24 +158,11 @@ def _write_lines(path: Path, lines: Sequence[str]) -> None:
                        .encode("utf-8", "surrogateescape"))
 
 
-@contextlib.contextmanager
-def _write_lock(folder: Path) -> Iterator[None]:
-    """Advisory exclusive lock on ``folder/.lock`` (released when the process dies)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no locking
-        yield
-        return
-    with open(folder / ".lock", "a+") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise CheckpointError(f"index {folder} is being written by another process "
-                                  f"(lock {folder / '.lock'} is held)") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+def _write_lock(folder: Path) -> FolderLock:
+    """The writer's lock on ``folder/.lock`` (released when the process dies)."""
+    return FolderLock(folder / ".lock", lambda holder: CheckpointError(
+        f"index {folder} is being written by another process ({holder}; lock "
+        f"{folder / '.lock'} is held)"))
 
 
 def _now() -> str:
@@ -220,8 +195,6 @@ class ModelIdentity:
 def load_checkpoint_model(checkpoint: PathLike, device: Union[str, torch.device] = "cpu"
                           ) -> tuple[torch.nn.Module, Any, ModelIdentity]:
     """Model, config and identity of a checkpoint file or run folder."""
-    from vireid.engine.checkpoint import load_model_from_checkpoint
-
     model, cfg, meta = load_model_from_checkpoint(checkpoint, device)
     path = Path(meta["path"]).resolve()
     ident = ModelIdentity(str(meta["model_digest"]), cfg.digest(), path.as_posix(),
@@ -491,7 +464,7 @@ def _append(folder: Path, manifest: dict[str, Any], old_paths: list[str],
         new = labels if labels is not None else [""] * len(paths)
         _write_lines(folder / LABELS_FILE, list(old) + list(new))
     manifest.update(shards=shards, count=len(new_paths), labels=has_labels, updated=_now())
-    _write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     log.info("index %s: %d images (%d added)", folder, len(new_paths), total)
     return manifest
 

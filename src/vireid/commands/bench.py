@@ -8,6 +8,8 @@ import argparse
 import json
 import sys
 
+from ..utils.atomic import atomic_write_text
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure full-mode scoring, simplified scoring, extraction and training speed")
@@ -32,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..utils.atomic import atomic_write_text
+    # late: keeps `vireid --help` fast (the library imports torch, ~1.7 s)
     from ..apps.bench import run_benchmark
 
     res = run_benchmark(n_full=args.n, paper_pairs=args.paper_pairs, fft_pairs=args.fft_pairs,

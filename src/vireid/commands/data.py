@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..utils.atomic import atomic_write_text
 from ._checks import check_output_file
 
 
@@ -42,7 +43,6 @@ def _emit(text: str, out: str | None) -> None:
     if out is None:
         print(text)
         return
-    from ..utils.atomic import atomic_write_text
 
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +50,7 @@ def _emit(text: str, out: str | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # late: keeps `vireid --help` fast (the library imports torch, ~1.7 s)
     from ..evaluation import summary as summ
 
     if args.data_command == "summary":

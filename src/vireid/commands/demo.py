@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._checks import check_output_folder
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -19,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # late: keeps `vireid --help` fast (the library imports torch, ~1.7 s)
     from ..apps.demo import run_demo
-    from ._checks import check_output_folder
 
     check_output_folder(args.output, "-o")
 

@@ -5,6 +5,8 @@ import argparse
 import json
 import logging
 
+from ..utils.atomic import check_output_dir
+
 log = logging.getLogger(__name__)
 
 
@@ -28,9 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..utils.atomic import check_output_dir
-    from ..engine.checkpoint import load_model_from_checkpoint
+    # late: keeps `vireid --help` fast (the library imports torch, ~1.7 s)
     from ..apps.export import export_onnx, require_onnx
+    from ..engine.checkpoint import load_model_from_checkpoint
 
     # Fail fast, before loading weights: missing packages, a refused output folder.
     require_onnx(with_runtime=not args.no_verify)

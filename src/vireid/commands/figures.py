@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import ConfigError
 from ._checks import check_device, check_output_folder, int_at_least
 
 
@@ -42,8 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..errors import ConfigError
-    from ..viz.figures import cmc_curves_from_results, compact_png, make_figures, plot_cmc
+    # late: keeps `vireid --help` fast (the library imports torch, ~1.7 s)
+    from ..apps.figures import make_figures
+    from ..viz.figures import cmc_curves_from_results, compact_png, plot_cmc
 
     check_output_folder(args.output, "-o")
     check_device(args.device)

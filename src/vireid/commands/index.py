@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from ..data.images import without_skip_hint
 from ..errors import DataError
@@ -84,6 +84,7 @@ def _no_skip_hint() -> Iterator[None]:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    # late: keeps `vireid --help` fast (the library imports torch, ~1.7 s)
     from ..apps.index import build_index, discover_images, folder_labels
 
     check_output_folder(args.output, "-o")
@@ -101,6 +102,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_extend(args: argparse.Namespace) -> int:
+    # late: keeps `vireid --help` fast (the library imports torch, ~1.7 s)
     from ..apps.index import GalleryIndex, discover_images, folder_labels
 
     check_device(args.device)
@@ -116,6 +118,7 @@ def run_extend(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    # late: keeps `vireid --help` fast (the library imports torch, ~1.7 s)
     from ..apps.index import GalleryIndex
 
     ix = GalleryIndex.open(args.index)

@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # late: keeps `vireid --help` fast (the library imports torch, ~1.7 s)
     from ..models.build import model_info
 
     cfg = load_config(preset_or_path(args.config), args.overrides)

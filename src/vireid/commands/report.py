@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._checks import check_output_file
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="one self-contained HTML page of run folders "
@@ -14,8 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # late: keeps `vireid --help` fast (the library imports torch, ~1.7 s)
     from ..viz.report import write_report
-    from ._checks import check_output_file
 
     check_output_file(args.output, "-o")
     path = write_report(args.run_dirs, args.output, title=args.title)

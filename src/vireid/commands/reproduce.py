@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ._checks import check_output_folder
 from .eval import parse_trials
 
 TABLES = ("table1", "table3", "table4", "table6", "table7", "fig3", "table8", "cost")
@@ -37,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # late: keeps `vireid --help` fast (the library imports torch, ~1.7 s)
     from ..apps.reproduce import reproduce
-    from ._checks import check_output_folder
 
     check_output_folder(args.output, "-o")
 

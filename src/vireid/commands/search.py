@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # late: keeps `vireid --help` fast (the library imports torch, ~1.7 s)
     from ..apps.index import discover_images
     from ..apps.search import save_match_figure, search_images
 

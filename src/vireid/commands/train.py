@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
         check_device("cuda", "train.device")
     # Imported after validating the config, so that config errors come back without the
     # seconds torch takes to import.
-    from ..utils import distributed as D
     from ..engine.trainer import train
+    from ..utils import distributed as D
 
     is_main = True
     if D.env_world_size() > 1:

@@ -53,7 +53,7 @@ def _fingerprint(root: Path, paths: Sequence[str], size: tuple[int, int]) -> str
     for rel in paths:
         try:
             st = (root / rel).stat()
-        except OSError as exc:
+        except OSError:
             kind = "a dangling symbolic link" if (root / rel).is_symlink() else "nothing"
             raise DataError(f"image listed for caching is missing: expected a file at "
                             f"{show_path(root / rel)}, found {kind}") from None

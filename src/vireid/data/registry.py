@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 from vireid.data.llcm import load_llcm
-from vireid.data.records import TrainSplit
+from vireid.data.records import IR, RGB, ImageRecord, TrainSplit
 from vireid.data.regdb import load_regdb
-from vireid.data.sysu import load_sysu
+from vireid.data.sysu import IR_CAMERAS, RGB_CAMERAS, load_sysu
 from vireid.errors import ConfigError
 
 PathLike = Union[str, os.PathLike]
@@ -25,8 +25,9 @@ class DatasetSpec:
     """How to read one dataset.
 
     ``load(root)`` returns the loaded dataset object; ``train_of(ds, trial)`` its training
-    split (``trial`` matters only where ``per_trial`` is True: RegDB's ten splits each have
-    their own training ids, so a model belongs to one trial). ``marker`` is the sub-folder
+    split and ``test_of(ds, trial)`` every (RGB, IR) test image (``trial`` matters only where
+    ``per_trial`` is True: RegDB's ten splits each have their own ids, so a model belongs to
+    one trial). ``marker`` is the sub-folder
     that identifies the layout on disk; ``default_protocol`` the evaluation protocol used
     when none is named.
     """
@@ -35,6 +36,7 @@ class DatasetSpec:
     title: str
     load: Callable[[PathLike], Any]
     train_of: Callable[[Any, Optional[int]], TrainSplit]
+    test_of: Callable[[Any, Optional[int]], tuple[list[ImageRecord], list[ImageRecord]]]
     marker: str
     default_protocol: str
     per_trial: bool = False
@@ -43,13 +45,23 @@ class DatasetSpec:
         """The training split at ``root`` (of ``trial`` where the dataset has per-trial splits)."""
         return self.train_of(self.load(root), trial)
 
+    def test_images(self, root: PathLike, trial: Optional[int] = None
+                    ) -> tuple[list[ImageRecord], list[ImageRecord]]:
+        """Every (RGB, IR) image of the test identities at ``root`` (of ``trial``)."""
+        return self.test_of(self.load(root), trial)
+
 
 DATASETS: dict[str, DatasetSpec] = {
     "sysu": DatasetSpec("sysu", "SYSU-MM01", load_sysu, lambda ds, trial: ds.train,
+                        lambda ds, trial: (ds.images(ds.test_ids, RGB_CAMERAS),
+                                           ds.images(ds.test_ids, IR_CAMERAS)),
                         marker="exp", default_protocol="sysu-all"),
     "regdb": DatasetSpec("regdb", "RegDB", load_regdb, lambda ds, trial: ds.train(trial),
+                         lambda ds, trial: tuple(map(list, ds.test(trial))),  # type: ignore[arg-type]
                          marker="idx", default_protocol="regdb-v2t", per_trial=True),
     "llcm": DatasetSpec("llcm", "LLCM", load_llcm, lambda ds, trial: ds.train,
+                        lambda ds, trial: (ds.images(ds.test_ids, RGB),
+                                           ds.images(ds.test_ids, IR)),
                         marker="idx", default_protocol="llcm-v2i"),
 }
 

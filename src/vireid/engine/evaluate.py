@@ -23,6 +23,22 @@ A result (percent) is::
 
 ``seconds.features`` is the extraction time (shared by all modes of ``all``), and
 ``seconds.scoring`` the time of that mode's scoring and metrics.
+
+k-reciprocal re-ranking (``kreciprocal``, Zhong et al. CVPR 2017; not in the paper) is a
+post-process of any mode: per trial, :func:`vireid.scoring.kreciprocal.rerank_distance` of the
+mode's query x gallery distance, with the query x query and gallery x gallery distances
+computed by the same mode on same-modality pairs:
+
+* simplified: 1 - S (cosine distance of G; -S shifted by 1, the same ranking, but
+  non-negative as the algorithm needs: it squares its input);
+* full: D_RI of every pair (a same-modality pair puts its first image on CCN side "a", as
+  the open-set protocol does);
+* rerank: the rerank distance (D_RI on the simplified top-K, 3 - S behind) of those pairs.
+
+The diagonals of the query x query and gallery x gallery blocks (an image against itself)
+are set to 0, as any metric distance has them (D_RI of an image with itself is not 0). The
+setting is recorded in the result as ``"kreciprocal": {"k1", "k2", "lambda"}`` (null when
+off). A trial's gallery x gallery block is the union's block at that trial's columns.
 """
 from __future__ import annotations
 
@@ -45,10 +61,13 @@ from vireid.errors import CheckpointError, ConfigError, DataError
 from vireid.evaluation.metrics import cmc_map, eval_regdb, eval_sysu
 from vireid.evaluation.protocols import (PROTOCOLS, aggregate, build_split, evaluate_split,
                                          get_protocol)
+from vireid.losses.registry import LOSSES
+from vireid.scoring.kreciprocal import KReciprocal
 from vireid.scoring.scorers import (SCORING_MODES, full_pair_fn, query_side,
                                     score_full, score_rerank, score_simplified)
 from vireid.scoring.sharded import rerank_sharded, score_sharded
 from vireid.utils import distributed
+from vireid.utils.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +239,98 @@ def _cmc_curve(dist: np.ndarray, split: EvalSplit, metric: str) -> np.ndarray:
     return out * 100.0
 
 
+# --------------------------------------------------------------------------- k-reciprocal
+def _side_of(a: FeatureSet, b: FeatureSet) -> str:
+    """CCN query side of the rows of ``a`` against those of ``b`` (MIXED for mixed sets)."""
+    ma, mb = set(a.modalities), set(b.modalities)
+    return query_side(ma.pop(), mb.pop()) if len(ma) == 1 and len(mb) == 1 else MIXED
+
+
+class _SameSetDistances:
+    """Query x query and gallery x gallery distances of one group, per scoring mode, for
+    k-reciprocal re-ranking (module docstring), computed when first asked for and kept.
+
+    ``qq(mode)`` -> (Q, Q) numpy; ``gg(mode, cols)`` -> (len(cols), len(cols)) numpy over the
+    union gallery's columns ``cols``; both float32, diagonal 0, lower = closer.
+    """
+
+    def __init__(self, model: Optional[torch.nn.Module], q: FeatureSet, g: FeatureSet,
+                 topk: int, chunk_size: int, device: Union[str, torch.device]) -> None:
+        self.model, self.q, self.g = model, q, g
+        self.topk, self.chunk_size, self.device = topk, chunk_size, device
+        self._S: dict[str, torch.Tensor] = {}
+        self._D: dict[str, torch.Tensor] = {}
+        self._qq: dict[str, np.ndarray] = {}
+
+    def _set(self, which: str) -> FeatureSet:
+        return self.q if which == "q" else self.g
+
+    def S(self, which: str) -> torch.Tensor:
+        if which not in self._S:
+            fs = self._set(which)
+            self._S[which] = torch.as_tensor(score_simplified(fs.G, fs.G))
+        return self._S[which]
+
+    def D(self, which: str) -> torch.Tensor:
+        if which not in self._D:
+            if self.model is None:
+                raise CheckpointError("k-reciprocal re-ranking of full / rerank scoring needs "
+                                      "the checkpoint (its CCN weights)")
+            fs = self._set(which)
+            with torch.no_grad():
+                self._D[which] = _score_full_blocks(score_full, self.model.ccn, fs, fs,
+                                                    _side_of(fs, fs), self.chunk_size,
+                                                    self.device)
+        return self._D[which]
+
+    def _mode(self, mode: str, which: str, cols: Optional[np.ndarray]) -> np.ndarray:
+        idx = None if cols is None else torch.from_numpy(cols)
+        S = self.S(which)
+        S = S if idx is None else S[idx][:, idx]
+        if mode == "simplified":
+            out = 1.0 - S
+        elif mode == "full":
+            D = self.D(which)
+            out = D if idx is None else D[idx][:, idx]
+        else:
+            fs = self._set(which)
+            sub = fs if idx is None else fs.subset(cols)
+            side = _side_of(sub, sub)
+            if side == MIXED or which in self._D:
+                D = self.D(which)
+                d_fn = _table_d_fn(D if idx is None else D[idx][:, idx])
+            else:  # D_RI of the top-K pairs only
+                assert self.model is not None
+                d_fn = full_pair_fn(self.model.ccn, sub.F.to(self.device),
+                                    sub.F.to(self.device), side)
+            with torch.no_grad():
+                out = torch.as_tensor(score_rerank(S, d_fn, self.topk))
+        out = out.float().cpu().numpy().copy()
+        np.fill_diagonal(out, 0.0)
+        return out
+
+    def qq(self, mode: str) -> np.ndarray:
+        if mode not in self._qq:
+            self._qq[mode] = self._mode(mode, "q", None)
+        return self._qq[mode]
+
+    def gg(self, mode: str, cols: np.ndarray) -> np.ndarray:
+        return self._mode(mode, "g", cols)
+
+
+def _as_distance(mode: str, dist: np.ndarray) -> np.ndarray:
+    """A mode's query x gallery distance as k-reciprocal's input: -S becomes 1 - S."""
+    return 1.0 + dist if mode == "simplified" else dist
+
+
+def _warn_untrained_ccn(model: "_Model", modes: Sequence[str]) -> None:
+    spec = LOSSES.get(model.cfg.loss.kind)
+    if spec is not None and not spec.trains_ccn and set(modes) & {"full", "rerank"}:
+        log.warning("%s was trained with loss.kind=%s, which does not train the CCN: its full "
+                    "and rerank scores come from an untrained W_D (train loss.kind=agw+pbce "
+                    "or ccn for CCN scoring)", model.path, model.cfg.loss.kind)
+
+
 # --------------------------------------------------------------------------- runner
 def _extract_union(model: _Model, splits: list[EvalSplit], root: PathLike, flip: bool,
                    batch_size: int, device: Union[str, torch.device], use_cache: bool,
@@ -262,7 +373,7 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
              save_features_path: Optional[PathLike] = None,
              features_paths: Optional[Sequence[PathLike]] = None,
              use_cache: bool = True, cache_dir: Optional[str] = None,
-             skip_corrupt: bool = False,
+             skip_corrupt: bool = False, kreciprocal: Optional[KReciprocal] = None,
              ) -> dict[str, Any]:
     """Evaluate checkpoints on a protocol (see the module docstring for the result shape).
 
@@ -280,6 +391,8 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
         features_paths: score features saved earlier instead of extracting them.
         skip_corrupt: drop undecodable images from the splits (counted in the log) instead
             of stopping with the file named.
+        kreciprocal: k-reciprocal re-ranking of every mode's distance (module docstring);
+            None = off.
 
     Under torchrun (a process group of several ranks, see :mod:`vireid.utils.distributed`)
     every rank extracts the features and full / rerank scoring is split across the ranks by
@@ -292,8 +405,11 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
     modes = list(SCORING_MODES) if scoring == "all" else [scoring]
     if not checkpoints:
         raise ConfigError("expected at least one checkpoint (--checkpoint CKPT)")
+    device = resolve_device(str(device))
     models = [_Model(p, device) for p in checkpoints]
     _check_models(models)
+    for m in models:
+        _warn_untrained_ccn(m, modes)
     first = models[0]
     dataset = first.dataset
     proto = get_protocol(_resolve_protocol(dataset, protocol))
@@ -370,6 +486,8 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
         q, g = feats.subset(q_rows), feats.subset(g_union)
         side = _query_side(splits[0]) if set(modes) & {"full", "rerank"} else "b"
         mats = _score_all_modes(modes, model.model, q, g, side, topk, chunk_size, device)
+        same = (_SameSetDistances(model.model, q, g, topk, chunk_size, device)
+                if kreciprocal is not None else None)
         for sp in splits:
             cols = np.array([g_pos[int(r)] for r in feats.rows_of(sp.gallery)], dtype=np.int64)
             for mode in modes:
@@ -381,6 +499,10 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
                     dist = mat[:, torch.from_numpy(cols)].numpy()
                 else:
                     dist = mat(cols).numpy()
+                if same is not None:
+                    assert kreciprocal is not None
+                    dist = kreciprocal.apply(_as_distance(mode, dist), same.qq(mode),
+                                             same.gg(mode, cols))
                 res = evaluate_split(dist, sp, proto)
                 cmcs[mode].append(_cmc_curve(dist, sp, proto.metric))
                 per_mode[mode].append({"trial": sp.trial, **res})
@@ -398,6 +520,7 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
             "cmc": np.mean(cmcs[mode], axis=0).tolist(),
             "checkpoints": [g[0].path for g in groups], "flip": bool(flip),
             "topk": topk if mode == "rerank" else None,
+            "kreciprocal": kreciprocal.to_dict() if kreciprocal is not None else None,
             "model_digests": [g[0].digest for g in groups],
             "selection": sorted({g[0].selection for g in groups}),
         }
@@ -466,5 +589,8 @@ def format_results(results: Union[dict[str, Any], list[dict[str, Any]]], title: 
             m, s = r["mean"][k], r["std"][k]
             cells.append(f"{m:.1f} ± {s:.1f}" if len(r["per_trial"]) > 1 else f"{m:.1f}")
         mode = r["scoring"] + (f" (top-{r['topk']})" if r.get("topk") else "")
+        kr = r.get("kreciprocal")
+        if kr:
+            mode += f" + k-reciprocal ({kr['k1']}/{kr['k2']}/{kr['lambda']:g})"
         lines.append(f"| {label} | {mode} | {len(r['per_trial'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -131,6 +131,8 @@ class RecordImages:
 
     def batch(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         bad = set(self.bad)
+        if len(indices) == 0:  # an empty batch is a (0, H, W, 3) array, as the cache gives
+            return np.zeros((0, *self.size, 3), np.uint8)
         return np.stack([np.zeros((*self.size, 3), np.uint8) if self.records[int(i)].path in bad
                          else decode_image(self.root / self.records[int(i)].path, self.size)
                          for i in indices])

@@ -41,7 +41,17 @@ RESUME_MUTABLE = {"data.root", "data.workers", "data.cache", "data.cache_dir", "
 
 
 def _holds_run(run_dir: Path) -> bool:
-    return any((run_dir / f).exists() for f in RUN_FILES)
+    """A run that can be resumed: one that wrote its first checkpoint."""
+    return (run_dir / "checkpoints" / "last.pt").is_file()
+
+
+def _clear_run_files(run_dir: Path) -> None:
+    for name in RUN_FILES:  # only what a run writes; anything else in the folder stays
+        p = run_dir / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
 
 
 def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -49,9 +59,12 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
     if resume:
-        if not (run_dir / "checkpoints" / "last.pt").is_file():
+        if not _holds_run(run_dir):
+            left = any((run_dir / f).exists() for f in RUN_FILES)
             raise ConfigError(f"cannot resume: expected {run_dir / 'checkpoints' / 'last.pt'}, "
-                              f"found none")
+                              f"found none" + ("; the run in this folder stopped before its first "
+                                               "checkpoint, so start it again without --resume"
+                                               if left else ""))
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"run folder {run_dir} exists and is not a folder")
@@ -59,12 +72,13 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         if not overwrite:
             raise ConfigError(f"run folder {run_dir} already holds a run; use --resume to continue "
                               f"it or --overwrite to start over")
-        for name in RUN_FILES:  # only what a run writes; anything else in the folder stays
-            p = run_dir / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+        _clear_run_files(run_dir)
+    elif any((run_dir / f).exists() for f in RUN_FILES):
+        # A run that failed before its first checkpoint: nothing to resume, so its config,
+        # log and plot are cleared and the run starts over.
+        log.warning("run folder %s holds a run that stopped before its first checkpoint; "
+                    "starting over", run_dir)
+        _clear_run_files(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -173,8 +187,8 @@ def remove_stale_temp_files(run_dir: Path) -> int:
 
 
 def open_run_dir(run_dir: Path, resume: bool, overwrite: bool, lock: FolderLock) -> None:
-    """Create or check RUN_DIR, take its lock, clear what an interrupted run left."""
-    """Create RUN_DIR if needed, take its lock, then apply the resume/overwrite rules."""
+    """Create RUN_DIR if needed, take its lock, apply the resume/overwrite rules, and clear
+    the temporary files an interrupted run left."""
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
     if run_dir.exists() and not run_dir.is_dir():

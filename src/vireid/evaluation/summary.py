@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vireid.data.records import EvalSplit, ImageRecord
-from vireid.data.registry import DATASETS, load_dataset
+from vireid.data.registry import load_dataset
 from vireid.errors import ConfigError
 from vireid.evaluation.protocols import PROTOCOLS, build_split, get_protocol, protocols_for
 

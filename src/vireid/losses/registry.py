@@ -10,6 +10,15 @@ Kinds:
 * ``ccn``       the paper: L_PBCE + λ·L_ID (Eqs. 8–11).
 * ``ccn-noid``  PBCE only (the paper's "Ours w/o ID").
 * ``idl``, ``vl``, ``rkl``, ``kvl``  the Table I baselines (:mod:`vireid.losses.baselines`).
+* ``agw``       AGW's objective (not in the paper): L_ID + L_WRT, the weighted regularised
+  triplet loss on the global features before the BNNeck, the ID loss on the classifier's
+  logits of the BN'd feature (``model.bnneck``), weights 1 and 1 as AGW's ``train.py``.
+* ``triplet``   L_ID + batch-hard triplet (margin ``loss.triplet_margin``, AGW's 0.3).
+* ``agw+pbce``  L_ID + L_WRT + ``loss.pbce_weight``·L_PBCE: AGW trained jointly with the CCN
+  head, so full / rerank scoring work on an AGW model.
+
+Triplet kinds mine positives and negatives over all 2N (or, with
+``data.same_modality_pairs``, 4N) images of the batch, both modalities together, as AGW does.
 
 A kind may need a learnable head (VL, KVL); :func:`attach_loss_head` builds it from the
 model's geometry and puts it on the model as ``model.baseline_head``, so that the optimizer
@@ -28,6 +37,7 @@ from vireid.errors import ConfigError
 from vireid.losses import paper as P
 from vireid.losses.baselines import (KernelVerificationHead, VerificationHead, ranking_loss,
                                      verification_loss)
+from vireid.losses.triplet import batch_hard_triplet, weighted_regularized_triplet
 
 
 @dataclass
@@ -66,16 +76,22 @@ class LossSpec:
     fn: LossFn
     head: Optional[HeadFn] = None  # builds model.baseline_head (VL, KVL)
     same_modality: bool = False  # handles the open set's same-modality pairs
+    trains_ccn: bool = False  # the CCN's W_D gets a training signal (full scoring is meaningful)
+    #: weight of each logged component in the total loss (for gradient diagnostics);
+    #: components not listed weigh 1 (accuracies carry no gradient).
+    part_weights: Optional[Callable[[Any], dict[str, float]]] = None
 
 
 LOSSES: dict[str, LossSpec] = {}
 
 
-def register_loss(kind: str, head: Optional[HeadFn] = None,
-                  same_modality: bool = False) -> Callable[[LossFn], LossFn]:
+def register_loss(kind: str, head: Optional[HeadFn] = None, same_modality: bool = False,
+                  trains_ccn: bool = False,
+                  part_weights: Optional[Callable[[Any], dict[str, float]]] = None
+                  ) -> Callable[[LossFn], LossFn]:
     """Decorator registering ``fn`` as ``loss.kind == kind``."""
     def deco(fn: LossFn) -> LossFn:
-        LOSSES[kind] = LossSpec(fn, head, same_modality)
+        LOSSES[kind] = LossSpec(fn, head, same_modality, trains_ccn, part_weights)
         return fn
     return deco
 
@@ -140,7 +156,8 @@ def _need_ccn(cfg: Any, model: nn.Module) -> Any:
     return ccn
 
 
-@register_loss("ccn", same_modality=True)
+@register_loss("ccn", same_modality=True, trains_ccn=True,
+               part_weights=lambda cfg: {"id": cfg.loss.lambda_id})
 def _loss_ccn(model: nn.Module, b: StepBatch, cfg: Any) -> tuple[Tensor, dict[str, Tensor]]:
     """The paper: L_PBCE + λ·L_ID (Eqs. 8–11)."""
     la, lb, target = pair_logits(model, b)
@@ -150,7 +167,7 @@ def _loss_ccn(model: nn.Module, b: StepBatch, cfg: Any) -> tuple[Tensor, dict[st
                            **pair_accuracy(la, lb, target)}
 
 
-@register_loss("ccn-noid", same_modality=True)
+@register_loss("ccn-noid", same_modality=True, trains_ccn=True)
 def _loss_ccn_noid(model: nn.Module, b: StepBatch, cfg: Any) -> tuple[Tensor, dict[str, Tensor]]:
     """PBCE only (the paper's ablation without the ID loss)."""
     la, lb, target = pair_logits(model, b)
@@ -193,3 +210,47 @@ def _loss_kvl(model: nn.Module, b: StepBatch, cfg: Any) -> tuple[Tensor, dict[st
     s = model.baseline_head(b.F_rgb, b.F_ir, b.ia, b.ib)
     loss = verification_loss(s, b.target)
     return loss, {"kvl": loss}
+
+
+def _global_batch(b: StepBatch) -> tuple[Tensor, Tensor]:
+    """G of every image of the batch (RGB rows then IR rows) before any BNNeck, and labels:
+    AGW's ``feat = cat(visible, infrared)``, ``labels = cat(label1, label2)``."""
+    return torch.cat([b.G_rgb, b.G_ir], 0), torch.cat([b.y_rgb, b.y_ir], 0)
+
+
+def _agw_terms(model: nn.Module, b: StepBatch, triplet: str, margin: float
+               ) -> tuple[Tensor, dict[str, Tensor]]:
+    """L_ID + L_triplet of AGW: the triplet loss on G (before the neck), the ID loss on the
+    logits of the BN'd G (:meth:`ReIDModel.classify`). Returns (sum, components)."""
+    g, y = _global_batch(b)
+    idl = P.id_loss(model.classify(g), y)
+    if triplet == "wrt":
+        tri, correct = weighted_regularized_triplet(g, y)
+    else:
+        tri, correct = batch_hard_triplet(g, y, margin)
+    acc = torch.tensor(correct / max(1, g.shape[0]), dtype=torch.float32, device=g.device)
+    return idl + tri, {"id": idl, triplet: tri, "acc_tri": acc}
+
+
+@register_loss("agw", same_modality=True)
+def _loss_agw(model: nn.Module, b: StepBatch, cfg: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """AGW: L_ID + L_WRT (weights 1, 1)."""
+    return _agw_terms(model, b, "wrt", 0.0)
+
+
+@register_loss("triplet", same_modality=True)
+def _loss_triplet(model: nn.Module, b: StepBatch, cfg: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """L_ID + batch-hard triplet with margin ``cfg.loss.triplet_margin`` (AGW's "base")."""
+    return _agw_terms(model, b, "triplet", float(cfg.loss.triplet_margin))
+
+
+@register_loss("agw+pbce", same_modality=True, trains_ccn=True,
+               part_weights=lambda cfg: {"pbce": cfg.loss.pbce_weight})
+def _loss_agw_pbce(model: nn.Module, b: StepBatch, cfg: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """AGW with the CCN head trained jointly: L_ID + L_WRT + w·L_PBCE (w = loss.pbce_weight);
+    the PBCE term is Eq. (8) on the batch's pairs, as in ``ccn``."""
+    agw, parts = _agw_terms(model, b, "wrt", 0.0)
+    la, lb, target = pair_logits(model, b)
+    pbce = P.pbce_loss(la, lb, target)
+    return agw + float(cfg.loss.pbce_weight) * pbce, {**parts, "pbce": pbce,
+                                                      **pair_accuracy(la, lb, target)}

@@ -1,4 +1,12 @@
-"""The full model: DSCSN backbone + CCN + shared ID classifier, built from a Config."""
+"""The full model: DSCSN backbone + CCN + shared ID classifier, built from a Config.
+
+With ``model.bnneck`` (AGW, not in the paper) a BNNeck sits between the global feature G and
+the classifier: BatchNorm1d with a frozen zero bias (:class:`vireid.models.agw.BNNeck`,
+weights ``neck.bn.*``). Training losses get G before the neck (triplet losses use it as AGW
+does); :meth:`ReIDModel.classify` passes it through the neck; and
+:meth:`ReIDModel.forward_features` returns the BN'd feature, which is what evaluation scores
+(AGW's test mode: ``l2norm(bottleneck(x_pool))``; cosine scoring normalises anyway).
+"""
 from __future__ import annotations
 
 import logging
@@ -7,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vireid.models.agw import BNNeck
 from vireid.models.ccn import CCN
 from vireid.models.dscsn import DSCSN
 from vireid.models.resnet import feature_hw
@@ -21,26 +30,36 @@ class ReIDModel(nn.Module):
     p = softmax(W_ID · G) with no bias, and it is shared by both modalities.
     """
 
-    def __init__(self, backbone: DSCSN, ccn: CCN, num_classes: int) -> None:
+    def __init__(self, backbone: DSCSN, ccn: CCN, num_classes: int, bnneck: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.ccn = ccn
+        # Without a neck nothing is drawn from the global RNG here, so the classifier's
+        # initial weights (and hence every default run) are what they were before bnneck.
+        self.neck = BNNeck(backbone.out_channels) if bnneck else None
         self.classifier = nn.Linear(backbone.out_channels, num_classes, bias=False)
         if not self.classifier.weight.is_meta:  # meta: shapes only (see model_info)
             nn.init.normal_(self.classifier.weight, std=0.001)
         self.num_classes = int(num_classes)
 
+    def embed(self, g: Tensor) -> Tensor:
+        """G (B, C) -> the feature evaluation scores: G itself, or BN(G) with a BNNeck."""
+        return g if self.neck is None else self.neck.bn(g)
+
     def forward_features(self, x: Tensor, modality: str) -> tuple[Tensor, Tensor]:
-        """x: (B, 3, H, W) -> F (B, C, h, w), G (B, C)."""
-        return self.backbone(x, modality)
+        """x: (B, 3, H, W) -> F (B, C, h, w), G (B, C) (BN'd when model.bnneck)."""
+        f, g = self.backbone(x, modality)
+        return f, self.embed(g)
 
     def forward_pair(self, x_rgb: Tensor, x_ir: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Both modalities in one pass (shared BN sees both): F_rgb, G_rgb, F_ir, G_ir."""
+        """Both modalities in one pass (shared BN sees both): F_rgb, G_rgb, F_ir, G_ir, with
+        G before any BNNeck (what triplet losses use; :meth:`classify` applies the neck)."""
         return self.backbone.forward_pair(x_rgb, x_ir)
 
     def classify(self, g: Tensor) -> Tensor:
-        """G (B, C) -> ID logits (B, num_classes)."""
-        return self.classifier(g)
+        """G (B, C) before the neck -> ID logits (B, num_classes) (through the BNNeck when
+        model.bnneck, as AGW's classifier reads the BN'd feature)."""
+        return self.classifier(self.embed(g))
 
     def forward(self, x: Tensor, modality: str) -> tuple[Tensor, Tensor]:
         return self.forward_features(x, modality)
@@ -62,10 +81,10 @@ def build_model(cfg: Any, num_classes: int, load_pretrained: bool = True) -> ReI
     m = cfg.model
     pretrained = m.pretrained if load_pretrained else None
     backbone = DSCSN(m.arch, shared_stages=m.shared_stages, last_stride=m.last_stride,
-                     width=m.width, pretrained=pretrained)
+                     width=m.width, pretrained=pretrained, pool=m.pool, non_local=m.non_local)
     hw = feature_hw(cfg.data.height, cfg.data.width, m.last_stride)
     ccn = CCN(backbone.out_channels, hw, **_ccn_kwargs(cfg))
-    return ReIDModel(backbone, ccn, num_classes)
+    return ReIDModel(backbone, ccn, num_classes, bnneck=m.bnneck)
 
 
 def _count(module: nn.Module) -> int:

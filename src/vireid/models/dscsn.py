@@ -15,7 +15,11 @@ shared_stages   modality-specific parts                       shared parts
 ``all``         (nothing: one network)                        stem, layer1 … layer4
 ==============  ============================================  ==========================
 
-"stem" is conv1/bn1/relu/maxpool. Both paths start from the same weights: the specific parts
+"stem" is conv1/bn1/relu/maxpool. AGW options (not in the paper): ``pool="gem"`` makes G the
+generalised mean (p = 3) of F instead of its average; ``non_local=True`` inserts AGW's
+non-local blocks (:func:`vireid.models.agw.insert_non_local`) after the last 2 blocks of
+layer2 and the last 3 of layer3, before the parts are split, so a modality-specific stage
+gets its own copy (keys ``<path>.layerK.nl.<i>.*``; the residual blocks keep their keys). Both paths start from the same weights: the specific parts
 of the IR path are deep copies of the RGB path's after ImageNet weights are loaded.
 
 Parameter names: ``rgb.<part>.…``, ``ir.<part>.…`` for specific parts and ``shared.<part>.…``
@@ -31,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from vireid.errors import ConfigError
+from vireid.models.agw import AGW_NON_LAYERS, GeM, insert_non_local
 from vireid.models.resnet import ResNet, load_imagenet_weights
 
 PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
@@ -41,6 +46,9 @@ SHARED_STAGES: dict[str, int] = {
 }
 
 MODALITIES = ("rgb", "ir")
+
+#: model.pool values.
+POOLS = ("avg", "gem")
 
 
 def _parts_of(net: ResNet) -> dict[str, nn.Module]:
@@ -58,22 +66,35 @@ class DSCSN(nn.Module):
         last_stride: stride of layer4 (1 or 2).
         width: ResNet base-width multiplier (1.0 for ImageNet weights).
         pretrained: ``None`` (random init), ``"imagenet"`` or a local torchvision-keyed file.
+        pool: ``"avg"`` (G = GAP(F), the paper) or ``"gem"`` (G = GeM(F), p = 3, AGW).
+        non_local: insert AGW's non-local blocks (module docstring).
 
-    forward(x, modality): x (B, 3, H, W) -> F (B, C, h, w), G (B, C) = GAP(F).
+    forward(x, modality): x (B, 3, H, W) -> F (B, C, h, w), G (B, C) = pool(F).
     """
 
     def __init__(self, arch: int | str = 50, shared_stages: str = "3-4", last_stride: int = 2,
-                 width: float = 1.0, pretrained: str | os.PathLike | None = None) -> None:
+                 width: float = 1.0, pretrained: str | os.PathLike | None = None,
+                 pool: str = "avg", non_local: bool = False) -> None:
         super().__init__()
         key = str(shared_stages)
         if key not in SHARED_STAGES:
             raise ConfigError(
                 f"model.shared_stages: expected one of {', '.join(SHARED_STAGES)}, got {shared_stages!r}"
             )
+        if pool not in POOLS:
+            raise ConfigError(f"model.pool: expected one of {', '.join(POOLS)}, got {pool!r}")
         self.shared_stages = key
         net = ResNet(arch, last_stride=last_stride, width=width, num_classes=None)
         if pretrained not in (None, "", "none", False):
             load_imagenet_weights(net, None, pretrained)
+        if non_local:
+            # AGW's counts are for ResNet-50's 3/4/6/3 blocks; ResNet-18 has 2 per stage.
+            stages = ("layer1", "layer2", "layer3", "layer4")
+            counts = [min(c, len(getattr(net, s))) for c, s in zip(AGW_NON_LAYERS, stages)]
+            insert_non_local(net, counts, stages)
+        # GeM keeps p as a buffer (key ``pool.p``): a GeM checkpoint never loads into an
+        # average-pooling model unnoticed.
+        self.pool = GeM() if pool == "gem" else None
         self.arch = net.arch
         self.out_channels = net.out_channels
         parts = _parts_of(net)
@@ -100,7 +121,11 @@ class DSCSN(nn.Module):
             x = path[p](x)
         for p in self.shared_parts:
             x = self.shared[p](x)
-        return x, x.mean(dim=(2, 3))
+        return x, self.global_feature(x)
+
+    def global_feature(self, f: Tensor) -> Tensor:
+        """F (B, C, h, w) -> G (B, C): the average (model.pool=avg) or GeM of each channel."""
+        return f.mean(dim=(2, 3)) if self.pool is None else self.pool(f)
 
     def forward_pair(self, x_rgb: Tensor, x_ir: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Both modalities at once; the shared parts run on one concatenated batch so that
@@ -117,4 +142,4 @@ class DSCSN(nn.Module):
         for p in self.shared_parts:
             x = self.shared[p](x)
         fr, fi = x[: x_rgb.shape[0]], x[x_rgb.shape[0]:]
-        return fr, fr.mean(dim=(2, 3)), fi, fi.mean(dim=(2, 3))
+        return fr, self.global_feature(fr), fi, self.global_feature(fi)

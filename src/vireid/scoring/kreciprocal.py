@@ -42,7 +42,8 @@ Default parameters are the paper's and the reference's: ``k1=20, k2=6, lambda=0.
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -59,6 +60,7 @@ __all__ = [
     "DEFAULT_K1",
     "DEFAULT_K2",
     "DEFAULT_LAMBDA",
+    "KReciprocal",
 ]
 
 #: The paper's and the reference code's defaults.
@@ -69,6 +71,31 @@ DEFAULT_LAMBDA = 0.3
 DEFAULT_MAX_ELEMS = 1 << 22
 
 Metric = Literal["euclidean", "cosine"]
+
+
+@dataclass(frozen=True)
+class KReciprocal:
+    """A re-ranking setting (``vireid eval --kreciprocal`` / ``--rerank-k1/-k2/-lambda``).
+
+    ``apply(q_g, q_q, g_g)`` is :func:`rerank_distance` with these parameters.
+    """
+
+    k1: int = DEFAULT_K1
+    k2: int = DEFAULT_K2
+    lam: float = DEFAULT_LAMBDA
+    max_elems: int = DEFAULT_MAX_ELEMS
+
+    def __post_init__(self) -> None:
+        _check_params(self.k1, self.k2, self.lam)
+
+    def apply(self, q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray) -> np.ndarray:
+        """(Q, G), (Q, Q), (G, G) distances -> the re-ranked (Q, G) float32 distance."""
+        return rerank_distance(q_g, q_q, g_g, k1=self.k1, k2=self.k2, lam=self.lam,
+                               max_elems=self.max_elems)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a results JSON records: ``{"k1", "k2", "lambda"}``."""
+        return {"k1": int(self.k1), "k2": int(self.k2), "lambda": float(self.lam)}
 
 
 # ---------------------------------------------------------------------------------------------

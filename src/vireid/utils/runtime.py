@@ -20,30 +20,30 @@ from vireid.errors import ConfigError
 DEVICE_NAMES = ("auto", "cpu", "cuda")
 
 
-def resolve_device(name: str) -> torch.device:
-    """The torch device for a config's ``auto`` / ``cpu`` / ``cuda`` / ``cuda:K``.
+def resolve_device(name: str, option: str = "device") -> torch.device:
+    """The torch device for ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` (a config value or an
+    option named ``option`` in messages).
 
     Raises:
-        ConfigError: an unknown name, or CUDA asked for where torch has none (a CPU-only
-            build or no visible GPU); the message says which.
+        ConfigError: an unknown name, or a GPU asked for where torch has none (a CPU-only
+            build or no visible GPU) or not that many; the message says which.
     """
-    base, _, index = str(name).partition(":")
+    text = str(name).strip()
+    base, _, index = text.partition(":")
     if base not in DEVICE_NAMES or (index and (base != "cuda" or not index.isdigit())):
-        raise ConfigError(f"device: expected one of {', '.join(DEVICE_NAMES)} (or cuda:K), "
-                          f"found {name!r}")
+        raise ConfigError(f"{option}: expected cpu, cuda or cuda:N (or auto), found {name!r}")
     if base == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if base == "cuda":
-        if not torch.backends.cuda.is_built():
-            raise ConfigError(f"device: {name!r} requested, but this torch "
-                              f"({torch.__version__}) is a CPU-only build; install a CUDA build "
-                              f"or use --device cpu")
         if not torch.cuda.is_available():
-            raise ConfigError(f"device: {name!r} requested, but no CUDA device is visible")
-        if index and int(index) >= torch.cuda.device_count():
-            raise ConfigError(f"device: {name!r} requested, but only "
-                              f"{torch.cuda.device_count()} CUDA device(s) are visible")
-    return torch.device(name)
+            build = "a CPU-only build" if not torch.backends.cuda.is_built() else "no GPU visible"
+            raise ConfigError(f"{option} {text}: expected a CUDA GPU, found none (torch "
+                              f"{torch.__version__}, {build}); use cpu")
+        n = torch.cuda.device_count()
+        if index and int(index) >= n:
+            raise ConfigError(f"{option} {text}: expected a GPU index in 0..{n - 1}, "
+                              f"found {index}")
+    return torch.device(text)
 
 
 def set_cpu_threads(threads: int) -> None:
