@@ -17,7 +17,7 @@ import traceback
 
 import torch
 
-from vireid.apps import bench
+from vireid.apps import bench_models as bench
 from vireid.scoring import fastccn
 
 

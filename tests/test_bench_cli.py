@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from vireid.apps import bench
+from vireid.apps import bench_models as bench
 
 
 @pytest.mark.parametrize("args,needle", [

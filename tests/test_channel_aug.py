@@ -108,3 +108,83 @@ def test_seeded_and_composed():
         ChannelAugment("swap")
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         channel_exchange(torch.zeros(2, 1, 4, 4))
+
+
+# ------------------------------------------------------------------ through the TrainTransform
+def _uint8_batch(n=N, h=4, w=3, seed=11):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, h, w, 3), generator=g, dtype=torch.uint8).numpy()
+
+
+def test_train_transform_channel_aug_distributions_by_modality():
+    from vireid.data.transforms import TrainTransform, normalize, to_float
+
+    images = _uint8_batch()
+    x = normalize(to_float(images))  # pad 0, no flip: the normalised images themselves
+    ex = TrainTransform(pad=0, flip=False, channel_aug="exchange", channel_aug_p=0.5)
+    c = _branches(ex(images, torch.Generator().manual_seed(0), modality="rgb"), x)
+    assert c[3] == 0
+    assert _within_binomial(c[4], N, 0.5), c
+    for k in range(3):
+        assert _within_binomial(c[k], N, 0.5 / 3), c
+    # Infrared images are untouched by data.channel_aug (it is for the visible ones).
+    assert torch.equal(ex(images, torch.Generator().manual_seed(0), modality="ir"), x)
+
+    ag = TrainTransform(pad=0, flip=False, channel_aug="adap_gray", channel_aug_p=0.5)
+    c = _branches(ag(images, torch.Generator().manual_seed(1), modality="rgb"), x)
+    for k, p in zip(range(5), (1 / 8, 1 / 8, 1 / 8, 1 / 16, 1 / 2 + 1 / 16)):
+        assert _within_binomial(c[k], N, p), c
+
+    ir = TrainTransform(pad=0, flip=False, channel_aug_ir=True)
+    c = _branches(ir(images, torch.Generator().manual_seed(2), modality="ir"), x)
+    for k, p in zip(range(5), (1 / 4, 1 / 4, 1 / 4, 1 / 8, 1 / 8)):
+        assert _within_binomial(c[k], N, p), c
+    assert torch.equal(ir(images, torch.Generator().manual_seed(2), modality="rgb"), x)
+
+    full = TrainTransform(pad=0, flip=False, channel_aug="exchange", channel_aug_p=1.0)
+    out = full(images, torch.Generator().manual_seed(3), modality="rgb")
+    assert torch.all(out[:, 0] == out[:, 1]) and torch.all(out[:, 1] == out[:, 2])
+    with pytest.raises(ValueError, match="modality"):
+        ex(images, torch.Generator().manual_seed(0))
+    with pytest.raises(ConfigError, match="data.channel_aug"):
+        TrainTransform(channel_aug="swap")
+
+
+def test_train_transform_keeps_crop_flip_draws_and_default_is_unchanged():
+    from vireid.data.transforms import (TrainTransform, normalize, random_hflip, random_pad_crop,
+                                        to_float)
+
+    images = _uint8_batch(n=64, h=16, w=8)
+    # Default: exactly pad/crop + flip + normalise from the generator, nothing more drawn.
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    got = TrainTransform(pad=2, flip=True)(images, g1)
+    want = normalize(random_hflip(random_pad_crop(to_float(images), 2, g2), 0.5, g2))
+    assert torch.equal(got, want)
+    assert torch.equal(g1.get_state(), g2.get_state())
+    # With channel augmentation, the crop/flip draws come first and are the same: every image
+    # the coin leaves alone equals the un-augmented output.
+    aug = TrainTransform(pad=2, flip=True, channel_aug="exchange", channel_aug_p=0.5,
+                         random_erasing=0.0)(images, torch.Generator().manual_seed(9),
+                                             modality="rgb")
+    same = [bool(torch.equal(aug[i], want[i])) for i in range(64)]
+    replicated = [bool(torch.all(aug[i, 0] == aug[i, 1]) and torch.all(aug[i, 1] == aug[i, 2]))
+                  for i in range(64)]
+    assert all(s or r for s, r in zip(same, replicated)) and 10 < sum(same) < 54
+    # Seeded: the same generator seed gives the same batch.
+    t = TrainTransform(pad=2, channel_aug="adap_gray", random_erasing=0.5)
+    a = t(images, torch.Generator().manual_seed(4), modality="rgb")
+    b = t(images, torch.Generator().manual_seed(4), modality="rgb")
+    assert torch.equal(a, b)
+
+
+def test_train_transform_from_config():
+    from vireid.config import Config, apply_overrides, validate
+    from vireid.data.transforms import TrainTransform
+
+    cfg = validate(apply_overrides(Config(), ["data.channel_aug=adap_gray", "data.channel_aug_p=0.25",
+                                              "data.channel_aug_ir=true", "data.random_erasing=0.5",
+                                              "data.pad=3", "data.flip=false"]))
+    t = TrainTransform.from_config(cfg.data)
+    assert (t.pad, t.flip, t.channel_aug, t.channel_aug_p, t.channel_aug_ir, t.random_erasing) == \
+        (3, False, "adap_gray", 0.25, True, 0.5)
+    assert t.modality_dependent and not TrainTransform.from_config(Config().data).modality_dependent

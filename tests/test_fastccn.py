@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as nnf
 
 from vireid.errors import ConfigError
-from vireid.scoring import fastccn
+from vireid.scoring import fastccn, numba_full
 from vireid.scoring.fastccn import CCNParams
 
 
@@ -101,12 +101,12 @@ def test_chunks_and_odd_sizes_in_blocked_kernel():
     g = torch.Generator().manual_seed(4)
     X, WX = torch.rand(37, 19, generator=g), torch.randn(37, 19, generator=g)
     Y, WY = torch.rand(35, 19, generator=g), torch.randn(35, 19, generator=g)
-    old = fastccn._QB, fastccn._GB, fastccn._TD
+    old = numba_full.QB, numba_full.GB, numba_full.TD
     try:
-        fastccn._QB, fastccn._GB, fastccn._TD = 6, 5, 7
+        numba_full.QB, numba_full.GB, numba_full.TD = 6, 5, 7
         ox, oy = fastccn.weighted_l1(X, WX, Y, WY, backend="numba")
     finally:
-        fastccn._QB, fastccn._GB, fastccn._TD = old
+        numba_full.QB, numba_full.GB, numba_full.TD = old
     diff = (X[:, None, :].double() - Y[None].double()).abs()
     torch.testing.assert_close(ox.double(), (diff * WX[:, None].double()).sum(-1), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(oy.double(), (diff * WY[None].double()).sum(-1), rtol=1e-5, atol=1e-5)

@@ -8,7 +8,8 @@ from PIL import Image
 
 from vireid.data.images import decode_image
 from vireid.data.regdb import load_regdb
-from vireid.data.synthetic import _identity, _pools, generate, knobs_for
+from vireid.data.synthetic import generate
+from vireid.data.synthetic_render import knobs_for, make_identity, make_pools
 from vireid.data.sysu import load_sysu
 from vireid.errors import ConfigError
 
@@ -101,10 +102,10 @@ def test_regdb_layout(tmp_path):
 
 def test_ir_response_is_not_a_function_of_colour():
     k = knobs_for(1.0)
-    pools = _pools(0, k)
+    pools = make_pools(0, k)
     by_colour = {}
     for pid in range(1, 200):
-        ident = _identity(0, pid, pools, k)
+        ident = make_identity(0, pid, pools, k)
         by_colour.setdefault(tuple(np.round(ident["upper"], 6)), set()).add(ident["upper_ir"])
     # the same garment colour comes with different IR responses across identities
     assert sum(len(v) > 1 for v in by_colour.values()) >= len(by_colour) // 2

@@ -46,6 +46,31 @@ def parse_trials(text: str) -> list[int]:
     return out
 
 
+def _unit_interval(text: str) -> float:
+    """argparse type: a number in [0, 1] (the k-reciprocal lambda)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], found {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], found {value:g}")
+    return value
+
+
+#: k-reciprocal defaults (Zhong et al. CVPR 2017 and the field's re_ranking): k1, k2, lambda.
+KRECIPROCAL_DEFAULTS = (20, 6, 0.3)
+
+
+def kreciprocal_setting(args: argparse.Namespace) -> "tuple[int, int, float] | None":
+    """(k1, k2, lambda) when --kreciprocal or any --rerank-* option is given, else None;
+    an option not given takes its default (20, 6, 0.3)."""
+    given = (args.rerank_k1, args.rerank_k2, args.rerank_lambda)
+    if not args.kreciprocal and all(v is None for v in given):
+        return None
+    k1, k2, lam = (d if v is None else v for v, d in zip(given, KRECIPROCAL_DEFAULTS))
+    return int(k1), int(k2), float(lam)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval", help="evaluate checkpoints: CMC rank-1/5/10/20, mAP, mINP over trials",
@@ -57,13 +82,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", default=None,
                    help="sysu-all (default for SYSU), sysu-indoor, sysu-all-multi, "
                         "sysu-indoor-multi, sysu-openset, regdb-v2t (default for RegDB), "
-                        "regdb-t2v; short forms all, indoor, v2t, t2v work too")
+                        "regdb-t2v, llcm-v2i (default for LLCM), llcm-i2v; short forms all, "
+                        "indoor, v2t, t2v, v2i, i2v work too")
     p.add_argument("--scoring", default="simplified",
                    choices=("simplified", "full", "rerank", "all"),
                    help="simplified = cosine of G; full = D_RI of every pair; rerank = full "
                         "mode on the simplified top-K; all = the three from one extraction")
     p.add_argument("--topk", type=int_at_least(1), default=None,
                    help="rerank depth K (default: eval.topk of the checkpoint's config)")
+    p.add_argument("--kreciprocal", action="store_true",
+                   help="k-reciprocal re-ranking (Zhong et al. 2017) of the chosen scoring's "
+                        "distance, k1=20 k2=6 lambda=0.3 unless set below (default: off)")
+    p.add_argument("--rerank-k1", type=int_at_least(1), default=None, metavar="K1",
+                   help="k-reciprocal k1 (implies --kreciprocal; default 20)")
+    p.add_argument("--rerank-k2", type=int_at_least(1), default=None, metavar="K2",
+                   help="k-reciprocal k2, local query expansion (implies --kreciprocal; "
+                        "default 6)")
+    p.add_argument("--rerank-lambda", type=_unit_interval, default=None, metavar="L",
+                   help="k-reciprocal weight of the original distance (implies "
+                        "--kreciprocal; default 0.3)")
     p.add_argument("--trials", type=parse_trials, default=None,
                    help="trials, e.g. 0,1,2 or 1-10 (default: all / the checkpoints' trials)")
     p.add_argument("--flip", action="store_true",
@@ -92,12 +129,15 @@ def run(args: argparse.Namespace) -> int:
     from ..utils import distributed as D
     from ..utils.atomic import atomic_write_text
     from ..engine.evaluate import evaluate, format_results
+    from ..scoring.kreciprocal import KReciprocal
 
     # Everything that can be checked before the (long) evaluation is checked here: the
     # device, and the output paths, which used to fail only after the whole evaluation.
     check_device(args.device)
     check_output_file(args.json_out, "--json")
     check_output_file(args.save_features, "--save-features")
+    setting = kreciprocal_setting(args)
+    krec = KReciprocal(*setting) if setting is not None else None
     device = args.device
     main = True
     if D.env_world_size() > 1:
@@ -110,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
                            flip=args.flip, batch_size=args.batch_size,
                            chunk_size=args.chunk_size, device=device,
                            save_features_path=args.save_features, features_paths=args.features,
-                           use_cache=not args.no_cache, skip_corrupt=args.skip_corrupt)
+                           use_cache=not args.no_cache, skip_corrupt=args.skip_corrupt,
+                           kreciprocal=krec)
         D.barrier()
     finally:
         D.cleanup()

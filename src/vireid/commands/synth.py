@@ -12,14 +12,15 @@ from ._checks import int_at_least
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="generate a synthetic dataset in the SYSU-MM01 or RegDB layout")
-    p.add_argument("--layout", choices=("sysu", "regdb"), required=True,
+    p = sub.add_parser("synth", help="generate a synthetic dataset in the SYSU-MM01, RegDB or "
+                                     "LLCM layout")
+    p.add_argument("--layout", choices=("sysu", "regdb", "llcm"), required=True,
                    help="folder layout and split files of which real dataset")
     p.add_argument("--out", required=True,
                    help="output folder: new, empty, or holding a synthetic dataset of the same "
                         "parameters (anything else is refused, so two datasets never mix)")
     p.add_argument("--ids", type=int_at_least(2), default=200,
-                   help="number of identities (default 200; sysu needs ≥ 4)")
+                   help="number of identities (default 200; sysu needs ≥ 4, llcm ≥ 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     p.add_argument("--workers", type=int_at_least(1), default=1,
                    help="processes; the output does not depend on it")

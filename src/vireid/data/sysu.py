@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 CAMERAS = (1, 2, 3, 4, 5, 6)
 RGB_CAMERAS = (1, 2, 4, 5)
 IR_CAMERAS = (3, 6)
+#: The indoor RGB cameras (indoor-search galleries); cam1–3 film indoors.
+INDOOR_RGB_CAMERAS = (1, 2)
 SPLIT_FILES = ("train_id.txt", "val_id.txt", "test_id.txt")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 

@@ -41,13 +41,15 @@ from typing import Any, Literal
 import numpy as np
 
 from vireid.data.records import IR, RGB, EvalSplit, ImageRecord
+from vireid.data.sysu import INDOOR_RGB_CAMERAS, IR_CAMERAS, RGB_CAMERAS
 from vireid.errors import ConfigError, DataError
 from vireid.evaluation.metrics import cmc_map, eval_llcm, eval_regdb, eval_sysu
 
 log = logging.getLogger(__name__)
 
-SYSU_QUERY_CAMS = (3, 6)
-SYSU_GALLERY_CAMS = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
+SYSU_QUERY_CAMS = IR_CAMERAS
+SYSU_GALLERY_CAMS = {"all": RGB_CAMERAS, "indoor": INDOOR_RGB_CAMERAS}
+#: The open set (paper appendix): RGB cam1, cam4 and IR cam3 query; the rest is the gallery.
 SYSU_OPEN_QUERY_CAMS = (1, 3, 4)
 SYSU_OPEN_GALLERY_CAMS = (2, 5, 6)
 #: Images per id and camera in a multi-shot gallery.

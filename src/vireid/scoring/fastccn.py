@@ -76,18 +76,16 @@ import torch
 from torch import Tensor
 
 from vireid.errors import ConfigError
+from vireid.scoring import numba_full
+
+if numba_full.AVAILABLE:  # the zero-skipping kernel is numba code too
+    from vireid.scoring import sparse_full
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "numba", "sparse", "triton", "torch")
 SIDES = ("a", "b")
 
-# Cache blocking of the numba kernel: a block of QB queries × GB gallery items is swept one
-# d-chunk of TD values at a time by 2×2 register tiles (each query row chunk is reused for
-# GB/2 gallery pairs). TD also bounds how many float32 products are summed (per SIMD lane:
-# TD/8) before they are added to the float64 accumulator. Values tuned on the 2-core EPYC
-# (AVX2) this was written on; see docs/performance.md.
-_QB, _GB, _TD = 32, 32, 2048
 # Elements materialised at once by the torch backend (per chunk of |x − y|): 2^25 float32 = 128 MiB.
 _TORCH_CHUNK_ELEMS = 1 << 25
 
@@ -231,111 +229,9 @@ def support(params: CCNParams) -> Tensor:
 # --------------------------------------------------------------------------------------
 # Fused kernels
 
-try:  # numba is a dependency, but the torch path must work without it
-    import numba as _nb
-
-    _HAVE_NUMBA = True
-except Exception:  # pragma: no cover - exercised only where numba is missing
-    _HAVE_NUMBA = False
-
-if _HAVE_NUMBA:
-    from vireid.scoring import sparse_full
-
-
-if _HAVE_NUMBA:
-    # Reassociation lets LLVM vectorise the float32 reductions (it sums 8 lanes and several
-    # accumulators separately); no-NaN/no-Inf assumptions are NOT enabled, so non-finite
-    # features still propagate.
-    _FASTMATH = {"reassoc", "contract"}
-
-    @_nb.njit(parallel=True, fastmath=_FASTMATH, boundscheck=False, cache=True, nogil=True)
-    def _wl1_blocked(X, WX, Y, WY, mask, use_mask, OX, OY, qb, gb, td):  # pragma: no cover - compiled
-        nq, nd = X.shape
-        ng = Y.shape[0]
-        nbq = (nq + qb - 1) // qb
-        nbg = (ng + gb - 1) // gb
-        for blk in _nb.prange(nbq * nbg):
-            q0 = (blk // nbg) * qb
-            g0 = (blk % nbg) * gb
-            q1 = min(nq, q0 + qb)
-            g1 = min(ng, g0 + gb)
-            # One spare row and column receive the duplicated results of odd edges.
-            acc = np.zeros((2, q1 - q0 + 1, g1 - g0 + 1), dtype=np.float64)
-            for d0 in range(0, nd, td):
-                # Unsigned loop bounds: numba then emits no negative-index wrap-around code
-                # and the d-loop vectorises (8 float32 lanes on AVX2).
-                lo = np.uint64(d0)
-                hi = np.uint64(min(nd, d0 + td))
-                for g in range(g0, g1, 2):
-                    gg = min(g + 1, g1 - 1)
-                    yr0 = Y[g]
-                    yr1 = Y[gg]
-                    wyr0 = WY[g]
-                    wyr1 = WY[gg]
-                    for q in range(q0, q1, 2):
-                        qq = min(q + 1, q1 - 1)
-                        if use_mask:
-                            if not (mask[q, g] or mask[q, gg] or mask[qq, g] or mask[qq, gg]):
-                                continue
-                        xr0 = X[q]
-                        xr1 = X[qq]
-                        wxr0 = WX[q]
-                        wxr1 = WX[qq]
-                        # 2 queries × 2 gallery register tile, both directions: |x − y| is
-                        # computed once and used by both weighted sums.
-                        a00 = np.float32(0.0)
-                        a01 = np.float32(0.0)
-                        a10 = np.float32(0.0)
-                        a11 = np.float32(0.0)
-                        b00 = np.float32(0.0)
-                        b01 = np.float32(0.0)
-                        b10 = np.float32(0.0)
-                        b11 = np.float32(0.0)
-                        for d in range(lo, hi):
-                            u0 = xr0[d]
-                            u1 = xr1[d]
-                            v0 = yr0[d]
-                            v1 = yr1[d]
-                            e = abs(u0 - v0)
-                            a00 += e * wxr0[d]
-                            b00 += e * wyr0[d]
-                            e = abs(u0 - v1)
-                            a01 += e * wxr0[d]
-                            b01 += e * wyr1[d]
-                            e = abs(u1 - v0)
-                            a10 += e * wxr1[d]
-                            b10 += e * wyr0[d]
-                            e = abs(u1 - v1)
-                            a11 += e * wxr1[d]
-                            b11 += e * wyr1[d]
-                        i = q - q0
-                        j = g - g0
-                        i1 = i + 1 if qq != q else q1 - q0
-                        j1 = j + 1 if gg != g else g1 - g0
-                        acc[0, i, j] += a00
-                        acc[1, i, j] += b00
-                        acc[0, i, j1] += a01
-                        acc[1, i, j1] += b01
-                        acc[0, i1, j] += a10
-                        acc[1, i1, j] += b10
-                        acc[0, i1, j1] += a11
-                        acc[1, i1, j1] += b11
-            for i in range(q1 - q0):
-                for j in range(g1 - g0):
-                    OX[q0 + i, g0 + j] = acc[0, i, j]
-                    OY[q0 + i, g0 + j] = acc[1, i, j]
-
-
-def _numba_kernel() -> Any:
-    return _wl1_blocked
-
-
 def numba_available() -> bool:
-    return _HAVE_NUMBA
-
-
-def _as_np(t: Tensor) -> np.ndarray:
-    return t.detach().to("cpu", torch.float32).contiguous().numpy()
+    """Whether the fused numba kernel can run here."""
+    return numba_full.AVAILABLE
 
 
 def weighted_l1(X: Tensor, WX: Tensor, Y: Tensor, WY: Tensor, backend: str = "auto",
@@ -356,22 +252,11 @@ def weighted_l1(X: Tensor, WX: Tensor, Y: Tensor, WY: Tensor, backend: str = "au
     if backend == "sparse":
         return sparse_full.weighted_l1_sparse(X, WX, Y, WY)
     if backend == "numba":
-        kern = _numba_kernel()
-        xs, wxs, ys, wys = (_as_np(t) for t in (X, WX, Y, WY))
-        ox = np.empty((xs.shape[0], ys.shape[0]), dtype=np.float32)
-        oy = np.empty_like(ox)
-        if mask is None:
-            m, use = np.zeros((1, 1), dtype=np.bool_), False
-        else:
-            m, use = mask.detach().cpu().numpy().astype(np.bool_, copy=False), True
-            ox.fill(0.0)
-            oy.fill(0.0)
-        kern(xs, wxs, ys, wys, m, use, ox, oy, _QB, _GB, _TD)
-        return torch.from_numpy(ox), torch.from_numpy(oy)
-    return _weighted_l1_torch(X, WX, Y, WY)
+        return numba_full.weighted_l1_numba(X, WX, Y, WY, mask)
+    return weighted_l1_torch(X, WX, Y, WY)
 
 
-def _weighted_l1_torch(X: Tensor, WX: Tensor, Y: Tensor, WY: Tensor,
+def weighted_l1_torch(X: Tensor, WX: Tensor, Y: Tensor, WY: Tensor,
                        max_elems: int = _TORCH_CHUNK_ELEMS) -> tuple[Tensor, Tensor]:
     """Torch version of :func:`weighted_l1` (any device): materialises |x − y| for a bounded
     block of pairs, then one batched mat-vec per direction."""
@@ -452,14 +337,14 @@ def resolve_backend(backend: str, like: Optional[Tensor] = None,
     if backend == "auto":
         if like is not None and like.is_cuda:
             return "triton" if triton_available() else "torch"
-        return "numba" if _HAVE_NUMBA else "torch"
+        return "numba" if numba_full.AVAILABLE else "torch"
     if backend == "triton":
         if not triton_available():
             raise ConfigError("scoring backend 'triton' requested but triton is not importable; "
                               "install the 'gpu' extra (pip install 'vireid[gpu]') or use 'torch'")
         return backend
     if backend in ("numba", "sparse"):
-        if not _HAVE_NUMBA:
+        if not numba_full.AVAILABLE:
             raise ConfigError(f"scoring backend {backend!r} requested but numba is not importable; "
                               "install numba or use backend 'torch'")
         if like is not None and like.is_cuda:
@@ -615,7 +500,7 @@ def macs_per_pair(ccn: Any) -> int:
 
 def warmup() -> None:
     """Compile (or load from numba's cache) the numba kernel on a tiny input."""
-    if _HAVE_NUMBA:
+    if numba_full.AVAILABLE:
         x = torch.zeros(3, 5)
         weighted_l1(x, x, x, x, backend="numba")
 
