@@ -35,7 +35,8 @@ import torch
 
 from vireid.utils import distributed as D
 from vireid.scoring import fastccn
-from vireid.scoring.sharded import full_scorer, score_sharded
+from vireid.scoring.scorers import score_full
+from vireid.scoring.sharded import score_sharded
 from vireid.models.ccn import CCN
 from vireid.apps.search import ArrayGallery, faiss_available, rerank_topk, simplified_topk
 
@@ -86,7 +87,6 @@ def record(geom: str, mode: str, q: int, n: int, seconds: float, pairs: int | No
 def run_single(args: argparse.Namespace) -> list[dict[str, Any]]:
     out = []
     fastccn.warmup()
-    score_full = full_scorer()
     for geom in args.geometries:
         shape = GEOMETRIES[geom]
         torch.manual_seed(0)
