@@ -125,6 +125,22 @@ def test_report_is_self_contained(tmp_path: Path) -> None:
     assert text.count('src="data:image/png;base64,') >= 2  # loss curve + cmc.png inlined
 
 
+def test_report_draws_the_training_diagnostics(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    steps = [{"type": "step", "iteration": i, "loss": 1.0, "acc_pos": 0.4, "acc_neg": 0.9}
+             for i in range(1, 6)]
+    steps[0].update(grad_pbce=0.5, grad_id=0.01)
+    epoch = {"type": "epoch", "epoch": 1, "loss": 1.0, "val_rank1": 20.0, "val_mAP": 25.0}
+    (run / "metrics.jsonl").write_text("\n".join(map(json.dumps, steps + [epoch])) + "\n")
+    text = write_report([run], tmp_path / "r.html").read_text()
+    assert "training diagnostics of run" in text
+    assert text.count('src="data:image/png;base64,') == 2  # loss curve + diagnostics
+    # a run without any diagnostics gets no such figure
+    (run / "metrics.jsonl").write_text(json.dumps({"type": "step", "iteration": 1, "loss": 1.0}))
+    assert "training diagnostics" not in write_report([run], tmp_path / "r2.html").read_text()
+
+
 def test_report_renders_reproduce_tables(tmp_path: Path) -> None:
     run = tmp_path / "out"
     run.mkdir()

@@ -1,9 +1,11 @@
 """The evaluation runner behind ``vireid eval``: checkpoints → features → scores → metrics.
 
-SYSU-MM01 (one checkpoint): features are extracted ONCE for the union of every image any
-requested trial uses (the query set, which all trials share, and the union of the trials'
-galleries); full-mode D is computed once on query × gallery-union, so a gallery image that
-several trials reuse is scored once per query; each trial then takes its columns.
+SYSU-MM01 and LLCM (one checkpoint): features are extracted ONCE for the union of every image
+any requested trial uses. Trials that share their query set (SYSU: all of them) are scored
+together: full-mode D is computed once on query × gallery-union, so a gallery image that
+several trials reuse is scored once per query; each trial then takes its columns. LLCM's
+trials draw the sampled side anew (the query of llcm-v2i), so each such trial is a block of
+its own.
 
 RegDB (one checkpoint per trial): the model of trial t is evaluated on trial t only. A
 checkpoint trained on another trial than the one requested, on another dataset, or with
@@ -477,38 +479,49 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
             if len(groups) > 1:
                 out = out.with_name(f"{out.stem}.trial{group_trials[0]}{out.suffix or '.pt'}")
             _save_with_splits(out, feats, splits, model, flip, proto.name)
-        # All trials of a group share the query (SYSU) or are one trial (RegDB).
-        q_rows = feats.rows_of(splits[0].query)
-        if any(feats.rows_of(sp.query).tolist() != q_rows.tolist() for sp in splits[1:]):
-            raise DataError(f"trials of {proto.name} do not share one query set")
-        g_union = sorted({int(r) for sp in splits for r in feats.rows_of(sp.gallery)})
-        g_pos = {r: i for i, r in enumerate(g_union)}
-        q, g = feats.subset(q_rows), feats.subset(g_union)
-        side = _query_side(splits[0]) if set(modes) & {"full", "rerank"} else "b"
-        mats = _score_all_modes(modes, model.model, q, g, side, topk, chunk_size, device)
-        same = (_SameSetDistances(model.model, q, g, topk, chunk_size, device)
-                if kreciprocal is not None else None)
-        for sp in splits:
-            cols = np.array([g_pos[int(r)] for r in feats.rows_of(sp.gallery)], dtype=np.int64)
+        # Trials that share one query set (SYSU's ten gallery draws) are scored together
+        # against the union of their galleries; LLCM draws its sampled side per trial, so
+        # a trial whose query set differs forms its own block.
+        blocks: dict[tuple[int, ...], list[int]] = {}
+        for i, sp in enumerate(splits):
+            blocks.setdefault(tuple(feats.rows_of(sp.query).tolist()), []).append(i)
+        done: dict[int, dict[str, tuple[dict[str, float], np.ndarray]]] = {}
+        for q_key, members in blocks.items():
+            block = [splits[i] for i in members]
+            g_union = sorted({int(r) for sp in block for r in feats.rows_of(sp.gallery)})
+            g_pos = {r: i for i, r in enumerate(g_union)}
+            q, g = feats.subset(np.array(q_key, dtype=np.int64)), feats.subset(g_union)
+            side = _query_side(block[0]) if set(modes) & {"full", "rerank"} else "b"
+            mats = _score_all_modes(modes, model.model, q, g, side, topk, chunk_size, device)
+            same = (_SameSetDistances(model.model, q, g, topk, chunk_size, device)
+                    if kreciprocal is not None else None)
+            for i, sp in zip(members, block):
+                cols = np.array([g_pos[int(r)] for r in feats.rows_of(sp.gallery)],
+                                dtype=np.int64)
+                done[i] = {}
+                for mode in modes:
+                    t0 = time.perf_counter()
+                    mat, _ = mats[mode]
+                    if mode == "simplified":
+                        dist = (-mat[:, torch.from_numpy(cols)]).numpy()
+                    elif mode == "full":
+                        dist = mat[:, torch.from_numpy(cols)].numpy()
+                    else:
+                        dist = mat(cols).numpy()
+                    if same is not None:
+                        assert kreciprocal is not None
+                        dist = kreciprocal.apply(_as_distance(mode, dist), same.qq(mode),
+                                                 same.gg(mode, cols))
+                    res = evaluate_split(dist, sp, proto)
+                    done[i][mode] = ({"trial": sp.trial, **res},
+                                     _cmc_curve(dist, sp, proto.metric))
+                    t_score[mode] += time.perf_counter() - t0
+            for mode in modes:  # matrix computation time, counted once per block
+                t_score[mode] += mats[mode][1]
+        for i in range(len(splits)):  # trial order, whatever the blocks
             for mode in modes:
-                t0 = time.perf_counter()
-                mat, _ = mats[mode]
-                if mode == "simplified":
-                    dist = (-mat[:, torch.from_numpy(cols)]).numpy()
-                elif mode == "full":
-                    dist = mat[:, torch.from_numpy(cols)].numpy()
-                else:
-                    dist = mat(cols).numpy()
-                if same is not None:
-                    assert kreciprocal is not None
-                    dist = kreciprocal.apply(_as_distance(mode, dist), same.qq(mode),
-                                             same.gg(mode, cols))
-                res = evaluate_split(dist, sp, proto)
-                cmcs[mode].append(_cmc_curve(dist, sp, proto.metric))
-                per_mode[mode].append({"trial": sp.trial, **res})
-                t_score[mode] += time.perf_counter() - t0
-        for mode in modes:  # matrix computation time, counted once per group
-            t_score[mode] += mats[mode][1]
+                per_mode[mode].append(done[i][mode][0])
+                cmcs[mode].append(done[i][mode][1])
 
     results = {}
     for mode in modes:

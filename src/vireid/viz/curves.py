@@ -68,6 +68,51 @@ def plot_loss_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: Path
     return save_figure(fig, path)
 
 
+def has_diagnostics(records: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether ``records`` (metrics.jsonl) hold any of what :func:`plot_diagnostics` draws."""
+    return any(k.startswith("grad_") or k in ("acc_pos", "acc_neg", "val_rank1")
+               for r in records for k in r)
+
+
+def plot_diagnostics(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: PathLike) -> Path:
+    """Three panels from metrics.jsonl records of one or more runs: the gradient norm each
+    loss part sends into the backbone (``grad_<part>``, log scale), the PBCE pair accuracy on
+    positive and negative pairs (``acc_pos``, ``acc_neg``) against iteration, and the held-out
+    rank-1 / mAP of every checkpoint (``val_rank1``, ``val_mAP`` of epoch records)."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, records) in enumerate(runs.items()):
+        color = colors[i % len(colors)]
+        steps = [r for r in records if r.get("type", "step") == "step"]
+        grads = sorted({k for r in steps for k in r if k.startswith("grad_")})
+        for style, key in zip(["-", "--", ":", "-."] * 4, grads):
+            pts = [(r["iteration"], r[key]) for r in steps if key in r and r[key] > 0]
+            if pts:
+                x, y = zip(*pts)
+                axes[0].semilogy(x, y, style, color=color, label=f"{label}: {key[5:]}")
+        for style, key in (("-", "acc_pos"), ("--", "acc_neg")):
+            pts = [(r["iteration"], 100 * r[key]) for r in steps if key in r]
+            if pts:
+                x, y = zip(*pts)
+                axes[1].plot(x, y, style, color=color, label=f"{label}: {key[4:]} pairs")
+        val = [r for r in records if r.get("type") == "epoch" and "val_rank1" in r]
+        if val:
+            axes[2].plot([r["epoch"] for r in val], [r["val_rank1"] for r in val], "-o",
+                         color=color, markersize=3, label=f"{label}: rank-1")
+            axes[2].plot([r["epoch"] for r in val], [r.get("val_mAP", np.nan) for r in val],
+                         "--s", color=color, markersize=3, label=f"{label}: mAP")
+    for ax, title, xl, yl in ((axes[0], "gradient norm into the backbone", "iteration", "‖∇θ‖"),
+                              (axes[1], "PBCE pair accuracy", "iteration", "%"),
+                              (axes[2], "held-out validation (simplified)", "epoch", "%")):
+        ax.set_title(title)
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
 def plot_cmc_curves(curves: Mapping[str, Sequence[float]], path: PathLike,
                     title: str = "CMC", max_rank: int = 20) -> Path:
     """Plot CMC curves (rank-k accuracy in percent, k = 1..len) for several methods.

@@ -28,7 +28,7 @@ from typing import Any, Union
 
 from vireid.utils.atomic import atomic_write_text
 from vireid.errors import DataError
-from vireid.viz.curves import plot_cmc_curves, plot_loss_curves
+from vireid.viz.curves import has_diagnostics, plot_cmc_curves, plot_diagnostics, plot_loss_curves
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,6 @@ def render_reproduce(obj: Mapping[str, Any]) -> str:
 
 def _cmc_png(obj: Mapping[str, Any]) -> bytes | None:
     """CMC curves (rank 1..20) of every run × scoring mode of a reproduce result, if stored."""
-
     suffix = {"simplified": "S", "full": "F", "rerank": "R"}
     curves = {f"{name}-{suffix.get(mode, mode)}": res["cmc"]
               for name, run in (obj.get("runs") or {}).items()
@@ -203,7 +202,6 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _loss_curve_png(records: list[dict[str, Any]], label: str) -> bytes | None:
-
     if not any(r.get("type", "step") == "step" and "iteration" in r for r in records):
         return None
     with tempfile.TemporaryDirectory() as tmp:
@@ -243,6 +241,10 @@ def render_run(run_dir: PathLike) -> str:
         parts.append("<h3>Training</h3>")
         if png:
             parts.append(_img_tag(png, f"loss curve of {run.name}"))
+        if has_diagnostics(recs):
+            with tempfile.TemporaryDirectory() as tmp:
+                diag = plot_diagnostics({run.name: recs}, Path(tmp) / "diag.png").read_bytes()
+            parts.append(_img_tag(diag, f"training diagnostics of {run.name}"))
         epochs = [r for r in recs if r.get("type") == "epoch"]
         if epochs:
             keys = [k for k in epochs[-1] if k != "type" and isinstance(epochs[-1][k], (int, float, str))]
