@@ -126,6 +126,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Under torchrun (WORLD_SIZE > 1) every rank runs the evaluation with full / rerank
     scoring split across ranks; only rank 0 prints and writes files."""
+    # late: these import torch (~1.7 s), which `vireid --help` and argument errors never need
     from ..utils import distributed as D
     from ..utils.atomic import atomic_write_text
     from ..engine.evaluate import evaluate, format_results

@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # late: importing the generator imports torch through vireid.data (~1 s, measured),
+    # which `vireid --help` and argument errors never need
     from tqdm import tqdm
 
     from ..data.synthetic import CLAIM_FILE, DEFAULT_DIFFICULTY, generate

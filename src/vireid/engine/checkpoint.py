@@ -56,6 +56,7 @@ FORMAT_VERSION = 1
 #: model built with the same values (``model.pretrained`` only sets the initial weights).
 ARCH_FIELDS = (
     ("model", "arch"), ("model", "width"), ("model", "last_stride"), ("model", "shared_stages"),
+    ("model", "pool"), ("model", "bnneck"), ("model", "non_local"),
     ("ccn", "kernel_size"), ("ccn", "stride"), ("ccn", "padding"), ("ccn", "corr_scale"),
     ("ccn", "share_fc"), ("ccn", "kernel_source"), ("data", "height"), ("data", "width"),
 )

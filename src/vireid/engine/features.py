@@ -187,12 +187,17 @@ def extract_features(model: nn.Module, records: Sequence[ImageRecord], images: I
             if flip:
                 f_m, _ = model.forward_features(x.flip(-1), modality)
                 f = 0.5 * (f + f_m.flip(-1))
+            # G as the model pools and embeds it (GeM, BNNeck: model.pool / model.bnneck);
+            # for the default model this is f.mean(dim=(2, 3)), as before.
+            global_of = getattr(model, "global_of", None)
+            g = global_of(f) if global_of is not None else f.mean(dim=(2, 3))
+            g = g.float().cpu()
             f = f.float().cpu()
             if out_F is None:
                 out_F = torch.empty((n, *f.shape[1:]), dtype=torch.float32)
                 out_G = torch.empty((n, f.shape[1]), dtype=torch.float32)
             out_F[torch.from_numpy(rows)] = f
-            out_G[torch.from_numpy(rows)] = f.mean(dim=(2, 3))
+            out_G[torch.from_numpy(rows)] = g
     log.info("extracted features of %d images in %.1f s%s", n, time.perf_counter() - t0,
              " (flip TTA)" if flip else "")
     assert out_F is not None and out_G is not None

@@ -27,6 +27,7 @@ from vireid.engine.features import extract_features
 from vireid.engine.rundir import MetricsLog, write_checkpoints
 from vireid.engine.train_data import RowView, TrainData
 from vireid.evaluation.metrics import eval_regdb
+from vireid.losses.registry import get_loss
 from vireid.utils.atomic import OutputWriteError, describe_os_error
 from vireid.utils.distributed import RankZeroIO
 from vireid.utils.runtime import capture_rng_state
@@ -222,7 +223,8 @@ class DiagnosticsHook(Hook):
         if backbone is None:
             return
         params = [p for p in backbone.parameters() if p.requires_grad]
-        weights = {"id": s.cfg.loss.lambda_id} if s.cfg.loss.kind == "ccn" else {}
+        spec = get_loss(s.cfg.loss.kind)
+        weights = spec.part_weights(s.cfg) if spec.part_weights is not None else {}
         for name, value in parts.items():
             if not value.requires_grad:
                 continue

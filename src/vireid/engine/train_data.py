@@ -226,8 +226,8 @@ def build_local_step(idx: np.ndarray, images: Any, n_rgb: int, labels_rgb: Tenso
         sl = slice(o, o + group_size)
         gen = step_generator(seed, AUGMENT_STREAM, iteration, first_group + j)
         for d in range(draws):
-            xr[d].append(transform(raw_rgb[d][sl], gen))
-            xi[d].append(transform(raw_ir[d][sl], gen))
+            xr[d].append(transform(raw_rgb[d][sl], gen, modality="rgb"))
+            xi[d].append(transform(raw_ir[d][sl], gen, modality="ir"))
         pgen = step_generator(seed, PAIRS_STREAM, iteration, first_group + j)
         second = (lab_r[1][sl], lab_i[1][sl]) if draws == 2 else (None, None)
         got = build_pair_sets(lab_r[0][sl], lab_i[0][sl], neg_ratio, pgen, *second)

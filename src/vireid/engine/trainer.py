@@ -276,7 +276,7 @@ def _loop(s: TrainState, loss_fn: LossFn, hooks: list[Hook]) -> None:
             find_unused_parameters=True)
     amp_dtype = AMP_DTYPES[cfg.train.amp]
     scaler = torch.amp.GradScaler(s.device.type, enabled=cfg.train.amp == "fp16")
-    source = StepSource(s.data, TrainTransform(pad=cfg.data.pad, flip=cfg.data.flip),
+    source = StepSource(s.data, TrainTransform.from_config(cfg.data),
                         cfg.data.neg_ratio, cfg.train.seed, s.rank * (s.groups // s.world),
                         cfg.data.ids_per_batch // s.groups)
     images_per_it = 2 * s.sampler.draws * cfg.data.ids_per_batch  # global

@@ -46,6 +46,11 @@ class ReIDModel(nn.Module):
         """G (B, C) -> the feature evaluation scores: G itself, or BN(G) with a BNNeck."""
         return g if self.neck is None else self.neck.bn(g)
 
+    def global_of(self, f: Tensor) -> Tensor:
+        """The evaluation feature of a map: F (B, C, h, w) -> embed(pool(F)) (B, C); what
+        :meth:`forward_features` returns as G, for maps averaged outside the model (flip)."""
+        return self.embed(self.backbone.global_feature(f))
+
     def forward_features(self, x: Tensor, modality: str) -> tuple[Tensor, Tensor]:
         """x: (B, 3, H, W) -> F (B, C, h, w), G (B, C) (BN'd when model.bnneck)."""
         f, g = self.backbone(x, modality)
