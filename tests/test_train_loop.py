@@ -129,3 +129,57 @@ def test_lr_schedule_literal(tiny_config, sysu_root):
     got = [lr_at(cfg, e, i, 2) for e in range(4) for i in range(2)]
     want = [0.05, 0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.01]
     assert got == pytest.approx(want)
+
+
+def test_backbone_lr_mult_splits_backbone_and_heads(tiny_config, sysu_root, tmp_path):
+    from vireid.engine.trainer import _param_groups
+    from vireid.models.build import build_model
+
+    cfg = _cfg(tiny_config, sysu_root)
+    model = build_model(cfg, 5)
+    assert len(_param_groups(model, 1.0)) == 1  # one learning rate: the old single group
+    slow, heads = _param_groups(model, 0.25)
+    ids = lambda ps: {id(p) for p in ps}  # noqa: E731
+    assert ids(slow["params"]) == ids(model.backbone.parameters()) and slow["lr_mult"] == 0.25
+    assert ids(heads["params"]) == ids(model.parameters()) - ids(model.backbone.parameters())
+    assert ids(model.ccn.parameters()) <= ids(heads["params"])
+    # through a run: the saved optimizer ran the backbone at lr·mult and the heads at lr
+    run = tmp_path / "mult"
+    train(_cfg(tiny_config, sysu_root, "train.backbone_lr_mult=0.25", "train.lr_milestones=[2]"),
+          run, progress=False)
+    groups = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["optimizer"]["param_groups"]
+    assert [g["lr"] for g in groups] == pytest.approx([0.01 * 0.25, 0.01])
+
+
+def test_shared_bn_per_modality_normalises_each_modality_alone(tiny_config, sysu_root):
+    import copy
+
+    from vireid.models.build import build_model
+
+    torch.manual_seed(0)
+    joint = build_model(_cfg(tiny_config, sysu_root), 5).backbone.train()
+    per = build_model(_cfg(tiny_config, sysu_root, "model.shared_bn=per_modality"), 5).backbone
+    per.load_state_dict(joint.state_dict())
+    per.train()
+    x_rgb, x_ir = torch.randn(4, 3, 64, 32), torch.randn(4, 3, 64, 32) * 3 + 1
+    ref = copy.deepcopy(per)
+    f_rgb, _ = ref(x_rgb, "rgb")  # each modality through its path alone: its own statistics
+    f_ir, _ = copy.deepcopy(per)(x_ir, "ir")
+    got = per.forward_pair(x_rgb, x_ir)
+    torch.testing.assert_close(got[0], f_rgb)
+    torch.testing.assert_close(got[2], f_ir)
+    mixed = joint.forward_pair(x_rgb, x_ir)  # joint statistics give other maps
+    assert not torch.allclose(mixed[0], f_rgb, atol=1e-4)
+
+
+def test_wd_without_bias_keeps_full_mode_exact():
+    from vireid.models.ccn import CCN
+    from vireid.scoring.scorers import score_full
+
+    torch.manual_seed(0)
+    ccn = CCN(8, (4, 2), kernel_size=(2, 2), padding=1, fc_bias=False).eval()
+    assert ccn.fc.bias is None
+    q, g = torch.rand(3, 8, 4, 2), torch.rand(5, 8, 4, 2)
+    want = torch.stack([ccn(g[[j]], q[[i]], torch.tensor([0]), torch.tensor([0]))[0]
+                        for i in range(3) for j in range(5)]).reshape(3, 5)
+    torch.testing.assert_close(score_full(ccn, q, g, query_side="b"), want, atol=1e-5, rtol=0)

@@ -33,6 +33,7 @@ ARCHS = ("resnet18", "resnet34", "resnet50")
 DATASETS = ("sysu", "regdb", "llcm")
 LOSSES = ("ccn", "ccn-noid", "idl", "vl", "rkl", "kvl", "agw", "triplet", "agw+pbce")
 POOLS = ("avg", "gem")
+SHARED_BNS = ("joint", "per_modality")
 CHANNEL_AUGS = ("none", "exchange", "adap_gray")
 KERNEL_SOURCES = ("sample", "generator")
 SCORINGS = ("simplified", "full", "rerank")
@@ -62,6 +63,10 @@ class ModelConfig:
     # (not in the paper; AGW) non-local blocks after the last 2 blocks of layer2 and the last 3
     # of layer3 (AGW's non_layers = [0, 2, 3, 0]; capped at a stage's block count for ResNet-18).
     non_local: bool = False
+    # (not in the paper) BatchNorm of the shared stages: "joint" normalises the RGB and IR
+    # images of a batch together (one concatenated batch, as the paper's joint training batch
+    # suggests), "per_modality" runs the shared stages on each modality's images separately.
+    shared_bn: str = "joint"
 
 
 @dataclass
@@ -74,6 +79,8 @@ class CCNConfig:
     # which keeps the initial logits in the sigmoid's linear range.
     corr_scale: Optional[float] = None
     share_fc: bool = True  # paper Table VI: one W_D for both directions
+    # (not in the paper) a bias β in W_D's FC layer (Eq. 5 has none): D = σ(W_D·vec(F) + β).
+    fc_bias: bool = True
     kernel_source: str = "sample"  # "sample" (Algorithm 1) or "generator" (KG, Table IV)
     # (not in the paper) hidden width r of the learned kernel generator; null = 9·C/128
     # (144 at C = 2048, which gives the paper's ~24M extra parameters).
@@ -147,6 +154,10 @@ class TrainConfig:
     log_every: int = 10  # iterations
     selection: str = "last"  # "last" epoch, or best rank-1 on the held-out "val" ids
     sync_bn: bool = False  # SyncBatchNorm under DDP
+    # (not in the paper) learning rate of the backbone (DSCSN) as a multiple of train.lr;
+    # the heads (W_D, the classifier, BNNeck, baseline heads) always use train.lr. 1.0 = one
+    # learning rate for everything; AGW uses 0.1.
+    backbone_lr_mult: float = 1.0
     # (not in the paper) mixed precision of the training step: "off", "bf16" (autocast to
     # bfloat16, CPU or GPU) or "fp16" (CUDA only, with a gradient scaler).
     amp: str = "off"
@@ -186,15 +197,19 @@ class Config:
         arch["model"].pop("pretrained")
         # Fields added after the first release leave the digest of a config that keeps their
         # default unchanged, so indexes and feature files of older runs still match.
-        for key, default in _DIGEST_DEFAULTS.items():
-            if arch["model"].get(key) == default:
-                arch["model"].pop(key)
+        for part, defaults in _DIGEST_DEFAULTS.items():
+            for key, default in defaults.items():
+                if arch[part].get(key) == default:
+                    arch[part].pop(key)
         blob = json.dumps(arch, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-#: model fields added later, with the value that reproduces the architecture before them.
-_DIGEST_DEFAULTS: dict[str, Any] = {"pool": "avg", "bnneck": False, "non_local": False}
+#: Fields added later, with the value that reproduces the architecture before them.
+_DIGEST_DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"pool": "avg", "bnneck": False, "non_local": False, "shared_bn": "joint"},
+    "ccn": {"fc_bias": True},
+}
 
 
 def _is_optional(tp: Any) -> tuple[bool, Any]:
@@ -322,6 +337,7 @@ def validate(cfg: Config) -> Config:
     _check_choice("model.last_stride", m.last_stride, (1, 2))
     _check_choice("model.shared_stages", m.shared_stages, SHARED_STAGES)
     _check_choice("model.pool", m.pool, POOLS)
+    _check_choice("model.shared_bn", m.shared_bn, SHARED_BNS)
     if m.pretrained not in ("imagenet", "none") and not m.pretrained.endswith((".pth", ".pt")):
         raise ConfigError(f"model.pretrained: expected 'imagenet', 'none' or a path to a .pth/.pt "
                           f"file, found {m.pretrained!r}")
@@ -379,6 +395,8 @@ def validate(cfg: Config) -> Config:
     _check("train.checkpoint_every", t.checkpoint_every >= 1, "an integer ≥ 1", t.checkpoint_every)
     _check("train.log_every", t.log_every >= 1, "an integer ≥ 1", t.log_every)
     _check_choice("train.selection", t.selection, SELECTIONS)
+    _check("train.backbone_lr_mult", 0 < t.backbone_lr_mult <= 100, "a number in (0, 100]",
+           t.backbone_lr_mult)
     _check_choice("train.amp", t.amp, AMPS)
     _check("train.diag_every", t.diag_every >= 0, "an integer ≥ 0", t.diag_every)
     if t.selection == "val" and d.val_ids < 2:

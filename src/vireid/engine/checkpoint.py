@@ -58,7 +58,8 @@ ARCH_FIELDS = (
     ("model", "arch"), ("model", "width"), ("model", "last_stride"), ("model", "shared_stages"),
     ("model", "pool"), ("model", "bnneck"), ("model", "non_local"),
     ("ccn", "kernel_size"), ("ccn", "stride"), ("ccn", "padding"), ("ccn", "corr_scale"),
-    ("ccn", "share_fc"), ("ccn", "kernel_source"), ("data", "height"), ("data", "width"),
+    ("ccn", "share_fc"), ("ccn", "kernel_source"), ("ccn", "fc_bias"), ("data", "height"),
+    ("data", "width"),
 )
 
 PathLike = Union[str, os.PathLike]

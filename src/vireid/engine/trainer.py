@@ -203,8 +203,8 @@ def _setup(cfg: Config, run_dir: Path, resume: bool, stop_after: Optional[int],
     if world > 1 and cfg.train.sync_bn:
         model = D.convert_sync_batchnorm(model, device)
     model = model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
-                                weight_decay=cfg.train.weight_decay)
+    optimizer = torch.optim.SGD(_param_groups(model, cfg.train.backbone_lr_mult), lr=cfg.train.lr,
+                                momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
     total = cfg.train.epochs
     state = TrainState(cfg=cfg, run_dir=run_dir, model=model, optimizer=optimizer,
                        sampler=sampler, data=data, device=device, io=io, world=world, rank=rank,
@@ -242,6 +242,17 @@ def _setup(cfg: Config, run_dir: Path, resume: bool, stop_after: Optional[int],
              len(data.split.ir), iters, state.start_epoch + 1, state.end_epoch, total, device,
              torch.get_num_threads(), world, groups, cfg.data.workers, cfg.train.amp)
     return state, ckpt
+
+
+def _param_groups(model: nn.Module, backbone_mult: float) -> list[dict[str, Any]]:
+    """One group (every parameter at train.lr), or, with train.backbone_lr_mult ≠ 1, the
+    backbone's parameters at lr·mult and the heads' at lr (``lr_mult`` is read by the loop)."""
+    if backbone_mult == 1.0:
+        return [{"params": list(model.parameters()), "lr_mult": 1.0}]
+    backbone = {id(p) for p in model.backbone.parameters()}
+    return [{"params": [p for p in model.parameters() if id(p) in backbone],
+             "lr_mult": float(backbone_mult)},
+            {"params": [p for p in model.parameters() if id(p) not in backbone], "lr_mult": 1.0}]
 
 
 def _steps(s: TrainState, source: StepSource) -> Iterator[LocalStep]:
@@ -292,7 +303,7 @@ def _loop(s: TrainState, loss_fn: LossFn, hooks: list[Hook]) -> None:
             for it, local in enumerate(_steps(s, source)):
                 lr = lr_at(cfg, s.epoch, it, s.iters)
                 for g in optimizer.param_groups:
-                    g["lr"] = lr
+                    g["lr"] = lr * g.get("lr_mult", 1.0)  # checkpoints before lr_mult: 1
                 with torch.autocast(s.device.type, dtype=amp_dtype or torch.float32,
                                     enabled=amp_dtype is not None):
                     loss, parts = step_fn(to_device(local, s.device))

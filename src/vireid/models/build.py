@@ -74,7 +74,7 @@ def _ccn_kwargs(cfg: Any) -> dict[str, Any]:
     c = cfg.ccn
     return dict(kernel_size=tuple(c.kernel_size), stride=tuple(c.stride), padding=c.padding,
                 share_fc=c.share_fc, kernel_source=c.kernel_source, corr_scale=c.corr_scale,
-                kg_hidden=c.kg_hidden)
+                kg_hidden=c.kg_hidden, fc_bias=c.fc_bias)
 
 
 def build_model(cfg: Any, num_classes: int, load_pretrained: bool = True) -> ReIDModel:
@@ -86,7 +86,8 @@ def build_model(cfg: Any, num_classes: int, load_pretrained: bool = True) -> ReI
     m = cfg.model
     pretrained = m.pretrained if load_pretrained else None
     backbone = DSCSN(m.arch, shared_stages=m.shared_stages, last_stride=m.last_stride,
-                     width=m.width, pretrained=pretrained, pool=m.pool, non_local=m.non_local)
+                     width=m.width, pretrained=pretrained, pool=m.pool, non_local=m.non_local,
+                     shared_bn=m.shared_bn)
     hw = feature_hw(cfg.data.height, cfg.data.width, m.last_stride)
     ccn = CCN(backbone.out_channels, hw, **_ccn_kwargs(cfg))
     return ReIDModel(backbone, ccn, num_classes, bnneck=m.bnneck)

@@ -141,6 +141,7 @@ class CCN(nn.Module):
         kernel_source: ``"sample"`` (Algorithm 1, parameter-free) or ``"generator"`` (KG).
         corr_scale: constant s multiplying the correlation; None → 1/(C·hK·wK).
         kg_hidden: hidden width r of the KG generator (None → see KernelGenerator).
+        fc_bias: a bias β in W_D (not in Eq. 5; on by default, ``ccn.fc_bias``).
 
     Parameters: ``fc`` (W_D, or W_a when unshared), ``fc_b`` (W_b, only when unshared),
     ``generator`` (only for KG).
@@ -149,7 +150,8 @@ class CCN(nn.Module):
     def __init__(self, channels: int, feat_hw: Sequence[int],
                  kernel_size: int | Sequence[int] = (3, 3), stride: int | Sequence[int] = (1, 1),
                  padding: int = 1, share_fc: bool = True, kernel_source: str = "sample",
-                 corr_scale: float | None = None, kg_hidden: int | None = None) -> None:
+                 corr_scale: float | None = None, kg_hidden: int | None = None,
+                 fc_bias: bool = True) -> None:
         super().__init__()
         self.channels = int(channels)
         self.feat_hw = _pair(tuple(feat_hw), "feat_hw")
@@ -174,8 +176,8 @@ class CCN(nn.Module):
             raise ConfigError(f"ccn.corr_scale: expected a positive number or null, got {corr_scale!r}")
         self.corr_scale = float(corr_scale) if corr_scale is not None else 1.0 / (self.channels * hk * wk)
         self.fc_in = self.num_kernels * self.out_hw[0] * self.out_hw[1]
-        self.fc = nn.Linear(self.fc_in, 1)
-        self.fc_b = None if self.share_fc else nn.Linear(self.fc_in, 1)
+        self.fc = nn.Linear(self.fc_in, 1, bias=fc_bias)
+        self.fc_b = None if self.share_fc else nn.Linear(self.fc_in, 1, bias=fc_bias)
         self.generator = (KernelGenerator(self.channels, self.kernel_size, self.stride, kg_hidden)
                           if kernel_source == "generator" else None)
 

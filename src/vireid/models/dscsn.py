@@ -74,7 +74,7 @@ class DSCSN(nn.Module):
 
     def __init__(self, arch: int | str = 50, shared_stages: str = "3-4", last_stride: int = 2,
                  width: float = 1.0, pretrained: str | os.PathLike | None = None,
-                 pool: str = "avg", non_local: bool = False) -> None:
+                 pool: str = "avg", non_local: bool = False, shared_bn: str = "joint") -> None:
         super().__init__()
         key = str(shared_stages)
         if key not in SHARED_STAGES:
@@ -84,6 +84,9 @@ class DSCSN(nn.Module):
         if pool not in POOLS:
             raise ConfigError(f"model.pool: expected one of {', '.join(POOLS)}, got {pool!r}")
         self.shared_stages = key
+        if shared_bn not in ("joint", "per_modality"):
+            raise ConfigError(f"model.shared_bn: expected joint or per_modality, got {shared_bn!r}")
+        self.shared_bn = shared_bn
         net = ResNet(arch, last_stride=last_stride, width=width, num_classes=None)
         if pretrained not in (None, "", "none", False):
             load_imagenet_weights(net, None, pretrained)
@@ -138,6 +141,10 @@ class DSCSN(nn.Module):
         for p in self.specific_parts:
             xr = self.rgb[p](xr)
             xi = self.ir[p](xi)
+        if self.shared_bn == "per_modality":  # model.shared_bn: statistics of each modality
+            for p in self.shared_parts:
+                xr, xi = self.shared[p](xr), self.shared[p](xi)
+            return xr, self.global_feature(xr), xi, self.global_feature(xi)
         x = torch.cat([xr, xi], 0)
         for p in self.shared_parts:
             x = self.shared[p](x)
