@@ -120,13 +120,14 @@ def test_default_model_keys_digest_and_initial_weights_unchanged() -> None:
     # The digest of a default config is the pre-AGW formula (model fields without the new ones)
     arch = {"model": dataclasses.asdict(cfg.model), "ccn": dataclasses.asdict(cfg.ccn),
             "input": [cfg.data.height, cfg.data.width]}
-    for k in ("pretrained", "pool", "bnneck", "non_local"):
+    for k in ("pretrained", "pool", "bnneck", "non_local", "shared_bn"):
         arch["model"].pop(k)
+    arch["ccn"].pop("fc_bias")
     old = hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:16]
     assert cfg.digest() == old
-    assert _cfg("model.pool=gem").digest() != old
-    assert _cfg("model.bnneck=true").digest() != old
-    assert _cfg("model.non_local=true").digest() != old
+    for changed in ("model.pool=gem", "model.bnneck=true", "model.non_local=true",
+                    "model.shared_bn=per_modality", "ccn.fc_bias=false"):
+        assert _cfg(changed).digest() != old, changed
 
 
 def test_config_options_validated() -> None:
