@@ -13,7 +13,7 @@ STAMP := $(VENV)/.vireid-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e '.[dev,export,faiss]'
+	$(PY) -m pip install --quiet -e '.[dev,export,faiss,gpu]'
 	touch $(STAMP)
 
 install: $(STAMP)
