@@ -153,7 +153,10 @@ def test_fuzz_sysu_id_files(data):
         victim.write_bytes(originals[victim])
 
 
-def test_fuzz_command_lines(data):
+def test_fuzz_command_lines(data, tmp_path, monkeypatch):
+    # A mutated command line may name an output file relative to the working folder (the
+    # `-o` value dropped, a token in its place): keep such files out of the repository.
+    monkeypatch.chdir(tmp_path)
     rng = random.Random(SEED + 3)
     cfg = data["t"] / "ok.yaml"
     cfg.write_text(CONFIG)
