@@ -1,16 +1,10 @@
 """Synthetic cross-modality re-id benchmarks written in the real SYSU-MM01, RegDB and LLCM
 layouts, from the picture model of :mod:`vireid.data.synthetic_render`.
 
-Every identity is a set of body and garment attributes drawn from pools shared by all
-identities (so different people collide on attributes: hard negatives). Garments have an RGB
-colour AND an independently drawn infrared response (thermal emissivity / NIR reflectance),
-and skin carries a per-identity body heat, so an IR image is not a function of the RGB image:
-only shape attributes (sleeve length, trousers/shorts/skirt, hair length, bag, hat, build)
-and the garment layout are shared across modalities. Each image draws a viewpoint (front,
-back, left, right), a walking phase, scale and position jitter, an optional occluder, the
-camera's background and illumination, sensor noise and blur. Drawing is numpy-only: shapes are
-anti-aliased through signed-distance coverage. See docs/synthetic.md for the model, what it
-leaves out, and the calibration of the default difficulty.
+Each identity, camera and image is drawn and rendered there (docs/synthetic.md); this module
+plans who appears in which camera, writes the images in parallel and writes the layout's
+split and index files. ``vireid synth`` refuses to mix two datasets in one folder: the
+parameters are recorded in ``.vireid-synth.json`` before the first image is written.
 
 Determinism: every random draw comes from ``numpy.random.SeedSequence`` keyed by
 ``(seed, kind, pid, cam, index)``, so the bytes written are the same for any ``workers``.
