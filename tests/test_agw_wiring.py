@@ -36,7 +36,7 @@ def test_channel_aug_reaches_the_visible_half_of_a_training_step(sysu_root: Path
 
 
 def test_extracted_G_is_the_models_pooled_bn_feature(sysu_root: Path) -> None:
-    from vireid.config import apply_overrides, validate, Config
+    from vireid.config import apply_overrides, validate
     from vireid.data.registry import get_dataset
     from vireid.engine.features import extract_features, open_images
     from vireid.models.build import build_model

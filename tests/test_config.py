@@ -7,7 +7,8 @@ from vireid.config import (Config, apply_overrides, from_dict, load_config, pres
                            preset_path, save_config)
 from vireid.errors import ConfigError
 
-PRESETS = ["paper-sysu", "paper-regdb", "cpu-synthetic"]
+PRESETS = ["paper-sysu", "paper-regdb", "cpu-synthetic", "cpu-pretrained", "cpu-pretrained-idl",
+           "agw-sysu"]
 
 
 @pytest.mark.parametrize("name", PRESETS)

@@ -24,7 +24,7 @@ from .utils.atomic import describe_os_error
 
 # Sub-command modules, in the order `vireid --help` lists them.
 COMMANDS = ("info", "synth", "data", "train", "eval", "demo", "bench", "reproduce", "report",
-            "figures", "index", "search", "export")
+            "figures", "index", "search", "export", "pretrain", "sweep")
 
 #: Exit code of a command whose stdout reader went away (128 + SIGPIPE).
 EXIT_BROKEN_PIPE = 141

@@ -28,6 +28,9 @@ import yaml
 from .errors import ConfigError
 from .utils.atomic import atomic_write_text
 
+#: Pretrained weights packaged with vireid (``model.pretrained: NAME`` = ``ASSET_DIR/NAME.pth``;
+#: :mod:`vireid.models.assets` checks each file's digest and the model it fits).
+ASSET_DIR = Path(__file__).resolve().parent / "assets"
 SHARED_STAGES = ("none", "4", "3-4", "2-4", "1-4", "all")
 ARCHS = ("resnet18", "resnet34", "resnet50")
 DATASETS = ("sysu", "regdb", "llcm")
@@ -338,9 +341,12 @@ def validate(cfg: Config) -> Config:
     _check_choice("model.shared_stages", m.shared_stages, SHARED_STAGES)
     _check_choice("model.pool", m.pool, POOLS)
     _check_choice("model.shared_bn", m.shared_bn, SHARED_BNS)
-    if m.pretrained not in ("imagenet", "none") and not m.pretrained.endswith((".pth", ".pt")):
-        raise ConfigError(f"model.pretrained: expected 'imagenet', 'none' or a path to a .pth/.pt "
-                          f"file, found {m.pretrained!r}")
+    packaged = sorted(p.stem for p in ASSET_DIR.glob("*.pth"))
+    if (m.pretrained not in ("imagenet", "none", *packaged)
+            and not m.pretrained.endswith((".pth", ".pt"))):
+        raise ConfigError(f"model.pretrained: expected 'imagenet', 'none', the name of packaged "
+                          f"weights ({', '.join(packaged) or 'none installed'}) or a path to a "
+                          f".pth/.pt file, found {m.pretrained!r}")
     if m.pretrained == "imagenet" and m.width != 1.0:
         raise ConfigError(f"model.pretrained: ImageNet weights exist only for model.width=1.0, "
                           f"found width={m.width}; set model.pretrained=none")

@@ -35,7 +35,10 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from vireid.config import load_config, preset_or_path
+from vireid.data.synthetic import generate
+from vireid.engine.trainer import train
 from vireid.errors import CheckpointError, ConfigError
+from vireid.models.resnet import ResNet, load_imagenet_weights
 from vireid.utils.atomic import atomic_save_torch, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -137,7 +140,6 @@ def backbone_to_torchvision(model_state: dict[str, torch.Tensor], path: str = "r
 
 def check_loads(weights: PathLike, arch: str, width: float, last_stride: int) -> None:
     """Load ``weights`` into a fresh ResNet exactly as ``model.pretrained`` does (strict)."""
-    from vireid.models.resnet import ResNet, load_imagenet_weights
 
     net = ResNet(arch, last_stride=last_stride, width=width, num_classes=None)
     load_imagenet_weights(net, None, weights)
@@ -173,8 +175,6 @@ def pretrain(out: PathLike, *, preset: str = "cpu-synthetic", overrides: Sequenc
     synth_options: extra keyword arguments of ``generate`` (image sizes, images per camera;
         for tests), recorded in the JSON.
     """
-    from vireid.data.synthetic import generate
-    from vireid.engine.trainer import train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

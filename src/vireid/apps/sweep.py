@@ -36,6 +36,7 @@ from typing import Any, Optional, Sequence, Union
 import yaml
 
 from vireid.config import Config, from_dict, load_config, preset_or_path
+from vireid.engine.trainer import train
 from vireid.errors import ConfigError
 from vireid.utils.atomic import atomic_write_text
 
@@ -184,7 +185,6 @@ def _finished_history(run_dir: Path, cfg: Config) -> Optional[list[dict[str, Any
 
 def _train_point(cfg_dict: dict[str, Any], run_dir: str) -> tuple[list[dict[str, Any]], float]:
     """Worker: train one point (runs in a fresh process when jobs > 1)."""
-    from vireid.engine.trainer import train
 
     t0 = time.perf_counter()
     res = train(from_dict(cfg_dict), run_dir, overwrite=True, progress=False)

@@ -5,7 +5,6 @@ import argparse
 import json
 import logging
 
-from ..errors import ConfigError
 from ._checks import check_device, check_output_file, int_at_least
 
 log = logging.getLogger(__name__)

@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # late: keeps `vireid --help` fast (the library imports torch, ~1.7 s)
     from ..apps.sweep import format_table, parse_grid, run_sweep
 
     res = run_sweep(args.config, parse_grid(args.grid), args.output, data_root=args.data_root,

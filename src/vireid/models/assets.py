@@ -10,14 +10,13 @@ other weights.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from vireid.config import ASSET_DIR
 from vireid.errors import CheckpointError
+from vireid.utils.digest import file_sha256
 
-#: Folder of the packaged weight files.
-ASSET_DIR = Path(__file__).resolve().parents[1] / "assets"
 
 
 @dataclass(frozen=True)
@@ -40,14 +39,6 @@ ASSETS: dict[str, PretrainedAsset] = {
 }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def resolve_pretrained(name: str, arch: str, width: float) -> Path:
     """Path of the packaged weights ``name`` after checking its digest and that it fits.
 
@@ -68,7 +59,7 @@ def resolve_pretrained(name: str, arch: str, width: float) -> Path:
     if not path.is_file():
         raise CheckpointError(f"model.pretrained={name}: packaged file {path} is missing "
                               f"(rebuild it with `vireid pretrain`, or reinstall vireid)")
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest != asset.sha256:
         raise CheckpointError(f"model.pretrained={name}: {path} has sha256 {digest}, expected "
                               f"{asset.sha256} (damaged or replaced file)")

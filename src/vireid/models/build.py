@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from vireid.models.agw import BNNeck
+from vireid.models.assets import ASSETS, resolve_pretrained
 from vireid.models.ccn import CCN
 from vireid.models.dscsn import DSCSN
 from vireid.models.resnet import feature_hw
@@ -85,6 +86,8 @@ def build_model(cfg: Any, num_classes: int, load_pretrained: bool = True) -> ReI
     """
     m = cfg.model
     pretrained = m.pretrained if load_pretrained else None
+    if pretrained in ASSETS:  # weights packaged with vireid, checked against their digest
+        pretrained = str(resolve_pretrained(pretrained, m.arch, m.width))
     backbone = DSCSN(m.arch, shared_stages=m.shared_stages, last_stride=m.last_stride,
                      width=m.width, pretrained=pretrained, pool=m.pool, non_local=m.non_local,
                      shared_bn=m.shared_bn)
