@@ -446,7 +446,7 @@ def reproduce(table: str, out_dir: PathLike, data_root: Optional[PathLike] = Non
         # RegDB: each trial has its own train/test split, so the paper's mean over 10 trials
         # is over 10 models, one trained per trial (evaluating one model on other trials
         # would test on its training ids). SYSU: one model, evaluated on every gallery draw.
-        regdb = cfg.data.dataset == "regdb"
+        regdb = get_dataset(cfg.data.dataset).per_trial  # a model per trial (RegDB)
         regdb_trials = list(ptrials or get_protocol(protocol).trials) if regdb else []
         cfgs = [variant_config(base, recipe.variants[vname], data_root, vname,
                                list(overrides) + [f"data.trial={t}"]) for t in regdb_trials] or [cfg]

@@ -60,9 +60,8 @@ from vireid.engine.checkpoint import arch_differences, load_model_from_checkpoin
 from vireid.engine.features import (FeatureSet, drop_paths, extract_features, load_features,
                                     open_images, save_features)
 from vireid.errors import CheckpointError, ConfigError, DataError
-from vireid.evaluation.metrics import cmc_map, eval_regdb, eval_sysu
-from vireid.evaluation.protocols import (PROTOCOLS, aggregate, build_split, evaluate_split,
-                                         get_protocol)
+from vireid.evaluation.protocols import (PROTOCOLS, aggregate, build_split, get_protocol,
+                                         metric_summary, rank_metrics)
 from vireid.losses.registry import LOSSES
 from vireid.scoring.kreciprocal import KReciprocal
 from vireid.scoring.scorers import (SCORING_MODES, full_pair_fn, query_side,
@@ -227,15 +226,8 @@ def _table_d_fn(D: torch.Tensor) -> Any:
     return fn
 
 
-def _cmc_curve(dist: np.ndarray, split: EvalSplit, metric: str) -> np.ndarray:
-    qp = np.array([r.pid for r in split.query]); gp = np.array([r.pid for r in split.gallery])
-    qc = np.array([r.camid for r in split.query]); gc = np.array([r.camid for r in split.gallery])
-    if metric == "sysu":
-        cmc = eval_sysu(dist, qp, gp, qc, gc)[0]
-    elif metric == "regdb":
-        cmc = eval_regdb(dist, qp, gp)[0]
-    else:
-        cmc = cmc_map(dist, qp, gp, qc, gc)[0]
+def _cmc_curve(cmc: np.ndarray) -> np.ndarray:
+    """Rank-1..20 in percent (a shorter curve is extended by its last value)."""
     out = np.full(20, float(cmc[-1]))
     out[:len(cmc)] = cmc[:20]
     return out * 100.0
@@ -421,7 +413,7 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
     chunk_size = int(chunk_size or cfg.eval.chunk_size)
 
     # Which model evaluates which trial.
-    if dataset == "regdb":
+    if get_dataset(dataset).per_trial:
         by_trial: dict[int, _Model] = {}
         for m in models:
             if m.trial in by_trial:
@@ -512,9 +504,9 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
                         assert kreciprocal is not None
                         dist = kreciprocal.apply(_as_distance(mode, dist), same.qq(mode),
                                                  same.gg(mode, cols))
-                    res = evaluate_split(dist, sp, proto)
-                    done[i][mode] = ({"trial": sp.trial, **res},
-                                     _cmc_curve(dist, sp, proto.metric))
+                    cmc, m_ap, m_inp = rank_metrics(dist, sp, proto)
+                    done[i][mode] = ({"trial": sp.trial, **metric_summary(cmc, m_ap, m_inp)},
+                                     _cmc_curve(cmc))
                     t_score[mode] += time.perf_counter() - t0
             for mode in modes:  # matrix computation time, counted once per block
                 t_score[mode] += mats[mode][1]

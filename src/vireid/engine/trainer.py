@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from vireid.config import Config, from_dict, save_config
+from vireid.data.registry import get_dataset
 from vireid.data.sampler import CrossModalitySampler
 from vireid.data.transforms import TrainTransform
 from vireid.engine.checkpoint import load_checkpoint, load_state_strict
@@ -211,7 +212,7 @@ def _setup(cfg: Config, run_dir: Path, resume: bool, stop_after: Optional[int],
                        groups=groups, iters=iters, num_classes=num_classes, start_epoch=0,
                        end_epoch=total,
                        dataset_meta={"name": cfg.data.dataset,
-                                     "trial": cfg.data.trial if cfg.data.dataset == "regdb" else None,
+                                     "trial": cfg.data.trial if get_dataset(cfg.data.dataset).per_trial else None,
                                      "root": str(Path(cfg.data.root).resolve())})
     if ckpt is not None:
         if int(ckpt["num_classes"]) != num_classes:

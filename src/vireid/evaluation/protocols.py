@@ -360,22 +360,34 @@ def evaluate_split(distmat: np.ndarray, split: EvalSplit, protocol: str | Protoc
             f"distmat shape {distmat.shape} does not match the split "
             f"({len(split.query)} queries x {len(split.gallery)} gallery images)"
         )
-    q_pids, q_cams = _arrays(split.query)
-    g_pids, g_cams = _arrays(split.gallery)
-    if proto.metric == "sysu":
-        cmc, m_ap, m_inp = eval_sysu(distmat, q_pids, g_pids, q_cams, g_cams)
-    elif proto.metric == "regdb":
-        cmc, m_ap, m_inp = eval_regdb(distmat, q_pids, g_pids)
-    elif proto.metric == "llcm":
-        cmc, m_ap, m_inp = eval_llcm(distmat, q_pids, g_pids, q_cams, g_cams)
-    elif proto.metric == "open":
-        cmc, m_ap, m_inp = cmc_map(distmat, q_pids, g_pids, q_cams, g_cams, removal="same_camera")
-    else:  # pragma: no cover - registry entries are fixed above
-        raise ConfigError(f"unknown metric {proto.metric!r}")
+    return metric_summary(*rank_metrics(distmat, split, proto))
+
+
+def metric_summary(cmc: np.ndarray, m_ap: float, m_inp: float) -> dict[str, float]:
+    """The reported numbers (percent) of one trial: rank-1/5/10/20 (the curve's last value
+    where it is shorter), mAP and mINP."""
     out = {f"rank{k}": 100.0 * float(cmc[min(k, len(cmc)) - 1]) for k in REPORT_RANKS}
     out["mAP"] = 100.0 * m_ap
     out["mINP"] = 100.0 * m_inp
     return out
+
+
+def rank_metrics(distmat: np.ndarray, split: EvalSplit, protocol: str | Protocol
+                 ) -> tuple[np.ndarray, float, float]:
+    """(CMC (fractions), mAP, mINP) of ``distmat`` (Q, G) on ``split`` with the reference
+    metric of ``protocol`` (the one place that maps a protocol to its metric function)."""
+    proto = get_protocol(protocol)
+    q_pids, q_cams = _arrays(split.query)
+    g_pids, g_cams = _arrays(split.gallery)
+    if proto.metric == "sysu":
+        return eval_sysu(distmat, q_pids, g_pids, q_cams, g_cams)
+    if proto.metric == "regdb":
+        return eval_regdb(distmat, q_pids, g_pids)
+    if proto.metric == "llcm":
+        return eval_llcm(distmat, q_pids, g_pids, q_cams, g_cams)
+    if proto.metric == "open":
+        return cmc_map(distmat, q_pids, g_pids, q_cams, g_cams, removal="same_camera")
+    raise ConfigError(f"protocol {proto.name}: unknown metric {proto.metric!r}")  # pragma: no cover
 
 
 def aggregate(per_trial: Sequence[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
