@@ -63,6 +63,13 @@ def test_a_run_with_workers_equals_one_without(tiny_config, sysu_root, tmp_path)
                 "--threads", "1", f"data.workers={w}", check=True)
     a, b = _weights(tmp_path / "w0"), _weights(tmp_path / "w2")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # and a run with workers, stopped after epoch 1 and resumed, ends with the same weights
+    cut = tmp_path / "w2cut"
+    run_cli("train", "--config", tiny_config, "--data-root", sysu_root, "-o", cut, "--threads",
+            "1", "data.workers=2", "--stop-after", "1", check=True)
+    run_cli("train", "--resume", cut, check=True)
+    c = _weights(cut)
+    assert all(torch.equal(a[k], c[k]) for k in a)
 
 
 def test_bf16_autocast_steps_stay_finite_and_close_to_fp32(tiny_config, sysu_root, tmp_path):
