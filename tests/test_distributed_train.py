@@ -44,7 +44,8 @@ def _torchrun(*args: str, world: int = 2, timeout: float = 120) -> list[subproce
     for r in range(world):
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", RANK=str(r),
                    LOCAL_RANK=str(r), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=port, VIREID_DIST_BACKEND="gloo")
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=port, VIREID_DIST_BACKEND="gloo",
+                   PYTHONFAULTHANDLER="1")
         procs.append(subprocess.Popen([sys.executable, "-m", "vireid", *map(str, args)], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     out = []

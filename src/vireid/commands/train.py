@@ -91,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
         result = train(cfg, run_dir, resume=resume, overwrite=args.overwrite,
                        progress=not args.no_progress and not getattr(args, "quiet", False),
                        stop_after=args.stop_after, pair_groups=args.pair_groups)
+        # Every rank done before the group is torn down: a gloo rank whose peer has already
+        # left can abort at exit ("terminate called without an active exception").
+        D.barrier()
     finally:
         D.cleanup()
     if not is_main:

@@ -49,6 +49,9 @@ def weighted_l1_numba(X: Tensor, WX: Tensor, Y: Tensor, WY: Tensor,
         m, use = mask.detach().cpu().numpy().astype(np.bool_, copy=False), True
         ox.fill(0.0)
         oy.fill(0.0)
+    # numba's pool starts here, not when threads are set: a process that never scores (a
+    # training rank) then has no numba threads, which gloo ranks could trip over at exit.
+    nb.set_num_threads(max(1, min(torch.get_num_threads(), nb.config.NUMBA_NUM_THREADS)))
     _wl1_blocked(xs, wxs, ys, wys, m, use, ox, oy, QB, GB, TD)
     return torch.from_numpy(ox), torch.from_numpy(oy)
 

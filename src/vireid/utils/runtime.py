@@ -47,16 +47,10 @@ def resolve_device(name: str, option: str = "device") -> torch.device:
 
 
 def set_cpu_threads(threads: int) -> None:
-    """Intra-op threads of torch and of numba's parallel kernels (the folded CCN scorer).
-    Reductions can depend on the count, so bit-identical reruns need the same one."""
-    threads = max(1, int(threads))
-    torch.set_num_threads(threads)
-    try:
-        import numba  # optional: only the folded scorer's thread pool needs it
-
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:
-        pass
+    """Intra-op threads of torch, and so of numba's parallel kernels (the folded CCN scorer
+    follows torch's count when it runs: :mod:`vireid.scoring.numba_full`). Reductions can
+    depend on the count, so bit-identical reruns need the same one."""
+    torch.set_num_threads(max(1, int(threads)))
 
 
 @contextlib.contextmanager
