@@ -9,9 +9,19 @@ base preset chosen by the *budget*:
 ``cpu-short``  the cpu preset with a quarter of its iterations (6 epochs × 50, lr step after
                epoch 5; :data:`CPU_SHORT_OVERRIDES`): same network, input and kernels, so
                that every table runs on a shared 2-core CPU within the hour
+``cpu-pretrained``  the CPU regime of issue 15: ``configs/cpu-pretrained.yaml`` (DSCSN + CCN
+               fine-tuned from the project's pretrained ``synthetic-r18w025``, lr and λ chosen on
+               validation ids) for the kinds that train the CCN, and
+               ``configs/cpu-pretrained-idl.yaml`` (the ID-loss baseline's own validation-chosen
+               lr and warm-up) for every other loss kind
 ``smoke``      the cpu preset shrunk to seconds (1 epoch of 2 iterations, 64×32 input, width
                0.125, 2×2 kernels so they fit the 4×2 map, one evaluation trial): tests only
 =============  =========================================================================
+
+``seeds`` trains every variant once per training seed (``train.seed``) and reports each
+metric as the mean over seeds of the per-seed value (itself the mean over the gallery
+trials), ± the sample standard deviation over seeds, with the per-seed values and the
+paired per-seed difference to the table's reference row beside it.
 
 Each variant is trained with :func:`vireid.engine.trainer.train` into ``OUT/runs/<key>``
 (``key`` = variant name + a hash of its resolved config, so tables that share a run — the
@@ -47,6 +57,7 @@ from vireid.engine.evaluate import evaluate
 from vireid.engine.trainer import train
 from vireid.errors import ConfigError, DataError
 from vireid.evaluation.protocols import build_split, get_protocol
+from vireid.losses.registry import get_loss
 from vireid.models.build import model_info
 from vireid.models.ccn import num_kernels
 from vireid.models.resnet import feature_hw
@@ -55,7 +66,7 @@ from vireid.utils.atomic import OutputWriteError, atomic_write_text, describe_os
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
-BUDGETS = ("smoke", "cpu-short", "cpu", "paper")
+BUDGETS = ("smoke", "cpu-short", "cpu", "cpu-pretrained", "paper")
 METRICS = ("rank1", "rank10", "rank20", "mAP", "mINP")
 
 #: Overrides of the smoke budget on top of the cpu preset.
@@ -69,7 +80,7 @@ SMOKE_OVERRIDES = ["train.epochs=1", "train.iters_per_epoch=2", "train.lr_milest
 CPU_SHORT_OVERRIDES = ["train.epochs=6", "train.iters_per_epoch=50", "train.lr_milestones=[5]",
                        "train.warmup_epochs=1"]
 #: Synthetic identities generated per budget by ``--synthetic``.
-SYNTHETIC_IDS = {"smoke": 30, "cpu-short": 120, "cpu": 120, "paper": 491}
+SYNTHETIC_IDS = {"smoke": 30, "cpu-short": 120, "cpu": 120, "cpu-pretrained": 515, "paper": 491}
 
 
 def budget_overrides(budget: str) -> list[str]:
@@ -109,6 +120,16 @@ class Recipe:
     protocol: Optional[str] = None  # None = the dataset's default protocol
     note: str = ""
     params: bool = False  # report parameter counts (Table IV)
+    #: variant -> the variant its rows are compared with, seed by seed (default: "ours",
+    #: where the table has it)
+    reference: dict[str, str] = field(default_factory=dict)
+    #: variants trained only when their config differs from every other variant's (Table
+    #: VII's preset λ row, which is one of the listed λ on the cpu budget)
+    optional: tuple[str, ...] = ()
+
+    def reference_of(self, variant: str) -> Optional[str]:
+        ref = self.reference.get(variant, "ours" if "ours" in self.variants else None)
+        return None if ref == variant else ref
 
 
 OURS: list[str] = ["loss.kind=ccn"]
@@ -137,7 +158,8 @@ _T3 = Recipe(
      **{f"idl-{s}": ["loss.kind=idl", f"model.shared_stages={s}"] for s, *_ in _T3_STAGES}},
     [Row(f"Ours(w/o ID) {lab}", f"noid-{s}", "simplified", _p(a)) for s, lab, a, _ in _T3_STAGES]
     + [Row(f"ID loss {lab}", f"idl-{s}", "simplified", _p(b)) for s, lab, _, b in _T3_STAGES],
-    note="The paper gives Table III for SYSU-MM01 only.")
+    note="The paper gives Table III for SYSU-MM01 only.",
+    reference={f"{k}-{s}": f"{k}-3-4" for k in ("noid", "idl") for s, *_ in _T3_STAGES})
 
 _T4 = Recipe(
     "table4", "Kernel sampling vs the learned kernel generator (KG)",
@@ -162,10 +184,11 @@ _T7_LAMBDAS = [(0.05, [33.0, 36.4], [51.7, 52.4]), (0.1, [33.4, 37.2], [53.1, 53
                (1.0, [31.6, 34.3], [49.7, 50.2])]
 _T7 = Recipe(
     "table7", "Sensitivity to λ", "paper Table VII (SYSU-MM01 and RegDB, cmc-1 / mAP, simplified mode)",
-    {("ours" if lam == 0.1 else f"lambda-{lam}"): OURS + ([] if lam == 0.1 else [f"loss.lambda_id={lam}"])
-     for lam, _, _ in _T7_LAMBDAS},
-    [Row(f"λ = {lam}", "ours" if lam == 0.1 else f"lambda-{lam}", "simplified", _p(a, b))
-     for lam, a, b in _T7_LAMBDAS])
+    {**{f"lambda-{lam}": OURS + [f"loss.lambda_id={lam}"] for lam, _, _ in _T7_LAMBDAS}, "ours": OURS},
+    [Row(f"λ = {lam}", f"lambda-{lam}", "simplified", _p(a, b)) for lam, a, b in _T7_LAMBDAS]
+    + [Row("λ = {lambda_id} (the budget's preset)", "ours", "simplified")],
+    note="The preset's own λ is a row of its own only where it is not one of the paper's values.",
+    reference={f"lambda-{lam}": "ours" for lam, _, _ in _T7_LAMBDAS}, optional=("ours",))
 
 _F3 = Recipe(
     "fig3", "Number of kernels through stride_v", "paper Fig. 3 (SYSU-MM01; values only drawn, not printed)",
@@ -204,16 +227,40 @@ PAPER_COST_S = {"features": 24.8, "simplified": 0.5, "full": 5280.0}
 
 
 # --------------------------------------------------------------------------- configs
-def base_config(budget: str, dataset: str = "sysu") -> Config:
-    """The base config of a budget (before a variant's overrides)."""
+def base_config(budget: str, dataset: str = "sysu", kind: Optional[str] = None) -> Config:
+    """The base config of a budget (before a variant's overrides). ``kind`` (a ``loss.kind``)
+    matters for ``cpu-pretrained`` only, whose CCN kinds and other kinds have their own
+    validation-chosen presets."""
     if budget not in BUDGETS:
         raise ConfigError(f"--budget: expected one of {', '.join(BUDGETS)}, found {budget!r}")
     if budget == "paper":
         return load_config(preset_path(f"paper-{dataset}"))
-    cfg = load_config(preset_path("cpu-synthetic"), [f"data.dataset={dataset}"])
+    preset = "cpu-synthetic"
+    if budget == "cpu-pretrained":
+        preset = "cpu-pretrained" if get_loss(kind or "ccn").trains_ccn else "cpu-pretrained-idl"
+    cfg = load_config(preset_path(preset), [f"data.dataset={dataset}"])
     if budget_overrides(budget):
         cfg = validate(apply_overrides(cfg, budget_overrides(budget)))
     return cfg
+
+
+def base_config_name(budget: str, dataset: str = "sysu") -> str:
+    """The preset file(s) a budget starts from, for the provenance of a table."""
+    return {"paper": f"configs/paper-{dataset}.yaml",
+            "cpu-pretrained": "configs/cpu-pretrained.yaml (kinds that train the CCN), "
+                              "configs/cpu-pretrained-idl.yaml (other kinds)"
+            }.get(budget, "configs/cpu-synthetic.yaml")
+
+
+def loss_kind(overrides: Sequence[str], default: str = "ccn") -> str:
+    """The ``loss.kind`` a list of overrides ends with (the last one wins)."""
+    kinds = [o.split("=", 1)[1].strip() for o in overrides if o.replace(" ", "").startswith("loss.kind=")]
+    return kinds[-1] if kinds else default
+
+
+def variant_base(budget: str, dataset: str, overrides: Sequence[str]) -> Config:
+    """:func:`base_config` for the loss kind a variant's (and the user's) overrides give."""
+    return base_config(budget, dataset, loss_kind(overrides))
 
 
 def variant_config(base: Config, overrides: Sequence[str], data_root: PathLike, name: str,
@@ -376,7 +423,8 @@ class ReproduceResult:
 def reproduce(table: str, out_dir: PathLike, data_root: Optional[PathLike] = None,
               budget: str = "cpu", dataset: str = "sysu", synthetic: bool = False,
               overrides: Sequence[str] = (), trials: Optional[list[int]] = None,
-              variants: Optional[Sequence[str]] = None) -> ReproduceResult:
+              variants: Optional[Sequence[str]] = None,
+              seeds: Optional[Sequence[int]] = None) -> ReproduceResult:
     """Run one recipe and write ``OUT/<table>.md`` and ``OUT/<table>.json``.
 
     Args:
@@ -384,10 +432,13 @@ def reproduce(table: str, out_dir: PathLike, data_root: Optional[PathLike] = Non
         out_dir: output folder; runs go to ``out_dir/runs/<key>`` (shared by tables).
         data_root: dataset folder; with ``synthetic`` and no root, a synthetic dataset of
             ``SYNTHETIC_IDS[budget]`` identities is generated into ``out_dir/data-<dataset>``.
-        budget: ``smoke``, ``cpu-short``, ``cpu`` or ``paper`` (module docstring).
+        budget: one of :data:`BUDGETS` (module docstring).
         overrides: extra dotted overrides for every variant (e.g. ``train.epochs=6``).
         trials: evaluation trials (None: all of the protocol's; the smoke budget uses one).
         variants: restrict to these variant names (rows of other variants are dropped).
+        seeds: training seeds; each variant is trained once per seed (``train.seed`` appended
+            to the overrides) and every metric is aggregated over seeds. None: one run with
+            the config's own seed, metrics ± std over the gallery trials.
     """
     if table not in RECIPES:
         raise ConfigError(f"unknown table {table!r}; expected one of {', '.join(RECIPES)}")
@@ -400,11 +451,17 @@ def reproduce(table: str, out_dir: PathLike, data_root: Optional[PathLike] = Non
         if unknown:
             raise ConfigError(f"--variants: expected names among {', '.join(recipe.variants)} "
                               f"(table {table}), found {', '.join(map(repr, unknown))}")
+    if seeds is not None:
+        seeds = list(seeds)
+        if not seeds or len(set(seeds)) != len(seeds) or any(int(x) < 0 for x in seeds):
+            raise ConfigError(f"--seeds: expected distinct non-negative integers, found {seeds}")
+    seed_overrides = [[]] if seeds is None else [[f"train.seed={x}"] for x in seeds]
     # Every variant's config and evaluation trials are checked before anything is written
     # or trained: a bad trial number must not surface after the first variant's training.
-    base0 = base_config(budget, dataset)
     for vname in (variants or recipe.variants):
-        cfg0 = variant_config(base0, recipe.variants[vname], data_root or out, vname, overrides)
+        ov = recipe.variants[vname]
+        cfg0 = variant_config(variant_base(budget, dataset, ov + list(overrides)), ov,
+                              data_root or out, vname, overrides)
         proto = get_protocol(recipe.protocol or _default_protocol(cfg0))
         bad = [t for t in (trials or []) if t not in proto.trials]
         if bad:
@@ -431,14 +488,60 @@ def reproduce(table: str, out_dir: PathLike, data_root: Optional[PathLike] = Non
     if not data_root.is_dir():
         raise DataError(f"--data-root: expected a dataset folder, found nothing at {data_root}")
     _claim_output(out, dataset, data_root)
-    base = base_config(budget, dataset)
     wanted = list(recipe.variants) if variants is None else [v for v in recipe.variants if v in variants]
     if not wanted:
         raise ConfigError(f"--variants: none of {list(variants or [])} is in {table}: "
                           f"{', '.join(recipe.variants)}")
+    alias = _optional_aliases(recipe, budget, dataset, overrides, data_root)
+    wanted = [v for v in wanted if v not in alias]
+    per_seed: list[dict[str, dict[str, Any]]] = []
+    for sov in seed_overrides:
+        per_seed.append(_run_variants(recipe, wanted, out, budget, dataset, data_root,
+                                      list(overrides) + sov, trials))
+    rows = _rows(recipe, per_seed, dataset, alias, table)
+    seed_list = sorted({r["seed"] for runs in per_seed for r in runs.values()})
+    runs = per_seed[0] if seeds is None else {f"{v}@s{r['seed']}": r for runs in per_seed
+                                              for v, r in runs.items()}
+    data = {"table": table, "title": recipe.title, "paper_ref": recipe.paper_ref, "note": recipe.note,
+            "dataset": dataset, "budget": budget, "data_root": str(data_root.resolve()),
+            "base_config": base_config_name(budget, dataset),
+            "budget_overrides": budget_overrides(budget),
+            "user_overrides": list(overrides), "trials": trials, "machine": {"platform": platform.platform(),
+                                                          "processor": platform.processor(),
+                                                          "threads": torch.get_num_threads(),
+                                                          "torch": torch.__version__},
+            "seeds": seed_list, "std_over": "trials" if seeds is None else "seeds",
+            "rows": rows, "runs": runs}
+    md = render_markdown(data)
+    js_path, md_path = out / f"{table}.json", out / f"{table}.md"
+    atomic_write_text(js_path, json.dumps(data, indent=2, default=str) + "\n")
+    atomic_write_text(md_path, md)
+    return ReproduceResult(table, md_path, js_path, data)
+
+
+def _optional_aliases(recipe: Recipe, budget: str, dataset: str, overrides: Sequence[str],
+                      data_root: Path) -> dict[str, str]:
+    """{optional variant: the variant with the same config}, for the optional variants that
+    duplicate another (they are neither trained nor shown; references to them move)."""
+    def key(v: str) -> str:
+        ov = recipe.variants[v]
+        cfg = variant_config(variant_base(budget, dataset, ov + list(overrides)), ov, data_root, v,
+                             overrides)
+        return run_key("x", cfg)
+    others = {key(v): v for v in recipe.variants if v not in recipe.optional}
+    return {v: others[key(v)] for v in recipe.optional if key(v) in others}
+
+
+def _run_variants(recipe: Recipe, wanted: Sequence[str], out: Path, budget: str, dataset: str,
+                  data_root: Path, overrides: Sequence[str], trials: Optional[list[int]]
+                  ) -> dict[str, dict[str, Any]]:
+    """Train (or reuse) and evaluate every wanted variant with one set of overrides."""
+    table = recipe.name
     runs: dict[str, dict[str, Any]] = {}
     for vname in wanted:
-        cfg = variant_config(base, recipe.variants[vname], data_root, vname, overrides)
+        vov = recipe.variants[vname]
+        base = variant_base(budget, dataset, vov + list(overrides))
+        cfg = variant_config(base, vov, data_root, vname, overrides)
         protocol = recipe.protocol or _default_protocol(cfg)
         ptrials = trials
         if ptrials is None and budget == "smoke":
@@ -448,18 +551,18 @@ def reproduce(table: str, out_dir: PathLike, data_root: Optional[PathLike] = Non
         # would test on its training ids). SYSU: one model, evaluated on every gallery draw.
         regdb = get_dataset(cfg.data.dataset).per_trial  # a model per trial (RegDB)
         regdb_trials = list(ptrials or get_protocol(protocol).trials) if regdb else []
-        cfgs = [variant_config(base, recipe.variants[vname], data_root, vname,
-                               list(overrides) + [f"data.trial={t}"]) for t in regdb_trials] or [cfg]
+        cfgs = [variant_config(base, vov, data_root, vname, list(overrides) + [f"data.trial={t}"])
+                for t in regdb_trials] or [cfg]
         run_dirs, infos = [], []
         for c in cfgs:
             run_dir = _run_dir(out, vname, c)
-            log.info("[%s] variant %s%s -> %s", table, vname,
-                     f" (trial {c.data.trial})" if regdb else "", run_dir)
+            log.info("[%s] variant %s%s seed %d -> %s", table, vname,
+                     f" (trial {c.data.trial})" if regdb else "", c.train.seed, run_dir)
             infos.append(train_variant(c, run_dir))
             run_dirs.append(run_dir)
         seconds = [i["seconds"] for i in infos if i["seconds"] is not None]
-        runs[vname] = {"name": vname, "run_dir": str(run_dirs[0]), "overrides": recipe.variants[vname]
-                       + list(overrides), "seed": cfg.train.seed, "config": cfgs[0].to_dict(),
+        runs[vname] = {"name": vname, "run_dir": str(run_dirs[0]), "overrides": vov + list(overrides),
+                       "seed": cfg.train.seed, "config": cfgs[0].to_dict(),
                        "protocol": protocol, "train_seconds": sum(seconds) if seconds else None,
                        "reused": all(i["reused"] for i in infos), "eval": {}}
         if regdb:
@@ -473,37 +576,82 @@ def reproduce(table: str, out_dir: PathLike, data_root: Optional[PathLike] = Non
         else:
             modes = sorted({r.scoring for r in recipe.rows if r.variant == vname})
             # RegDB: evaluate() pairs each checkpoint with its own trial
-            runs[vname]["eval"] = evaluate_run(checkpoints, cfg, modes, protocol,
-                                               None if regdb else ptrials)
+            runs[vname]["eval"] = cached_evaluation(checkpoints, cfg, modes, protocol,
+                                                    None if regdb else ptrials)
+    return runs
+
+
+def cached_evaluation(checkpoints: Sequence[Path], cfg: Config, modes: Sequence[str], protocol: str,
+                      trials: Optional[list[int]]) -> dict[str, dict[str, Any]]:
+    """:func:`evaluate_run`, remembered in the first run folder: tables that share a run,
+    and a multi-seed table made from runs that single-seed calls already scored, do not
+    extract features again. The key holds the protocol, modes, trials, the data root and
+    each checkpoint's size and modification time, so a retrained run is scored anew."""
+    stats = [(str(c), c.stat().st_size, c.stat().st_mtime_ns) for c in checkpoints]
+    blob = json.dumps([protocol, sorted(modes), trials, str(cfg.data.root), stats]).encode()
+    path = Path(checkpoints[0]).parents[1] / f"eval-cache-{hashlib.sha256(blob).hexdigest()[:12]}.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            log.warning("unreadable evaluation cache %s: evaluating again", path)
+    res = evaluate_run(checkpoints, cfg, modes, protocol, trials)
+    atomic_write_text(path, json.dumps(res, default=str) + "\n")
+    return res
+
+
+def _sample_std(xs: Sequence[float]) -> float:
+    if len(xs) < 2:
+        return 0.0
+    m = sum(xs) / len(xs)
+    return (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5
+
+
+def _rows(recipe: Recipe, per_seed: list[dict[str, dict[str, Any]]], dataset: str,
+          alias: dict[str, str], table: str) -> list[dict[str, Any]]:
+    """The table's rows. One seed: the metrics of that run (± std over trials). Several
+    seeds: each metric's mean over seeds ± sample std over seeds, the per-seed values
+    (``<metric>_seeds``), the mean trial std (``<metric>_trial_std``) and, where the row has
+    a reference row, the per-seed difference to it (``delta``)."""
+    first = per_seed[0]
+    multi = len(per_seed) > 1
     rows = []
     for r in recipe.rows:
-        if r.variant not in runs:
+        if r.variant not in first:
             continue
-        ev = runs[r.variant]["eval"].get(r.scoring, {})
-        row = {"label": r.label, "variant": r.variant, "scoring": r.scoring, "ours": _metrics(ev),
-               "paper": r.paper.get(dataset, {})}
-        if "params" in runs[r.variant]:
-            row["params"] = runs[r.variant]["params"]["params_total"]
-            row["num_kernels"] = runs[r.variant]["params"]["num_kernels"]
+        per = [_metrics(runs[r.variant]["eval"].get(r.scoring, {})) for runs in per_seed]
+        if multi:
+            ours: dict[str, Any] = {}
+            for k in per[0]:
+                if k.endswith("_std"):
+                    ours[f"{k[:-4]}_trial_std"] = sum(p[k] for p in per) / len(per)
+                    continue
+                vals = [p[k] for p in per]
+                ours[k] = sum(vals) / len(vals)
+                ours[f"{k}_std"] = _sample_std(vals)
+                ours[f"{k}_seeds"] = vals
+        else:
+            ours = per[0]
+        run0 = first[r.variant]
+        label = r.label.format(**run0["config"]["loss"]) if "{" in r.label else r.label
+        row = {"label": label, "variant": r.variant, "scoring": r.scoring, "ours": ours,
+               "paper": r.paper.get(dataset, {}), "seeds": [runs[r.variant]["seed"] for runs in per_seed]}
+        ref = recipe.reference_of(r.variant)
+        ref = alias.get(ref, ref) if ref else None
+        if multi and ref and ref != r.variant and ref in first:
+            ref_per = [_metrics(runs[ref]["eval"].get(r.scoring, {})) for runs in per_seed]
+            row["reference"] = {"variant": ref, "scoring": r.scoring}
+            row["delta"] = {k: [p[k] - q[k] for p, q in zip(per, ref_per)]
+                            for k in ("rank1", "mAP") if k in per[0] and k in ref_per[0]}
+        if "params" in run0:
+            row["params"] = run0["params"]["params_total"]
+            row["num_kernels"] = run0["params"]["num_kernels"]
         if table == "fig3":
-            c = runs[r.variant]["config"]
+            c = run0["config"]
             h, w = feature_hw(c["data"]["height"], c["data"]["width"], c["model"]["last_stride"])
             row["num_kernels"] = num_kernels(h, w, c["ccn"]["kernel_size"], c["ccn"]["stride"])
         rows.append(row)
-    data = {"table": table, "title": recipe.title, "paper_ref": recipe.paper_ref, "note": recipe.note,
-            "dataset": dataset, "budget": budget, "data_root": str(data_root.resolve()),
-            "base_config": "configs/" + (f"paper-{dataset}.yaml" if budget == "paper" else "cpu-synthetic.yaml"),
-            "budget_overrides": budget_overrides(budget),
-            "user_overrides": list(overrides), "trials": trials, "machine": {"platform": platform.platform(),
-                                                          "processor": platform.processor(),
-                                                          "threads": torch.get_num_threads(),
-                                                          "torch": torch.__version__},
-            "seeds": sorted({r["seed"] for r in runs.values()}), "rows": rows, "runs": runs}
-    md = render_markdown(data)
-    js_path, md_path = out / f"{table}.json", out / f"{table}.md"
-    atomic_write_text(js_path, json.dumps(data, indent=2, default=str) + "\n")
-    atomic_write_text(md_path, md)
-    return ReproduceResult(table, md_path, js_path, data)
+    return rows
 
 
 def _f(v: Any) -> str:
@@ -538,16 +686,26 @@ def render_markdown(data: dict[str, Any]) -> str:
         keys = [k for k in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
                 if any(k in r["ours"] for r in data["rows"]) and (k != "rank5" or k in pkeys)]
         extra = [k for k in ("params", "num_kernels") if any(k in r for r in data["rows"])]
+        seeded = data.get("std_over") == "seeds"
         head = ["variant", "mode"] + extra + [f"ours {k}" for k in keys] + [f"paper {k}" for k in pkeys]
+        if seeded:
+            head += ["R1 per seed", "mAP per seed", "Δ R1 / Δ mAP per seed (vs)"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in data["rows"]:
             ev = data["runs"].get(r["variant"], {}).get("eval", {}).get(r["scoring"], {})
-            many = len(ev.get("trials") or ev.get("per_trial") or [0, 1]) > 1  # no "± 0" of one trial
+            many = seeded or len(ev.get("trials") or ev.get("per_trial") or [0, 1]) > 1  # no "± 0" of one trial
             cells = [r["label"], r["scoring"]]
             cells += [(f"{r[k] / 1e6:.2f}M" if k == "params" else str(r[k])) if k in r else "–" for k in extra]
             cells += [_f(r["ours"].get(k)) + (f" ± {r['ours'][k + '_std']:.1f}"
                                               if many and f"{k}_std" in r["ours"] else "")
                       for k in keys] + [_f(r["paper"].get(k)) for k in pkeys]
+            if seeded:
+                cells += [" / ".join(f"{v:.1f}" for v in r["ours"].get(f"{k}_seeds", [])) or "–"
+                          for k in ("rank1", "mAP")]
+                d = r.get("delta")
+                cells.append("–" if not d else " · ".join(
+                    f"{a:+.1f}/{b:+.1f}" for a, b in zip(d.get("rank1", []), d.get("mAP", [])))
+                    + f" (vs {r['reference']['variant']})")
             lines.append("| " + " | ".join(cells) + " |")
     if data.get("note"):
         lines += ["", f"Note: {data['note']}"]
@@ -555,6 +713,12 @@ def render_markdown(data: dict[str, Any]) -> str:
         if any("run_dirs" in r for r in data["runs"].values()):
             lines += ["", "Ours: percent; mean ± std over the RegDB trials, with one model trained "
                           "per trial and scored on that trial's test split."]
+        elif data.get("std_over") == "seeds":
+            lines += ["", f"Ours: percent; each training seed's value is the mean over the "
+                          f"evaluation trials (gallery draws); the table gives the mean over the "
+                          f"{len(data['seeds'])} training seeds {data['seeds']} ± the sample std "
+                          f"over seeds. Δ: the row minus its reference row (same scoring mode), "
+                          f"seed by seed."]
         else:
             lines += ["", "Ours: percent; mean ± std over the evaluation trials (gallery draws) of "
                           "one trained model per row, where the protocol has several trials."]

@@ -22,19 +22,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--synthetic", action="store_true",
                    help="without --data-root: generate a synthetic dataset into OUT first")
     p.add_argument("--dataset", default="sysu", choices=("sysu", "regdb"), help="dataset layout")
-    p.add_argument("--budget", default="cpu", choices=("smoke", "cpu-short", "cpu", "paper"),
-                   help="paper: the paper's presets; cpu: configs/cpu-synthetic.yaml; cpu-short: "
-                        "the cpu preset with 6 epochs x 50 iterations; smoke: seconds")
+    p.add_argument("--budget", default="cpu",
+                   choices=("smoke", "cpu-short", "cpu", "cpu-pretrained", "paper"),
+                   help="paper: the paper's presets; cpu: configs/cpu-synthetic.yaml (from "
+                        "scratch); cpu-pretrained: the CPU regime, configs/cpu-pretrained.yaml "
+                        "for CCN kinds and configs/cpu-pretrained-idl.yaml for the others; "
+                        "cpu-short: the cpu preset with 6 epochs x 50 iterations; smoke: seconds")
     p.add_argument("--tiny", action="store_true", help="same as --budget smoke")
     p.add_argument("--trials", type=parse_trials, default=None,
                    help="evaluation trials, e.g. 0,1,2 or 1-10 (default: all of the protocol's); "
                         "on RegDB, one model is trained per trial")
+    p.add_argument("--seeds", type=parse_seeds, default=None,
+                   help="training seeds, e.g. 0,1,2 or 0-2: every variant is trained once per "
+                        "seed and the table gives mean ± std over seeds (default: one run with "
+                        "the config's train.seed, ± std over the gallery trials)")
     p.add_argument("--variants", default=None,
                    help="comma-separated subset of the table's variants (default: all)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted overrides applied to every variant, e.g. train.epochs=6")
     p.set_defaults(func=run)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``0,1,2`` or ``0-2`` -> [0, 1, 2] (argparse type)."""
+    try:
+        return parse_trials(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("trial", "seed")) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +64,6 @@ def run(args: argparse.Namespace) -> int:
     for table in tables:
         res = reproduce(table, args.output, data_root=args.data_root, budget=budget,
                         dataset=args.dataset, synthetic=args.synthetic, overrides=args.overrides,
-                        trials=args.trials, variants=variants)
+                        trials=args.trials, variants=variants, seeds=args.seeds)
         print(f"{table}: {res.markdown} {res.json}")
     return 0
