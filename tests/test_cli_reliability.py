@@ -254,6 +254,11 @@ def test_option_values_out_of_range(env):
           "42", needles=("trials 0..9", "42"))
     fails("reproduce", "table1", "--data-root", root, "-o", t / "rep", "--tiny",
           "--variants", "ours,nope", needles=("'nope'",))
+    fails("reproduce", "table1", "--data-root", root, "-o", t / "rep", "--tiny",
+          "--seeds", "0,0", needles=("--seeds", "more than once"))
+    not_sweep = t / "not-sweep.json"
+    not_sweep.write_text('{"table": "table1", "rows": [{"label": "IDL", "ours": {"rank1": 1.0}}]}')
+    fails("figures", "--sweep", not_sweep, "-o", t / "fig", needles=("--sweep", "fig3 or table7"))
     assert not (t / "rep").exists()
 
 

@@ -13,12 +13,12 @@ from vireid.models.ccn import num_kernels
 from vireid.models.resnet import feature_hw
 
 
-@pytest.mark.parametrize("budget", ["smoke", "cpu-short", "cpu", "paper"])
+@pytest.mark.parametrize("budget", ["smoke", "cpu-short", "cpu", "cpu-pretrained", "paper"])
 def test_every_variant_is_a_valid_config(budget: str, tmp_path: Path) -> None:
-    base = R.base_config(budget)
     for recipe in R.RECIPES.values():
         assert all(r.variant in recipe.variants for r in recipe.rows), recipe.name
         for name, overrides in recipe.variants.items():
+            base = R.variant_base(budget, "sysu", overrides)
             cfg = R.variant_config(base, overrides, tmp_path, name)
             validate(cfg)
             for ov in overrides:  # every override really landed in the config
@@ -100,6 +100,14 @@ def test_smoke_run_of_each_table(table: str, smoke_out: Path) -> None:
     if table == "table8":  # the open-set model trains with the same-modality pairs (appendix)
         assert data["runs"]["ours-openset"]["config"]["data"]["same_modality_pairs"] is True
         assert data["runs"]["ours-openset"]["protocol"] == "sysu-openset"
+    if table == "fig3":  # each row records its stride_v, and `figures --sweep` draws them
+        for row in data["rows"]:
+            run = data["runs"][row["variant"]]
+            assert row["axis"] == {"key": "ccn.stride", "label": "stride_v",
+                                   "value": run["config"]["ccn"]["stride"][0]}
+        from vireid.viz.figures import plot_sweep_file
+        png = plot_sweep_file(res.json, smoke_out / "fig")["sweep"]
+        assert png.name == "fig3.png" and png.read_bytes()[:4] == b"\x89PNG"
     if table == "table4":
         assert all("params" in r for r in data["rows"])
         kg = next(r for r in data["rows"] if r["variant"] == "kg")["params"]
@@ -133,3 +141,95 @@ def test_regdb_recipe_trains_one_model_per_trial(tmp_path: Path) -> None:
     assert row["ours"]["rank1"] == pytest.approx(np.mean([p["rank1"] for p in ev["per_trial"]]))
     assert row["paper"] == {"rank1": 53.1, "mAP": 53.5}  # the paper's RegDB Ours-S
     assert "one model trained per trial" in res.markdown.read_text()
+
+
+def test_cpu_pretrained_budget_takes_each_kinds_own_preset() -> None:
+    """The regime's CCN kinds start from configs/cpu-pretrained.yaml, every other kind from
+    configs/cpu-pretrained-idl.yaml (each with its own validation-chosen values)."""
+    root = Path(__file__).resolve().parents[1] / "configs"
+    ccn = yaml.safe_load((root / "cpu-pretrained.yaml").read_text())
+    idl = yaml.safe_load((root / "cpu-pretrained-idl.yaml").read_text())
+    for kind, want in (("ccn", ccn), ("ccn-noid", ccn), ("idl", idl), ("vl", idl), ("kvl", idl)):
+        cfg = R.variant_base("cpu-pretrained", "sysu", [f"loss.kind={kind}"])
+        for key in ("lr", "warmup_epochs", "epochs", "iters_per_epoch"):
+            assert getattr(cfg.train, key) == want["train"][key], (kind, key)
+        assert cfg.loss.lambda_id == want["loss"]["lambda_id"], kind
+        assert cfg.model.pretrained == want["model"]["pretrained"] == "synthetic-r18w025"
+    # the last loss.kind of the variant's and the user's overrides decides
+    assert R.loss_kind(["loss.kind=ccn", "x.y=1", "loss.kind=idl"]) == "idl"
+    assert R.loss_kind([]) == "ccn"
+
+
+def test_table7_preset_row_only_where_its_lambda_is_not_listed(tmp_path: Path) -> None:
+    rec = R.RECIPES["table7"]
+    # cpu: λ 0.1 is the preset's, so "ours" is the λ = 0.1 run and not a row of its own
+    assert R._optional_aliases(rec, "cpu", "sysu", [], tmp_path) == {"ours": "lambda-0.1"}
+    # cpu-pretrained: λ 0.5 is none of the paper's values, so it is a row
+    assert R._optional_aliases(rec, "cpu-pretrained", "sysu", [], tmp_path) == {}
+
+
+def test_seeds_aggregate_mean_and_std_over_seeds(tmp_path: Path) -> None:
+    """--seeds: one run per variant and seed; each cell is the mean over seeds of that seed's
+    trial mean, ± the sample std over seeds; Δ is the per-seed difference to the reference."""
+    import statistics
+
+    res = R.reproduce("table7", tmp_path, budget="smoke", synthetic=True, seeds=[0, 1, 2],
+                      variants=["lambda-0.1", "lambda-1.0", "ours"], overrides=["data.workers=0"])
+    data = json.loads(res.json.read_text())
+    assert data["seeds"] == [0, 1, 2] and data["std_over"] == "seeds"
+    assert sorted(data["runs"]) == sorted(f"{v}@s{s}" for v in ("lambda-0.1", "lambda-1.0")
+                                          for s in (0, 1, 2))
+    dirs = {run["run_dir"] for run in data["runs"].values()}
+    assert len(dirs) == 6  # a separate run per seed
+    for key, run in data["runs"].items():
+        assert run["config"]["train"]["seed"] == run["seed"] == int(key.rsplit("@s", 1)[1])
+    assert [r["variant"] for r in data["rows"]] == ["lambda-0.1", "lambda-1.0"]  # "ours" = λ 0.1
+    for row in data["rows"]:
+        per = [data["runs"][f"{row['variant']}@s{s}"]["eval"]["simplified"]["mean"] for s in (0, 1, 2)]
+        for k in ("rank1", "mAP"):
+            vals = [float(p[k]) for p in per]
+            assert row["ours"][f"{k}_seeds"] == pytest.approx(vals)
+            assert row["ours"][k] == pytest.approx(sum(vals) / 3)
+            assert row["ours"][f"{k}_std"] == pytest.approx(statistics.stdev(vals))
+    lam1 = data["rows"][1]
+    assert lam1["reference"]["variant"] == "lambda-0.1"
+    ref = data["rows"][0]["ours"]
+    assert lam1["delta"]["mAP"] == pytest.approx([a - b for a, b in zip(lam1["ours"]["mAP_seeds"],
+                                                                        ref["mAP_seeds"])])
+    md = res.markdown.read_text()
+    assert "± the sample std over seeds" in md and "(vs lambda-0.1)" in md
+    from vireid.viz.report import render_json
+    html = render_json(data)  # `vireid report`: mean ± std over seeds, per-seed R1 and Δ
+    r1 = lam1["ours"]
+    assert f"{r1['rank1']:.1f} ± {r1['rank1_std']:.1f}" in html
+    assert " / ".join(f"{v:.1f}" for v in r1["rank1_seeds"]) in html
+    assert f"{lam1['delta']['rank1'][0]:+.1f}/{lam1['delta']['mAP'][0]:+.1f}" in html
+    assert "rank1_seeds" not in html
+
+
+def test_evaluation_is_cached_per_run_and_redone_after_retraining(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = R.evaluate_run
+
+    def counting(*a, **k):  # type: ignore[no-untyped-def]
+        calls.append(a[0])
+        return real(*a, **k)
+
+    monkeypatch.setattr(R, "evaluate_run", counting)
+    kw = dict(budget="smoke", synthetic=True, variants=["ours"], overrides=["data.workers=0"])
+    first = json.loads(R.reproduce("table6", tmp_path, **kw).json.read_text())
+    assert len(calls) == 1
+    # another table sharing the run reads the cached result: same numbers, no evaluation
+    again = json.loads(R.reproduce("table4", tmp_path, **kw).json.read_text())
+    assert len(calls) == 1
+    assert again["runs"]["ours"]["eval"]["simplified"]["mean"] == first["runs"]["ours"]["eval"]["simplified"]["mean"]
+    # a retrained checkpoint (new file) is scored anew
+    ckpt = Path(first["runs"]["ours"]["run_dir"], "checkpoints", "last.pt")
+    blob = ckpt.read_bytes()
+    ckpt.unlink()
+    ckpt.write_bytes(blob + b"")
+    import os
+    os.utime(ckpt, ns=(1, 1))
+    R.reproduce("table6", tmp_path, **kw)
+    assert len(calls) == 2

@@ -126,6 +126,9 @@ class Recipe:
     #: variants trained only when their config differs from every other variant's (Table
     #: VII's preset λ row, which is one of the listed λ on the cpu budget)
     optional: tuple[str, ...] = ()
+    #: (dotted config key, axis label) of a table that varies one value (Fig. 3, Table VII):
+    #: each row records the value, and ``vireid figures --sweep`` draws the metrics against it
+    axis: Optional[tuple[str, str]] = None
 
     def reference_of(self, variant: str) -> Optional[str]:
         ref = self.reference.get(variant, "ours" if "ours" in self.variants else None)
@@ -188,7 +191,8 @@ _T7 = Recipe(
     [Row(f"λ = {lam}", f"lambda-{lam}", "simplified", _p(a, b)) for lam, a, b in _T7_LAMBDAS]
     + [Row("λ = {lambda_id} (the budget's preset)", "ours", "simplified")],
     note="The preset's own λ is a row of its own only where it is not one of the paper's values.",
-    reference={f"lambda-{lam}": "ours" for lam, _, _ in _T7_LAMBDAS}, optional=("ours",))
+    reference={f"lambda-{lam}": "ours" for lam, _, _ in _T7_LAMBDAS}, optional=("ours",),
+    axis=("loss.lambda_id", "λ"))
 
 _F3 = Recipe(
     "fig3", "Number of kernels through stride_v", "paper Fig. 3 (SYSU-MM01; values only drawn, not printed)",
@@ -197,7 +201,8 @@ _F3 = Recipe(
     [Row(f"stride_v = {sv}", "ours" if sv == 1 else f"stride-v{sv}", sc)
      for sv in range(1, 6) for sc in ("simplified", "full")],
     note="Kernel counts follow Algorithm 1 (12, 6, 4, 4, 4 on an 8×4 map), not the 12, 8, 6, 4, 2 "
-         "of the paper's text; the paper prints no numbers for Fig. 3.")
+         "of the paper's text; the paper prints no numbers for Fig. 3.",
+    axis=("ccn.stride", "stride_v"))
 
 _T8_PAPER = _p([78.2, 94.8, 97.7, 99.2, 65.3], keys=("rank1", "rank5", "rank10", "rank20", "mAP"))
 _T8 = Recipe(
@@ -643,6 +648,11 @@ def _rows(recipe: Recipe, per_seed: list[dict[str, dict[str, Any]]], dataset: st
             row["reference"] = {"variant": ref, "scoring": r.scoring}
             row["delta"] = {k: [p[k] - q[k] for p, q in zip(per, ref_per)]
                             for k in ("rank1", "mAP") if k in per[0] and k in ref_per[0]}
+        if recipe.axis:
+            sect, leaf = recipe.axis[0].split(".")
+            value = run0["config"][sect][leaf]
+            row["axis"] = {"key": recipe.axis[0], "label": recipe.axis[1],
+                           "value": value[0] if isinstance(value, list) else value}
         if "params" in run0:
             row["params"] = run0["params"]["params_total"]
             row["num_kernels"] = run0["params"]["num_kernels"]

@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated curve labels to keep (e.g. ours-S,ours-F,idl-S; "
                         "default: all)")
     p.add_argument("--cmc-title", default="CMC", help="title of the CMC plot")
+    p.add_argument("--sweep", default=None, metavar="JSON",
+                   help="a vireid reproduce fig3 or table7 JSON: rank-1 and mAP against the "
+                        "varied value (stride_v, lambda), ± std, OUT/<table>.png (default: none)")
     p.add_argument("--compact", action="store_true",
                    help="re-encode the PNGs with a 256-colour palette (several times smaller)")
     p.set_defaults(func=run)
@@ -45,12 +48,13 @@ def run(args: argparse.Namespace) -> int:
 
     # late: keeps `vireid --help` fast (the library imports torch, ~1.7 s)
     from ..apps.figures import make_figures
-    from ..viz.figures import cmc_curves_from_results, compact_png, plot_cmc
+    from ..viz.figures import cmc_curves_from_results, compact_png, plot_cmc, plot_sweep_file
 
     check_output_folder(args.output, "-o")
     check_device(args.device)
-    if args.checkpoint is None and not args.cmc:
-        raise ConfigError("figures: expected --checkpoint (with --data-root) and/or --cmc JSON…, found neither")
+    if args.checkpoint is None and not args.cmc and not args.sweep:
+        raise ConfigError("figures: expected --checkpoint (with --data-root), --cmc JSON… or "
+                          "--sweep JSON, found none of them")
     made = {}
     if args.checkpoint is not None:
         if args.data_root is None:
@@ -68,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
         made["cmc"] = plot_cmc(curves, Path(args.output) / "cmc.png", title=args.cmc_title)
         if args.compact:
             compact_png(made["cmc"])
+    if args.sweep:
+        made.update(plot_sweep_file(args.sweep, args.output))
+        if args.compact:
+            compact_png(made["sweep"])
     for name, path in made.items():
         print(f"{name}: {path}")
     return 0

@@ -132,3 +132,37 @@ def plot_cmc_curves(curves: Mapping[str, Sequence[float]], path: PathLike,
     if ax.lines:
         ax.legend(fontsize=8, loc="lower right")
     return save_figure(fig, path)
+
+
+def plot_metric_sweep(rows: Sequence[Mapping[str, Any]], path: PathLike, title: str = "",
+                      metrics: Sequence[str] = ("rank1", "mAP")) -> Path:
+    """Metrics of a one-value sweep (the paper's Fig. 3: accuracy against stride_v), one line
+    per scoring mode, with ± std error bars (over seeds or trials, as the table has them).
+
+    rows: ``vireid reproduce`` rows holding ``axis`` ({"label", "value"}), ``scoring`` and
+    ``ours`` ({metric: mean, metric_std: std}).
+    """
+    pts = [r for r in rows if isinstance(r.get("axis"), Mapping) and r.get("ours")]
+    if not pts:
+        raise ValueError("expected table rows with an 'axis' value (a fig3 or table7 result), "
+                         "found none")
+    label = pts[0]["axis"].get("label", "value")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for mode in dict.fromkeys(r.get("scoring", "") for r in pts):
+            line = sorted((float(r["axis"]["value"]), r["ours"].get(metric), r["ours"].get(f"{metric}_std", 0.0))
+                          for r in pts if r.get("scoring", "") == mode and metric in r["ours"])
+            if not line:
+                continue
+            x, y, e = (np.asarray(v, dtype=float) for v in zip(*line))
+            ax.errorbar(x, y, yerr=e, marker="o", markersize=4, capsize=3, label=mode)
+        ax.set_xlabel(label)
+        if all(float(r["axis"]["value"]).is_integer() for r in pts):
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_ylabel(f"{metric} (%)")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)

@@ -34,7 +34,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from vireid.utils.atomic import atomic_path
 from vireid.errors import DataError  # noqa: E402
-from vireid.viz.curves import plot_cmc_curves, save_figure  # noqa: E402
+from vireid.viz.curves import plot_cmc_curves, plot_metric_sweep, save_figure  # noqa: E402
 from vireid.viz.tsne import tsne  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -240,6 +240,27 @@ def cmc_curves_from_results(paths: Sequence[PathLike],
     if not curves:
         raise DataError(f"--cmc: no CMC curve found in {', '.join(map(str, paths))}")
     return curves
+
+
+def plot_sweep_file(path: PathLike, out_dir: PathLike) -> dict[str, Path]:
+    """``vireid figures --sweep``: a ``vireid reproduce`` fig3/table7 JSON drawn as accuracy
+    against the varied value (:func:`vireid.viz.curves.plot_metric_sweep`), to
+    ``out_dir/<table>.png``."""
+    import json
+
+    p = Path(path)
+    try:
+        obj = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"--sweep: expected a vireid reproduce JSON file at {p}, found: {e}") from e
+    rows = obj.get("rows") if isinstance(obj, dict) else None
+    if not isinstance(rows, list) or not any(isinstance(r, dict) and r.get("axis") for r in rows):
+        raise DataError(f"--sweep: expected a fig3 or table7 result of vireid reproduce (rows with "
+                        f"an 'axis' value) at {p}, found none")
+    over = "training seeds" if obj.get("std_over") == "seeds" else "trials"
+    title = f"{obj.get('title', obj.get('table', ''))} (± std over {over})"
+    table = str(obj.get("table", "sweep"))
+    return {"sweep": plot_metric_sweep(rows, Path(out_dir) / f"{table}.png", title=title)}
 
 
 def compact_png(path: PathLike, colors: int = 256) -> Path:

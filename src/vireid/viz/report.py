@@ -118,22 +118,39 @@ def render_eval(obj: Mapping[str, Any]) -> str:
 
 def render_reproduce(obj: Mapping[str, Any]) -> str:
     """Table of a ``vireid reproduce`` result (rows with ``ours`` and ``paper`` metrics), its
-    provenance (budget, overrides, trials, seeds) and the CMC curves of its runs."""
+    provenance (budget, overrides, trials, seeds) and the CMC curves of its runs. A
+    multi-seed table (``std_over == "seeds"``) shows mean ± std over seeds, the per-seed
+    rank-1 and the per-seed difference to the row's reference."""
     rows = obj.get("rows", [])
+    seeded = obj.get("std_over") == "seeds"
+    derived = ("_std", "_seeds", "_trial_std")
     keys: list[str] = []
     for r in rows:
         for part in ("ours", "paper"):
             for k in (r.get(part) or {}):
-                if k not in keys:
+                if k not in keys and not k.endswith(derived):
                     keys.append(k)
     extra = [k for k in ("params", "num_kernels") if any(k in r for r in rows)]
     header = ["variant", "mode"] + extra + [f"ours {k}" for k in keys] + [f"paper {k}" for k in keys]
+    if seeded:
+        header += ["R1 per seed", "Δ R1 / Δ mAP per seed"]
     body = []
     for r in rows:
         ours, paper = r.get("ours") or {}, r.get("paper") or {}
-        body.append([r.get("label", r.get("name", "")), r.get("scoring", "")]
-                    + [r.get(k, "") for k in extra]
-                    + [ours.get(k, "") for k in keys] + [paper.get(k, "") for k in keys])
+
+        def cell(k: str) -> Any:
+            std = ours.get(f"{k}_std")
+            return ours.get(k, "") if std is None else f"{ours[k]:.1f} ± {std:.1f}"
+        line = ([r.get("label", r.get("name", "")), r.get("scoring", "")]
+                + [r.get(k, "") for k in extra] + [cell(k) for k in keys]
+                + [paper.get(k, "") for k in keys])
+        if seeded:
+            delta = r.get("delta") or {}
+            line += [" / ".join(f"{v:.1f}" for v in ours.get("rank1_seeds", [])),
+                     " · ".join(f"{a:+.1f}/{b:+.1f}" for a, b in
+                                zip(delta.get("rank1", []), delta.get("mAP", [])))
+                     + (f" (vs {r['reference']['variant']})" if r.get("reference") else "")]
+        body.append(line)
     trials = obj.get("trials")
     prov = (f"budget {obj.get('budget', '?')} (base {obj.get('base_config', '?')}"
             + (f" + {' '.join(obj.get('budget_overrides') or [])}" if obj.get("budget_overrides") else "")
@@ -161,8 +178,12 @@ def render_reproduce(obj: Mapping[str, Any]) -> str:
 def _cmc_png(obj: Mapping[str, Any]) -> bytes | None:
     """CMC curves (rank 1..20) of every run × scoring mode of a reproduce result, if stored."""
     suffix = {"simplified": "S", "full": "F", "rerank": "R"}
+    runs = obj.get("runs") or {}
+    if obj.get("std_over") == "seeds":  # one curve per variant: that of the first seed
+        first = min((r.get("seed", 0) for r in runs.values()), default=0)
+        runs = {n: r for n, r in runs.items() if r.get("seed", 0) == first}
     curves = {f"{name}-{suffix.get(mode, mode)}": res["cmc"]
-              for name, run in (obj.get("runs") or {}).items()
+              for name, run in runs.items()
               for mode, res in ((run or {}).get("eval") or {}).items()
               if isinstance(res, Mapping) and res.get("cmc")}
     if not curves:
