@@ -97,6 +97,8 @@ def test_smoke_run_of_each_table(table: str, smoke_out: Path) -> None:
     if table == "table3":  # noid-3-4 is Table I's ours-noid: same config, trained once
         run = data["runs"]["noid-3-4"]
         assert run["reused"] and Path(run["run_dir"]).name.startswith("ours-noid-")
+        trained = json.loads(Path(run["run_dir"], "summary.json").read_text())["seconds_this_session"]
+        assert run["trained_seconds"] == trained and f"reused (trained in {trained:.0f})" in md
     if table == "table8":  # the open-set model trains with the same-modality pairs (appendix)
         assert data["runs"]["ours-openset"]["config"]["data"]["same_modality_pairs"] is True
         assert data["runs"]["ours-openset"]["protocol"] == "sysu-openset"

@@ -346,7 +346,11 @@ def train_variant(cfg: Config, run_dir: Path) -> dict[str, Any]:
     """Train unless ``run_dir`` already holds a finished run of the same key."""
     if _trained(run_dir):
         log.info("reusing finished run %s", run_dir)
-        return {"reused": True, "seconds": None}
+        try:  # the time the run took when it was trained, for the table's provenance
+            secs = json.loads((run_dir / "summary.json").read_text()).get("seconds_this_session")
+        except (OSError, ValueError):
+            secs = None
+        return {"reused": True, "seconds": None, "trained_seconds": secs}
     t0 = time.perf_counter()
     resume = (run_dir / "checkpoints" / "last.pt").is_file()
     train(cfg, run_dir, resume=resume, overwrite=not resume and run_dir.exists(), progress=False)
@@ -570,6 +574,8 @@ def _run_variants(recipe: Recipe, wanted: Sequence[str], out: Path, budget: str,
                        "seed": cfg.train.seed, "config": cfgs[0].to_dict(),
                        "protocol": protocol, "train_seconds": sum(seconds) if seconds else None,
                        "reused": all(i["reused"] for i in infos), "eval": {}}
+        if runs[vname]["reused"] and all(i.get("trained_seconds") is not None for i in infos):
+            runs[vname]["trained_seconds"] = sum(i["trained_seconds"] for i in infos)
         if regdb:
             runs[vname]["run_dirs"] = {str(t): str(d) for t, d in zip(regdb_trials, run_dirs)}
         if recipe.params:
@@ -734,7 +740,8 @@ def render_markdown(data: dict[str, Any]) -> str:
                           "one trained model per row, where the protocol has several trials."]
     lines += ["", "## Runs", "", "| variant | run folder | overrides | seed | train s |", "|---|---|---|---|---|"]
     for r in data["runs"].values():
-        secs = "reused" if r["reused"] else _f(r["train_seconds"])
+        secs = (_f(r["train_seconds"]) if not r["reused"] else "reused" if r.get("trained_seconds") is None
+                else f"reused (trained in {r['trained_seconds']:.0f})")
         folders = (f"`{r['run_dir']}`" if "run_dirs" not in r else
                    f"{len(r['run_dirs'])} runs, one per trial: " + ", ".join(f"`{d}`" for d in r["run_dirs"].values()))
         lines.append(f"| {r['name']} | {folders} | `{' '.join(r['overrides'])}` | {r['seed']} | {secs} |")
