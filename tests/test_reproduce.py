@@ -157,9 +157,11 @@ def test_cpu_pretrained_budget_takes_each_kinds_own_preset() -> None:
             assert getattr(cfg.train, key) == want["train"][key], (kind, key)
         assert cfg.loss.lambda_id == want["loss"]["lambda_id"], kind
         assert cfg.model.pretrained == want["model"]["pretrained"] == "synthetic-r18w025"
-    # the last loss.kind of the variant's and the user's overrides decides
-    assert R.loss_kind(["loss.kind=ccn", "x.y=1", "loss.kind=idl"]) == "idl"
-    assert R.loss_kind([]) == "ccn"
+    # the last loss.kind of the variant's and the user's overrides decides; none: the CCN preset
+    last = R.variant_base("cpu-pretrained", "sysu", ["loss.kind=ccn", "train.epochs=3", "loss.kind=idl"])
+    assert last.train.lr == idl["train"]["lr"] and last.train.warmup_epochs == idl["train"]["warmup_epochs"]
+    none = R.variant_base("cpu-pretrained", "sysu", [])
+    assert none.train.lr == ccn["train"]["lr"] and none.loss.lambda_id == ccn["loss"]["lambda_id"]
 
 
 def test_table7_preset_row_only_where_its_lambda_is_not_listed(tmp_path: Path) -> None:

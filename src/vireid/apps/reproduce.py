@@ -62,6 +62,7 @@ from vireid.models.build import model_info
 from vireid.models.ccn import num_kernels
 from vireid.models.resnet import feature_hw
 from vireid.utils.atomic import OutputWriteError, atomic_write_text, describe_os_error
+from vireid.viz.report import delta_text, per_seed_text
 
 log = logging.getLogger(__name__)
 
@@ -257,15 +258,14 @@ def base_config_name(budget: str, dataset: str = "sysu") -> str:
             }.get(budget, "configs/cpu-synthetic.yaml")
 
 
-def loss_kind(overrides: Sequence[str], default: str = "ccn") -> str:
-    """The ``loss.kind`` a list of overrides ends with (the last one wins)."""
-    kinds = [o.split("=", 1)[1].strip() for o in overrides if o.replace(" ", "").startswith("loss.kind=")]
-    return kinds[-1] if kinds else default
-
-
 def variant_base(budget: str, dataset: str, overrides: Sequence[str]) -> Config:
-    """:func:`base_config` for the loss kind a variant's (and the user's) overrides give."""
-    return base_config(budget, dataset, loss_kind(overrides))
+    """:func:`base_config` for the loss kind that a variant's (and the user's) overrides end
+    with, read through :func:`vireid.config.apply_overrides` (the last ``loss.kind`` wins)."""
+    base = base_config(budget, dataset)
+    if budget != "cpu-pretrained":
+        return base
+    kind = apply_overrides(base, list(overrides)).loss.kind
+    return base if kind == base.loss.kind else base_config(budget, dataset, kind)
 
 
 def variant_config(base: Config, overrides: Sequence[str], data_root: PathLike, name: str,
@@ -538,7 +538,8 @@ def _optional_aliases(recipe: Recipe, budget: str, dataset: str, overrides: Sequ
                              overrides)
         return run_key("x", cfg)
     others = {key(v): v for v in recipe.variants if v not in recipe.optional}
-    return {v: others[key(v)] for v in recipe.optional if key(v) in others}
+    keys = {v: key(v) for v in recipe.optional}
+    return {v: others[k] for v, k in keys.items() if k in others}
 
 
 def _run_variants(recipe: Recipe, wanted: Sequence[str], out: Path, budget: str, dataset: str,
@@ -716,12 +717,8 @@ def render_markdown(data: dict[str, Any]) -> str:
                                               if many and f"{k}_std" in r["ours"] else "")
                       for k in keys] + [_f(r["paper"].get(k)) for k in pkeys]
             if seeded:
-                cells += [" / ".join(f"{v:.1f}" for v in r["ours"].get(f"{k}_seeds", [])) or "–"
-                          for k in ("rank1", "mAP")]
-                d = r.get("delta")
-                cells.append("–" if not d else " · ".join(
-                    f"{a:+.1f}/{b:+.1f}" for a, b in zip(d.get("rank1", []), d.get("mAP", [])))
-                    + f" (vs {r['reference']['variant']})")
+                cells += [per_seed_text(r["ours"], k) or "–" for k in ("rank1", "mAP")]
+                cells.append(delta_text(r) or "–")
             lines.append("| " + " | ".join(cells) + " |")
     if data.get("note"):
         lines += ["", f"Note: {data['note']}"]

@@ -202,6 +202,16 @@ def plot_cmc(curves: Mapping[str, Sequence[float]], path: PathLike, title: str =
     return plot_cmc_curves(curves, path, title=title)
 
 
+def _read_result_json(path: Path, option: str, expected: str) -> object:
+    """The parsed JSON at ``path``; DataError naming ``option`` and what was expected."""
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{option}: expected {expected} at {path}, found: {e}") from e
+
+
 def cmc_curves_from_results(paths: Sequence[PathLike],
                             select: Optional[Sequence[str]] = None) -> dict[str, list[float]]:
     """Collect the mean CMC curves (rank 1..20, percent) stored in result JSON files.
@@ -211,16 +221,11 @@ def cmc_curves_from_results(paths: Sequence[PathLike],
     top-level ``cmc``, or ``{mode: result}``; labelled by the file name). ``select`` keeps only
     these labels (in the given order).
     """
-    import json
-
     suffix = {"simplified": "S", "full": "F", "rerank": "R"}
     curves: dict[str, list[float]] = {}
     for p in paths:
         p = Path(p)
-        try:
-            obj = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise DataError(f"--cmc: expected a result JSON file at {p}, found: {e}") from e
+        obj = _read_result_json(p, "--cmc", "a result JSON file")
         if isinstance(obj, dict) and "runs" in obj:  # a reproduce table
             for name, run in obj["runs"].items():
                 for mode, res in (run.get("eval") or {}).items():
@@ -246,13 +251,8 @@ def plot_sweep_file(path: PathLike, out_dir: PathLike) -> dict[str, Path]:
     """``vireid figures --sweep``: a ``vireid reproduce`` fig3/table7 JSON drawn as accuracy
     against the varied value (:func:`vireid.viz.curves.plot_metric_sweep`), to
     ``out_dir/<table>.png``."""
-    import json
-
     p = Path(path)
-    try:
-        obj = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"--sweep: expected a vireid reproduce JSON file at {p}, found: {e}") from e
+    obj = _read_result_json(p, "--sweep", "a vireid reproduce JSON file")
     rows = obj.get("rows") if isinstance(obj, dict) else None
     if not isinstance(rows, list) or not any(isinstance(r, dict) and r.get("axis") for r in rows):
         raise DataError(f"--sweep: expected a fig3 or table7 result of vireid reproduce (rows with "

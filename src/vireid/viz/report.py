@@ -116,6 +116,21 @@ def render_eval(obj: Mapping[str, Any]) -> str:
     return _table(header, rows) + extra
 
 
+def per_seed_text(ours: Mapping[str, Any], metric: str) -> str:
+    """A seeded table cell's per-seed values, e.g. ``29.5 / 32.4 / 31.7`` ("" if none)."""
+    return " / ".join(f"{v:.1f}" for v in ours.get(f"{metric}_seeds", []))
+
+
+def delta_text(row: Mapping[str, Any]) -> str:
+    """A seeded row's per-seed difference to its reference, e.g. ``+1.8/+1.0 · -0.4/+0.2 (vs
+    ours)`` (Δ rank-1 / Δ mAP per seed; "" if the row has no reference)."""
+    delta = row.get("delta")
+    if not delta:
+        return ""
+    return (" · ".join(f"{a:+.1f}/{b:+.1f}" for a, b in zip(delta.get("rank1", []), delta.get("mAP", [])))
+            + f" (vs {row['reference']['variant']})")
+
+
 def render_reproduce(obj: Mapping[str, Any]) -> str:
     """Table of a ``vireid reproduce`` result (rows with ``ours`` and ``paper`` metrics), its
     provenance (budget, overrides, trials, seeds) and the CMC curves of its runs. A
@@ -145,11 +160,7 @@ def render_reproduce(obj: Mapping[str, Any]) -> str:
                 + [r.get(k, "") for k in extra] + [cell(k) for k in keys]
                 + [paper.get(k, "") for k in keys])
         if seeded:
-            delta = r.get("delta") or {}
-            line += [" / ".join(f"{v:.1f}" for v in ours.get("rank1_seeds", [])),
-                     " · ".join(f"{a:+.1f}/{b:+.1f}" for a, b in
-                                zip(delta.get("rank1", []), delta.get("mAP", [])))
-                     + (f" (vs {r['reference']['variant']})" if r.get("reference") else "")]
+            line += [per_seed_text(ours, "rank1"), delta_text(r)]
         body.append(line)
     trials = obj.get("trials")
     prov = (f"budget {obj.get('budget', '?')} (base {obj.get('base_config', '?')}"
