@@ -47,7 +47,6 @@ def test_overrides_are_parsed_as_yaml_and_typed():
     (["train.lr=abc"], ["train.lr", "float", "abc"]),
     (["train.epochs=1.5"], ["train.epochs", "int"]),
     (["model.shared_stages=2-3"], ["model.shared_stages", "3-4", "none"]),
-    (["model.arch=vgg"], ["model.arch", "resnet50"]),
     (["ccn.stride=[0, 1]"], ["ccn.stride"]),
     (["data.neg_ratio=40"], ["data.neg_ratio", "40"]),
     (["train.lr_milestones=[50, 10]"], ["train.lr_milestones"]),
@@ -87,3 +86,48 @@ def test_digest_tracks_architecture_only():
     assert apply_overrides(base, ["train.lr=0.5"]).digest() == base.digest()
     assert apply_overrides(base, ["model.shared_stages=4"]).digest() != base.digest()
     assert apply_overrides(base, ["ccn.padding=0"]).digest() != base.digest()
+
+
+def test_default_digest_is_pinned():
+    # Literal, computed once from the first release's formula: a new field that changes the
+    # digest of existing configs (and so invalidates every gallery index) must fail here.
+    from vireid.config import Config, load_config, preset_path
+    assert Config().digest() == "8fce3b587ffcc96f"
+    assert load_config(preset_path("cpu-pretrained")).digest() == "9c4cd8d1b960b10b"
+    assert load_config(preset_path("agw-sysu")).digest() == "32957b1b434d2e0e"
+
+
+def test_every_model_and_ccn_field_is_classified_for_identity():
+    import dataclasses
+    from vireid.config import MODEL_IDENTITY, NOT_IDENTITY, CCNConfig, ModelConfig
+    listed = {f.key for f in MODEL_IDENTITY} | set(NOT_IDENTITY)
+    for section, cls in (("model", ModelConfig), ("ccn", CCNConfig)):
+        for f in dataclasses.fields(cls):
+            assert f"{section}.{f.name}" in listed, f"{section}.{f.name} is neither an identity field nor excluded"
+
+
+def test_identity_differences_name_every_changed_field():
+    from vireid.config import Config, apply_overrides, identity_differences
+    base = Config()
+    other = apply_overrides(base, ["model.shared_bn=per_modality", "ccn.kg_hidden=8", "train.lr=0.5"])
+    assert identity_differences(base, other) == ["model.shared_bn: 'joint' vs 'per_modality'",
+                                                 "ccn.kg_hidden: None vs 8"]
+    # an old config mapping without a later field reads it at its legacy value
+    old = base.to_dict()
+    del old["model"]["shared_bn"]
+    assert identity_differences(old, base) == []
+
+
+@pytest.mark.parametrize("override, words", [
+    (["model.arch=vgg"], ["model.arch", "resnet50", "vgg"]),
+    (["data.dataset=market"], ["data.dataset", "sysu", "market"]),
+    (["loss.kind=arcface"], ["loss.kind", "agw+pbce", "arcface"]),
+    (["eval.scoring=fused"], ["eval.scoring", "simplified", "fused"]),
+])
+def test_unknown_registered_names_are_refused_when_resolved(override, words):
+    from vireid.engine.resolve import resolve_names
+    cfg = load_config(None, override)  # the form is fine; the name is checked against the registry
+    with pytest.raises(ConfigError) as err:
+        resolve_names(cfg)
+    for word in words:
+        assert word in str(err.value)

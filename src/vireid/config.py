@@ -31,15 +31,15 @@ from .utils.atomic import atomic_write_text
 #: Pretrained weights packaged with vireid (``model.pretrained: NAME`` = ``ASSET_DIR/NAME.pth``;
 #: :mod:`vireid.models.assets` checks each file's digest and the model it fits).
 ASSET_DIR = Path(__file__).resolve().parent / "assets"
+# Names of registered things (model.arch, data.dataset, loss.kind, eval.scoring) are not
+# listed here: the config checks that they are non-empty strings, and each is resolved
+# against its registry (vireid.utils.registry) when something is built, so a plugin's
+# entries are valid values too.
 SHARED_STAGES = ("none", "4", "3-4", "2-4", "1-4", "all")
-ARCHS = ("resnet18", "resnet34", "resnet50")
-DATASETS = ("sysu", "regdb", "llcm")
-LOSSES = ("ccn", "ccn-noid", "idl", "vl", "rkl", "kvl", "agw", "triplet", "agw+pbce")
 POOLS = ("avg", "gem")
 SHARED_BNS = ("joint", "per_modality")
 CHANNEL_AUGS = ("none", "exchange", "adap_gray")
 KERNEL_SOURCES = ("sample", "generator")
-SCORINGS = ("simplified", "full", "rerank")
 SELECTIONS = ("last", "val")
 DEVICES = ("auto", "cpu", "cuda")
 AMPS = ("off", "bf16", "fp16")
@@ -194,25 +194,90 @@ class Config:
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
-        """Short hash of the parts that define the model's architecture."""
-        arch = {"model": dataclasses.asdict(self.model), "ccn": dataclasses.asdict(self.ccn),
-                "input": [self.data.height, self.data.width]}
-        arch["model"].pop("pretrained")
-        # Fields added after the first release leave the digest of a config that keeps their
-        # default unchanged, so indexes and feature files of older runs still match.
-        for part, defaults in _DIGEST_DEFAULTS.items():
-            for key, default in defaults.items():
-                if arch[part].get(key) == default:
-                    arch[part].pop(key)
-        blob = json.dumps(arch, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        """Short hash of the fields that define the model (:data:`MODEL_IDENTITY`)."""
+        return identity_digest(self)
 
 
-#: Fields added later, with the value that reproduces the architecture before them.
-_DIGEST_DEFAULTS: dict[str, dict[str, Any]] = {
-    "model": {"pool": "avg", "bnneck": False, "non_local": False, "shared_bn": "joint"},
-    "ccn": {"fc_bias": True},
-}
+@dataclass(frozen=True)
+class IdentityField:
+    """One config field that defines the network: two models load each other's weights,
+    and share feature files and gallery indexes, only when all of these agree.
+
+    ``legacy`` is the value that reproduces the network from before the field existed: a
+    config holding it leaves the field out of the digest, so the digests of older runs
+    (and the indexes and feature files keyed by them) stay valid.
+    """
+
+    section: str
+    name: str
+    legacy: Any = None
+    has_legacy: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}"
+
+
+def _since(section: str, name: str, legacy: Any) -> IdentityField:
+    return IdentityField(section, name, legacy, True)
+
+
+#: The one list of the fields that define a model: the digest, checkpoint compatibility
+#: (``engine.checkpoint``) and feature files / indexes all read it. A new architecture
+#: field goes here, with ``_since(...)`` and the value that keeps old models unchanged.
+MODEL_IDENTITY: tuple[IdentityField, ...] = (
+    IdentityField("model", "arch"), IdentityField("model", "width"),
+    IdentityField("model", "last_stride"), IdentityField("model", "shared_stages"),
+    _since("model", "pool", "avg"), _since("model", "bnneck", False),
+    _since("model", "non_local", False), _since("model", "shared_bn", "joint"),
+    IdentityField("ccn", "kernel_size"), IdentityField("ccn", "stride"),
+    IdentityField("ccn", "padding"), IdentityField("ccn", "corr_scale"),
+    IdentityField("ccn", "share_fc"), _since("ccn", "fc_bias", True),
+    IdentityField("ccn", "kernel_source"), IdentityField("ccn", "kg_hidden"),
+    IdentityField("data", "height"), IdentityField("data", "width"),
+)
+
+#: Fields of the model/ccn sections that do not define the network (initial weights only).
+NOT_IDENTITY = frozenset({"model.pretrained"})
+
+
+def identity_values(cfg: Any) -> dict[str, Any]:
+    """``{"model.arch": "resnet50", …}`` of every :data:`MODEL_IDENTITY` field of ``cfg``
+    (a :class:`Config` or its ``to_dict()`` mapping); a field missing from an old mapping
+    takes its legacy value."""
+    out: dict[str, Any] = {}
+    for f in MODEL_IDENTITY:
+        if isinstance(cfg, dict):
+            section = cfg.get(f.section) or {}
+            value = section.get(f.name, f.legacy) if f.has_legacy else section.get(f.name)
+        else:
+            value = getattr(getattr(cfg, f.section), f.name)
+        out[f.key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def identity_digest(cfg: Any) -> str:
+    """16 hex digits of sha256 over the identity fields (the layout of the first release:
+    ``{"model": {...}, "ccn": {...}, "input": [height, width]}``, legacy values left out)."""
+    values = identity_values(cfg)
+    arch: dict[str, Any] = {"model": {}, "ccn": {}, "input": [values["data.height"],
+                                                                values["data.width"]]}
+    for f in MODEL_IDENTITY:
+        if f.section == "data":
+            continue
+        value = values[f.key]
+        if f.has_legacy and value == f.legacy:
+            continue
+        arch[f.section][f.name] = value
+    blob = json.dumps(arch, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def identity_differences(a: Any, b: Any) -> list[str]:
+    """``["model.shared_bn: 'joint' vs 'per_modality'", …]``: the identity fields where the
+    configs (or config mappings) ``a`` and ``b`` differ, in :data:`MODEL_IDENTITY` order."""
+    va, vb = identity_values(a), identity_values(b)
+    return [f"{k}: {va[k]!r} vs {vb[k]!r}" for k in va if va[k] != vb[k]]
 
 
 def _is_optional(tp: Any) -> tuple[bool, Any]:
@@ -327,6 +392,13 @@ def _check_choice(key: str, value: Any, allowed: tuple) -> None:
         raise ConfigError(f"{key}: found {value!r}; allowed values: {', '.join(map(str, allowed))}")
 
 
+def _check_name(key: str, value: str) -> None:
+    # The name itself is resolved against its registry when things are built
+    # (vireid.engine.resolve.resolve_names); here only its form is checked.
+    if not value or value != value.strip():
+        raise ConfigError(f"{key}: expected a registered name, found {value!r}")
+
+
 def _check(key: str, ok: bool, expected: str, value: Any) -> None:
     if not ok:
         raise ConfigError(f"{key}: expected {expected}, found {value!r}")
@@ -335,7 +407,7 @@ def _check(key: str, ok: bool, expected: str, value: Any) -> None:
 def validate(cfg: Config) -> Config:
     """Check every value's range and consistency; returns ``cfg`` for chaining."""
     m, c, l, d, t, e = cfg.model, cfg.ccn, cfg.loss, cfg.data, cfg.train, cfg.eval
-    _check_choice("model.arch", m.arch, ARCHS)
+    _check_name("model.arch", m.arch)
     _check("model.width", 0 < m.width <= 4, "a number in (0, 4]", m.width)
     _check_choice("model.last_stride", m.last_stride, (1, 2))
     _check_choice("model.shared_stages", m.shared_stages, SHARED_STAGES)
@@ -360,12 +432,12 @@ def validate(cfg: Config) -> Config:
     _check_choice("ccn.kernel_source", c.kernel_source, KERNEL_SOURCES)
     _check("ccn.kg_hidden", c.kg_hidden is None or c.kg_hidden >= 1, "null or an integer ≥ 1",
            c.kg_hidden)
-    _check_choice("loss.kind", l.kind, LOSSES)
+    _check_name("loss.kind", l.kind)
     _check("loss.lambda_id", l.lambda_id >= 0, "a number ≥ 0", l.lambda_id)
     _check("loss.rank_margin", l.rank_margin >= 0, "a number ≥ 0", l.rank_margin)
     _check("loss.triplet_margin", l.triplet_margin >= 0, "a number ≥ 0", l.triplet_margin)
     _check("loss.pbce_weight", l.pbce_weight >= 0, "a number ≥ 0", l.pbce_weight)
-    _check_choice("data.dataset", d.dataset, DATASETS)
+    _check_name("data.dataset", d.dataset)
     _check("data.trial", 1 <= d.trial <= 10, "an integer in 1..10", d.trial)
     # The upper bound only keeps a typo (height: 25600) from allocating gigabytes.
     _check("data.height", 16 <= d.height <= 4096 and d.height % 8 == 0,
@@ -408,7 +480,7 @@ def validate(cfg: Config) -> Config:
     if t.selection == "val" and d.val_ids < 2:
         raise ConfigError(f"train.selection=val needs data.val_ids ≥ 2 held-out ids, found "
                           f"data.val_ids={d.val_ids}")
-    _check_choice("eval.scoring", e.scoring, SCORINGS)
+    _check_name("eval.scoring", e.scoring)
     _check("eval.topk", e.topk >= 1, "an integer ≥ 1", e.topk)
     _check("eval.chunk_size", e.chunk_size >= 1, "an integer ≥ 1", e.chunk_size)
     _check("eval.batch_size", e.batch_size >= 1, "an integer ≥ 1", e.batch_size)

@@ -15,7 +15,7 @@ from vireid.data.llcm import load_llcm
 from vireid.data.records import IR, RGB, ImageRecord, TrainSplit
 from vireid.data.regdb import load_regdb
 from vireid.data.sysu import IR_CAMERAS, RGB_CAMERAS, load_sysu
-from vireid.errors import ConfigError
+from vireid.utils.registry import Registry
 
 PathLike = Union[str, os.PathLike]
 
@@ -51,27 +51,27 @@ class DatasetSpec:
         return self.test_of(self.load(root), trial)
 
 
-DATASETS: dict[str, DatasetSpec] = {
-    "sysu": DatasetSpec("sysu", "SYSU-MM01", load_sysu, lambda ds, trial: ds.train,
+#: ``data.dataset`` -> :class:`DatasetSpec`.
+DATASETS: Registry[DatasetSpec] = Registry("dataset", "data.dataset")
+for _spec in (
+    DatasetSpec("sysu", "SYSU-MM01", load_sysu, lambda ds, trial: ds.train,
                         lambda ds, trial: (ds.images(ds.test_ids, RGB_CAMERAS),
                                            ds.images(ds.test_ids, IR_CAMERAS)),
                         marker="exp", default_protocol="sysu-all"),
-    "regdb": DatasetSpec("regdb", "RegDB", load_regdb, lambda ds, trial: ds.train(trial),
+    DatasetSpec("regdb", "RegDB", load_regdb, lambda ds, trial: ds.train(trial),
                          lambda ds, trial: tuple(map(list, ds.test(trial))),  # type: ignore[arg-type]
                          marker="idx", default_protocol="regdb-v2t", per_trial=True),
-    "llcm": DatasetSpec("llcm", "LLCM", load_llcm, lambda ds, trial: ds.train,
+    DatasetSpec("llcm", "LLCM", load_llcm, lambda ds, trial: ds.train,
                         lambda ds, trial: (ds.images(ds.test_ids, RGB),
                                            ds.images(ds.test_ids, IR)),
                         marker="idx", default_protocol="llcm-v2i"),
-}
+):
+    DATASETS.register(_spec.name, _spec)
 
 
 def get_dataset(name: str) -> DatasetSpec:
     """The registered dataset ``name``; ConfigError naming the registered ones otherwise."""
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise ConfigError(f"dataset: expected one of {', '.join(DATASETS)}, found {name!r}") from None
+    return DATASETS.get(name)
 
 
 def load_dataset(name: str, root: PathLike) -> Any:

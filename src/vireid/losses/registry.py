@@ -38,6 +38,7 @@ from vireid.losses import paper as P
 from vireid.losses.baselines import (KernelVerificationHead, VerificationHead, ranking_loss,
                                      verification_loss)
 from vireid.losses.triplet import batch_hard_triplet, weighted_regularized_triplet
+from vireid.utils.registry import Registry
 
 
 @dataclass
@@ -82,27 +83,32 @@ class LossSpec:
     part_weights: Optional[Callable[[Any], dict[str, float]]] = None
 
 
-LOSSES: dict[str, LossSpec] = {}
+#: ``loss.kind`` → :class:`LossSpec`.
+LOSSES: Registry[LossSpec] = Registry("loss", "loss.kind")
 
 
 def register_loss(kind: str, head: Optional[HeadFn] = None, same_modality: bool = False,
                   trains_ccn: bool = False,
-                  part_weights: Optional[Callable[[Any], dict[str, float]]] = None
-                  ) -> Callable[[LossFn], LossFn]:
-    """Decorator registering ``fn`` as ``loss.kind == kind``."""
+                  part_weights: Optional[Callable[[Any], dict[str, float]]] = None,
+                  replace: bool = False) -> Callable[[LossFn], LossFn]:
+    """Decorator registering ``fn(model, StepBatch, cfg) -> (loss, {part: scalar})`` as
+    ``loss.kind == kind`` (public: ``vireid.register_loss``).
+
+    ``head(cfg, model)`` builds the learnable module the loss needs (put on the model as
+    ``model.baseline_head``); ``same_modality``: it handles the open set's same-modality
+    pairs; ``trains_ccn``: the CCN's W_D gets a training signal, so full scoring means
+    something; ``part_weights(cfg)``: each logged part's weight in the total (diagnostics).
+    """
     def deco(fn: LossFn) -> LossFn:
-        LOSSES[kind] = LossSpec(fn, head, same_modality, trains_ccn, part_weights)
+        LOSSES.register(kind, LossSpec(fn, head, same_modality, trains_ccn, part_weights),
+                        replace=replace)
         return fn
     return deco
 
 
 def get_loss(kind: str) -> LossSpec:
     """The registered loss ``kind``; ConfigError naming the kinds there are otherwise."""
-    try:
-        return LOSSES[kind]
-    except KeyError:
-        raise ConfigError(f"loss.kind: expected one of {', '.join(sorted(LOSSES))}, "
-                          f"found {kind!r}") from None
+    return LOSSES.get(kind)
 
 
 def attach_loss_head(model: nn.Module, cfg: Any) -> nn.Module:

@@ -27,6 +27,7 @@ from torch import Tensor
 from vireid.data.records import IR, MODALITIES, RGB
 from vireid.errors import CheckpointError, ConfigError
 from vireid.scoring import fastccn
+from vireid.utils.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -169,20 +170,19 @@ class ScoringMode:
         return self.score_fn(q, g, **kw)
 
 
-SCORING_MODES: dict[str, ScoringMode] = {
-    "simplified": ScoringMode("simplified", _simplified, False, True,
+#: ``eval.scoring`` -> :class:`ScoringMode`.
+SCORING_MODES: Registry[ScoringMode] = Registry("scoring mode", "eval.scoring")
+for _mode in (
+    ScoringMode("simplified", _simplified, False, True,
                               "cosine similarity of global features (higher = more similar)", "-S"),
-    "full": ScoringMode("full", _full, True, False,
+    ScoringMode("full", _full, True, False,
                         "CCN difference score D_RI in [0, 1] (lower = more similar)", "-F"),
-    "rerank": ScoringMode("rerank", _rerank, True, False,
+    ScoringMode("rerank", _rerank, True, False,
                           "CCN difference score D_RI on the simplified top-K (lower = more similar)", "not in the paper"),
-}
+):
+    SCORING_MODES.register(_mode.name, _mode)
 
 
 def get_scoring(name: str) -> ScoringMode:
     """The scoring mode ``name``; ConfigError naming the modes otherwise."""
-    try:
-        return SCORING_MODES[name]
-    except KeyError:
-        raise ConfigError(f"scoring: expected one of {', '.join(SCORING_MODES)}, "
-                          f"found {name!r}") from None
+    return SCORING_MODES.get(name)
