@@ -77,3 +77,36 @@ def check_output_folder(path: Optional[str], option: str) -> None:
     if not os.access(probe, os.W_OK):
         raise OutputWriteError(f"{option} {path}: expected a writable place, found {probe} "
                                f"without write permission")
+
+
+class RegistryChoices:
+    """The names of a registry as argparse ``choices``, looked up only when argparse checks
+    a value or prints help, so building the parser (``vireid --help``) imports neither the
+    registry's module nor torch. ``target`` is ``"module:ATTRIBUTE"``; ``extra`` names
+    accepted beside the registered ones (``all``).
+
+    Give the argument an explicit ``metavar`` and put ``%(choices)s`` in its help: argparse
+    would otherwise list the choices when the argument is added.
+    """
+
+    def __init__(self, target: str, extra: tuple[str, ...] = ()) -> None:
+        self.target = target
+        self.extra = tuple(extra)
+
+    def _names(self) -> list[str]:
+        import importlib  # late: the registry's module imports torch (see the class docstring)
+
+        module, attr = self.target.split(":")
+        return [*getattr(importlib.import_module(module), attr).names(), *self.extra]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __repr__(self) -> str:
+        return ", ".join(self._names())
