@@ -27,6 +27,7 @@ import yaml
 
 from .errors import ConfigError
 from .utils.atomic import atomic_write_text
+from .utils.messages import echo, echo_typed
 
 #: Pretrained weights packaged with vireid (``model.pretrained: NAME`` = ``ASSET_DIR/NAME.pth``;
 #: :mod:`vireid.models.assets` checks each file's digest and the model it fits).
@@ -45,6 +46,13 @@ DEVICES = ("auto", "cpu", "cuda")
 AMPS = ("off", "bf16", "fp16")
 
 
+def _choice(default: str, allowed: tuple[str, ...]) -> Any:
+    """A string option whose values are ``allowed`` (checked by :func:`validate`). Declared
+    here so that reading a config can map a YAML 1.1 bool back to the word it was written as
+    (``amp: off`` reads as False; see :func:`_coerce`)."""
+    return field(default=default, metadata={"choices": allowed})
+
+
 @dataclass
 class ModelConfig:
     arch: str = "resnet50"
@@ -53,12 +61,12 @@ class ModelConfig:
     width: float = 1.0
     last_stride: int = 2
     # Which ResNet stages both modalities share (paper Table III; best: 3-4).
-    shared_stages: str = "3-4"
+    shared_stages: str = _choice("3-4", SHARED_STAGES)
     # "imagenet" (torchvision URL / hub cache), "none" (random init) or a path to a .pth file.
     pretrained: str = "imagenet"
     # (not in the paper; AGW) global pooling of the map F into G: "avg" (the paper's GAP) or
     # "gem" (generalised mean, fixed p = 3, AGW's). The CCN always sees the map F itself.
-    pool: str = "avg"
+    pool: str = _choice("avg", POOLS)
     # (not in the paper; AGW) BNNeck: a BatchNorm1d (frozen zero bias) on G; the ID classifier
     # reads the BN'd feature, triplet losses the feature before it, and evaluation (simplified
     # scoring) uses the BN'd feature, as AGW's test mode does.
@@ -69,7 +77,7 @@ class ModelConfig:
     # (not in the paper) BatchNorm of the shared stages: "joint" normalises the RGB and IR
     # images of a batch together (one concatenated batch, as the paper's joint training batch
     # suggests), "per_modality" runs the shared stages on each modality's images separately.
-    shared_bn: str = "joint"
+    shared_bn: str = _choice("joint", SHARED_BNS)
 
 
 @dataclass
@@ -84,7 +92,8 @@ class CCNConfig:
     share_fc: bool = True  # paper Table VI: one W_D for both directions
     # (not in the paper) a bias β in W_D's FC layer (Eq. 5 has none): D = σ(W_D·vec(F) + β).
     fc_bias: bool = True
-    kernel_source: str = "sample"  # "sample" (Algorithm 1) or "generator" (KG, Table IV)
+    # "sample" (Algorithm 1) or "generator" (KG, Table IV)
+    kernel_source: str = _choice("sample", KERNEL_SOURCES)
     # (not in the paper) hidden width r of the learned kernel generator; null = 9·C/128
     # (144 at C = 2048, which gives the paper's ~24M extra parameters).
     kg_hidden: Optional[int] = None
@@ -125,7 +134,7 @@ class DataConfig:
     # (not in the paper; CAJ, ICCV 2021) channel augmentation of the visible training images:
     # "none", "exchange" (all channels := one random channel) or "adap_gray" (one random
     # channel or greyscale); applied to each RGB image with probability channel_aug_p.
-    channel_aug: str = "none"
+    channel_aug: str = _choice("none", CHANNEL_AUGS)
     # (not in CAJ, which doubles the visible batch with an augmented copy of every image)
     # probability that a visible image is replaced by its channel-augmented version.
     channel_aug_p: float = 0.5
@@ -149,13 +158,14 @@ class TrainConfig:
     # (not in the paper) linear warm-up epochs; 0 = none.
     warmup_epochs: int = 0
     seed: int = 0
-    device: str = "auto"
+    device: str = _choice("auto", DEVICES)
     # torch threads per process; null = torch's default. A bit-identical resume needs the
     # same value as the original run (reductions split differently across threads).
     threads: Optional[int] = None
     checkpoint_every: int = 1  # epochs
     log_every: int = 10  # iterations
-    selection: str = "last"  # "last" epoch, or best rank-1 on the held-out "val" ids
+    # "last" epoch, or best rank-1 on the held-out "val" ids
+    selection: str = _choice("last", SELECTIONS)
     sync_bn: bool = False  # SyncBatchNorm under DDP
     # (not in the paper) learning rate of the backbone (DSCSN) as a multiple of train.lr;
     # the heads (W_D, the classifier, BNNeck, baseline heads) always use train.lr. 1.0 = one
@@ -163,7 +173,7 @@ class TrainConfig:
     backbone_lr_mult: float = 1.0
     # (not in the paper) mixed precision of the training step: "off", "bf16" (autocast to
     # bfloat16, CPU or GPU) or "fp16" (CUDA only, with a gradient scaler).
-    amp: str = "off"
+    amp: str = _choice("off", AMPS)
     # (not in the paper) every K iterations, log the gradient norm that each loss part sends
     # into the backbone (grad_<part> in metrics.jsonl); 0 = never. Costs one extra backward
     # pass per loss part on those iterations.
@@ -289,8 +299,18 @@ def _is_optional(tp: Any) -> tuple[bool, Any]:
     return False, tp
 
 
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+#: The words YAML 1.1 (PyYAML) reads as booleans, lower-cased.
+YAML_BOOL_WORDS = {True: ("true", "yes", "on"), False: ("false", "no", "off")}
+
+
+def _coerce(key: str, value: Any, tp: Any, choices: tuple[str, ...] = ()) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats.
+
+    choices: the allowed values of a string option. YAML 1.1 reads the unquoted words
+    on/off/yes/no/true/false as booleans, so ``amp: off`` arrives as False: a bool given
+    to a string option becomes the one allowed value that YAML reads as that bool (any
+    case), and is refused with a hint to quote it otherwise.
+    """
     optional, inner = _is_optional(tp)
     if value is None:
         if optional:
@@ -301,7 +321,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list of {_type_name(item_tp)}, found {value!r}")
+            raise ConfigError(f"{key}: expected a list of {_type_name(item_tp)}, found "
+                              f"{echo(value)}")
         return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
@@ -325,7 +346,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if number is not None:
             # No option of vireid means anything at inf or nan (`lr: .inf` would train to NaN).
             if not math.isfinite(number):
-                raise ConfigError(f"{key}: expected a finite number, found {value!r}")
+                raise ConfigError(f"{key}: expected a finite number, found {echo(value)}")
             return number
     elif tp is str:
         if isinstance(value, str):
@@ -333,7 +354,15 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         # YAML reads `shared_stages: 4` as an int; the option's values are strings.
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, found {value!r} ({type(value).__name__})")
+        if isinstance(value, bool):
+            words = [c for c in choices if c.lower() in YAML_BOOL_WORDS[value]]
+            if len(words) == 1:
+                return words[0]
+            allowed = f" (allowed: {', '.join(choices)})" if choices else ""
+            raise ConfigError(f"{key}: expected str{allowed}, found {value} (bool): YAML 1.1 "
+                              f"reads the unquoted words on/off/yes/no/true/false as booleans; "
+                              f"quote the word to keep it a string")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, found {echo_typed(value)}")
 
 
 def _type_name(tp: Any) -> str:
@@ -348,24 +377,113 @@ def _type_name(tp: Any) -> str:
 def _merge(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
     """Write ``data`` into the dataclass ``obj`` in place, type-checking every leaf."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, found {data!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, found "
+                          f"{echo(data)}")
     hints = typing.get_type_hints(type(obj))
-    names = [f.name for f in dataclasses.fields(obj)]
+    fields = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in data.items():
         path = f"{prefix}{key}"
-        if key not in names:
-            raise ConfigError(f"unknown config key '{path}'; allowed here: {', '.join(names)}")
+        if key not in fields:
+            raise ConfigError(f"unknown config key {echo(path)}; allowed here: "
+                              f"{', '.join(fields)}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             _merge(current, value, path + ".")
         else:
-            setattr(obj, key, _coerce(path, value, hints[key]))
+            choices = tuple(fields[key].metadata.get("choices", ()))
+            setattr(obj, key, _coerce(path, value, hints[key], choices))
 
 
-def _parse_scalar(text: str) -> Any:
+#: Most nodes a YAML text may expand to, an alias (``*a``) counted at the full size of what
+#: it names. A complete config has about 150; a "billion laughs" file needs millions, and
+#: would otherwise be expanded by the type checks (and echoed in their messages).
+MAX_YAML_NODES = 10_000
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing what it would otherwise accept silently or at any cost:
+    a key given twice in one mapping (the safe loader keeps the last), and a text whose
+    aliases expand past :data:`MAX_YAML_NODES` nodes (or refer to themselves). Refusals are
+    ConfigErrors without the file name; :func:`load_yaml` adds it."""
+
+    def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
+        node = super().compose_mapping_node(anchor)
+        first: dict[tuple[str, str], int] = {}
+        for key_node, _ in node.value:
+            # `<<: *base` merges are YAML's way of extending a mapping, not a duplicate.
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                continue
+            line = key_node.start_mark.line + 1
+            key = (key_node.tag, key_node.value)
+            if key in first:
+                raise ConfigError(f"key {echo(key_node.value)} is given twice in one mapping "
+                                  f"(line {first[key]} and line {line}); expected each key "
+                                  f"once (YAML would keep the last silently)")
+            first[key] = line
+        return node
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None:
+            _check_expansion(node)
+        return node
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a node graph whose expansion (aliases counted at full size) passes
+    :data:`MAX_YAML_NODES`, or that contains itself. Linear in the number of distinct nodes:
+    each node's expanded size is computed once (iteratively: no recursion limit)."""
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        return []
+
+    size: dict[int, int] = {}
+    open_nodes: set[int] = set()  # entered, children not done: on the current path
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        nid = id(node)
+        if done:
+            size[nid] = 1 + sum(size[id(c)] for c in children(node))
+            open_nodes.discard(nid)
+            if size[nid] > MAX_YAML_NODES:
+                raise ConfigError(f"expected at most {MAX_YAML_NODES:,} YAML nodes once "
+                                  f"aliases (*name) are expanded, found more (a config holds "
+                                  f"a few hundred): refusing to expand it")
+            continue
+        if nid in size:
+            continue
+        if nid in open_nodes:
+            line = node.start_mark.line + 1
+            raise ConfigError(f"expected aliases (*name) that name finished nodes, found an "
+                              f"anchor used inside itself (line {line})")
+        open_nodes.add(nid)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children(node) if id(c) not in size)
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load(text)`` with :class:`_ConfigLoader`'s refusals (a duplicate key, an
+    expansion past :data:`MAX_YAML_NODES`) raised as ConfigErrors that start with ``where``
+    (a file name, or the override). YAML syntax errors propagate as ``yaml.YAMLError``."""
+    loader = _ConfigLoader(text)
+    try:
+        return loader.get_single_data()
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _parse_scalar(text: str, where: str) -> Any:
     """Parse an override's right-hand side as YAML (so 0.1, true, [3, 3], null work)."""
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        return load_yaml(text, where) if text != "" else ""
     # YAML constructors raise plain ValueError/OverflowError on e.g. a date 2024-13-45;
     # such a value is then taken as text, and the type check names it.
     except (yaml.YAMLError, ValueError, OverflowError, RecursionError):
@@ -373,14 +491,15 @@ def _parse_scalar(text: str) -> Any:
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply ``key.sub=value`` strings to a copy of ``cfg`` (not validated: call :func:`validate`)."""
+    """Apply ``key.sub=value`` strings to a copy of ``cfg`` (not validated: call :func:`validate`).
+    A key given twice takes the last value (callers layer their own overrides this way)."""
     cfg = copy.deepcopy(cfg)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override '{item}': expected KEY=VALUE, e.g. train.lr=0.05")
+            raise ConfigError(f"override {echo(item)}: expected KEY=VALUE, e.g. train.lr=0.05")
         key, text = item.split("=", 1)
         parts = key.strip().split(".")
-        nested: dict[str, Any] = {parts[-1]: _parse_scalar(text)}
+        nested: dict[str, Any] = {parts[-1]: _parse_scalar(text, f"override {echo(item)}")}
         for part in reversed(parts[:-1]):
             nested = {part: nested}
         _merge(cfg, nested)
@@ -389,19 +508,20 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 
 def _check_choice(key: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
-        raise ConfigError(f"{key}: found {value!r}; allowed values: {', '.join(map(str, allowed))}")
+        raise ConfigError(f"{key}: found {echo(value)}; allowed values: "
+                          f"{', '.join(map(str, allowed))}")
 
 
 def _check_name(key: str, value: str) -> None:
     # The name itself is resolved against its registry when things are built
     # (vireid.engine.resolve.resolve_names); here only its form is checked.
     if not value or value != value.strip():
-        raise ConfigError(f"{key}: expected a registered name, found {value!r}")
+        raise ConfigError(f"{key}: expected a registered name, found {echo(value)}")
 
 
 def _check(key: str, ok: bool, expected: str, value: Any) -> None:
     if not ok:
-        raise ConfigError(f"{key}: expected {expected}, found {value!r}")
+        raise ConfigError(f"{key}: expected {expected}, found {echo(value)}")
 
 
 def validate(cfg: Config) -> Config:
@@ -418,7 +538,7 @@ def validate(cfg: Config) -> Config:
             and not m.pretrained.endswith((".pth", ".pt"))):
         raise ConfigError(f"model.pretrained: expected 'imagenet', 'none', the name of packaged "
                           f"weights ({', '.join(packaged) or 'none installed'}) or a path to a "
-                          f".pth/.pt file, found {m.pretrained!r}")
+                          f".pth/.pt file, found {echo(m.pretrained)}")
     if m.pretrained == "imagenet" and m.width != 1.0:
         raise ConfigError(f"model.pretrained: ImageNet weights exist only for model.width=1.0, "
                           f"found width={m.width}; set model.pretrained=none")
@@ -531,7 +651,7 @@ def read_config_file(path: Union[str, Path]) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: expected UTF-8 text, found byte "
                           f"0x{raw[exc.start]:02x} at offset {exc.start}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, str(path))
     except yaml.YAMLError as exc:
         detail = " ".join(str(exc).split())[:200]
         raise ConfigError(f"{path}: expected valid YAML, found an error: {detail}") from None
@@ -562,7 +682,8 @@ def preset_path(name: str) -> Path:
     candidate = root / (name if name.endswith(".yaml") else f"{name}.yaml")
     if not candidate.is_file():
         found = sorted(p.stem for p in root.glob("*.yaml")) if root.is_dir() else []
-        raise ConfigError(f"no preset named {name!r} in {root}; found: {', '.join(found) or 'none'}")
+        raise ConfigError(f"no preset named {echo(name)} in {root}; found: "
+                          f"{', '.join(found) or 'none'}")
     return candidate
 
 
@@ -577,8 +698,9 @@ def preset_or_path(name: str) -> Path:
     try:
         return preset_path(name)
     except ConfigError:
-        raise ConfigError(f"no preset named {name!r} and no file {name}: expected a YAML file "
-                          f"or a preset name ({', '.join(preset_names()) or 'none'})") from None
+        raise ConfigError(f"no preset named {echo(name)} and no file {echo(name)}: expected a "
+                          f"YAML file or a preset name ({', '.join(preset_names()) or 'none'})"
+                          ) from None
 
 
 def preset_names() -> list[str]:

@@ -6,6 +6,7 @@ import json
 
 from ..config import load_config, preset_or_path
 from ._checks import int_at_least
+from ._overrides import add_overrides
 
 # Training identities of each dataset's standard split (SYSU train+val, RegDB, LLCM).
 TRAIN_CLASSES = {"sysu": 395, "regdb": 206, "llcm": 713}
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int_at_least(1), default=None,
                    help="ID classes (default: 395 for sysu, 206 for regdb, 713 for llcm)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    add_overrides(p)
     p.set_defaults(func=run)
 
 

@@ -5,6 +5,8 @@ import argparse
 import shlex
 import sys
 
+from ._overrides import add_overrides
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -32,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in OUT/run")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     p.add_argument("--json", action="store_true", help="print the record as JSON")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    add_overrides(p)
     p.set_defaults(func=run)
 
 

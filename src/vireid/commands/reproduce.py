@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ._checks import check_output_folder
+from ._overrides import add_overrides
 from .eval import parse_trials
 
 TABLES = ("table1", "table3", "table4", "table6", "table7", "fig3", "table8", "cost")
@@ -39,8 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variants", default=None,
                    help="comma-separated subset of the table's variants (default: all)")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="dotted overrides applied to every variant, e.g. train.epochs=6")
+    add_overrides(p, help="dotted overrides applied to every variant, e.g. train.epochs=6")
     p.set_defaults(func=run)
 
 

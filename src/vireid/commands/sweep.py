@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._overrides import add_overrides
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -11,8 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train every point of a grid (Cartesian product of --grid KEY=V1,V2,...) "
                     "from one preset with train.selection=val and data.val_ids=K, and write "
                     "OUT/sweep.md and OUT/sweep.json: validation rank-1/mAP per point and the "
-                    "chosen point. Test ids are never read. Fixed KEY=VALUE overrides follow "
-                    "the options.")
+                    "chosen point. Test ids are never read. Fixed KEY=VALUE overrides may come "
+                    "anywhere after the command name.")
     p.add_argument("--config", required=True, help="preset name or YAML file")
     p.add_argument("--data-root", required=True, help="dataset folder (sets data.root)")
     p.add_argument("-o", "--output", required=True, help="sweep folder (runs/, sweep.md, sweep.json)")
@@ -26,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=1, help="points trained at once (default 1)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per point (default 1)")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="fixed dotted overrides")
+    add_overrides(p, help="fixed dotted overrides")
     p.set_defaults(func=run)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..config import load_config, preset_or_path
 from ..errors import ConfigError
 from ._checks import check_device, check_output_folder, int_at_least
+from ._overrides import add_overrides
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a model (checkpoints, metrics log and loss curve in RUN_DIR)",
         description="Train DSCSN + CCN (or a baseline loss) from a config. Dotted KEY=VALUE "
-                    "overrides follow the options, e.g. train.epochs=5 data.trial=3.")
+                    "overrides may come anywhere after `train`, e.g. train.epochs=5 data.trial=3.")
     p.add_argument("--config", help="YAML file or preset name (paper-sysu, paper-regdb, "
                                     "cpu-synthetic); optional with --resume")
     p.add_argument("--data-root", help="dataset folder (sets data.root)")
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="drop training images that cannot be decoded (counted in the log) "
                         "instead of stopping (sets data.skip_corrupt=true)")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    add_overrides(p)
     p.set_defaults(func=run)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vireid.data.layout_checks import require_file
 from vireid.errors import DataError
 
 
@@ -11,8 +12,7 @@ def read_path_labels(path: Path, what: str = "index file") -> list[tuple[str, in
 
     what: how messages name the file (e.g. "LLCM index file").
     """
-    if not path.is_file():
-        raise DataError(f"missing {what}: expected {path}")
+    require_file(path, what)
     out: list[tuple[str, int]] = []
     for lineno, raw in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         line = raw.strip()

@@ -21,6 +21,12 @@ Uncertain (not established from public code, so handled leniently here):
 - the training camera: taken from a ``_cNN_`` field of the file name when present
   (file names like ``0001_c01_s185535_f7010_nir.jpg`` appear in public scripts), else 0;
 - the cameras present on disk: every ``camK`` folder found is used, not only the lists above.
+
+The rules of :mod:`vireid.data.layout_checks` hold as for SYSU-MM01: the index files and the
+``test_id.txt`` line as the public code reads them, every listed image a file, every test id
+with images, ``camK`` entries of the test trees folders named ``cam`` + the number without
+leading zeros (the public code's names), id folders named ``"%04d" % id``, and other entries
+of the test trees counted in one warning.
 """
 from __future__ import annotations
 
@@ -31,10 +37,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vireid.data.records import IR, RGB, ImageRecord, TrainSplit
-from vireid.data.sysu import IMAGE_EXTENSIONS, read_id_line
-from vireid.errors import DataError
 from vireid.data.indexfile import read_path_labels
+from vireid.data.layout_checks import (NOT_CAMERA, Unused, check_listed_files, id_folder_name,
+                                       kind_of, read_id_line, refuse_bad_id_entries,
+                                       require_images_of, scan_camera)
+from vireid.data.records import IR, RGB, ImageRecord, TrainSplit
+from vireid.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -80,58 +88,83 @@ class LlcmDataset:
         for pid in sorted(set(pids)):
             for cam in cam_list:
                 for name in self.index.get((modality, cam, pid), ()):
-                    out.append(ImageRecord(f"{TEST_DIRS[modality]}/cam{cam}/{pid:04d}/{name}",
-                                           pid, cam, modality))
+                    out.append(ImageRecord(
+                        f"{TEST_DIRS[modality]}/cam{cam}/{id_folder_name(pid)}/{name}", pid,
+                        cam, modality))
         return out
 
 
+_CAMERA_FOLDER = re.compile(r"cam([0-9]+)")
+
+
 def load_llcm(root: str | os.PathLike, check_files: bool = True) -> LlcmDataset:
-    """Load an LLCM folder (layout in the module docstring).
+    """Load an LLCM folder (layout and rules in the module docstring).
 
     Raises:
-        DataError: missing root, index files, test trees, malformed lines, or missing images.
+        DataError: missing root, index files, test trees, malformed lines, missing images,
+            test ids without images, or test-tree entries of the wrong kind or spelling.
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"LLCM root not found: {root}")
-    found = sorted(p.name for p in root.iterdir())[:20]
+        raise DataError(f"LLCM root not found: {root}" if kind_of(root) == "nothing" else
+                        f"LLCM root is not a folder: {root} is {kind_of(root)}")
+    found = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))[:20]
     for sub in ("idx", "test_vis", "test_nir"):
         if not (root / sub).is_dir():
-            raise DataError(f"not an LLCM folder: expected {root / sub}/ (idx/, test_vis/, "
-                            f"test_nir/); found {found}")
+            raise DataError(f"not an LLCM folder: expected a folder at {root / sub} (idx/, "
+                            f"test_vis/, test_nir/), found {kind_of(root / sub)}; {root} holds "
+                            f"{found}")
     rgb = _read_train_index(root / "idx" / "train_vis.txt", root, RGB)
     ir = _read_train_index(root / "idx" / "train_nir.txt", root, IR)
     if check_files:
-        missing = [r.path for r in rgb + ir if not (root / r.path).is_file()]
-        if missing:
-            raise DataError(f"{len(missing)} LLCM training images listed in {root / 'idx'} "
-                            f"are missing (e.g. {missing[:3]})")
+        check_listed_files(root, (r.path for r in rgb), root / "idx" / "train_vis.txt")
+        check_listed_files(root, (r.path for r in ir), root / "idx" / "train_nir.txt")
     labels = {p: i for i, p in enumerate(sorted({r.pid for r in rgb} | {r.pid for r in ir}))}
     test_ids = read_id_line(root / "idx" / "test_id.txt")
 
+    unused = Unused(f"LLCM at {root}", root)
     index: dict[tuple[str, int, int], list[str]] = {}
+    scans = []
     for modality, dirname in TEST_DIRS.items():
-        for cam_dir in sorted((root / dirname).iterdir()):
-            m = re.fullmatch(r"cam(\d+)", cam_dir.name)
-            if not (m and cam_dir.is_dir()):
+        misnamed, not_folders = [], []
+        with os.scandir(root / dirname) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            if entry.name.startswith("."):
                 continue
-            for id_dir in cam_dir.iterdir():
-                if not (id_dir.is_dir() and id_dir.name.isdigit()):
-                    continue
-                files = sorted(f.name for f in id_dir.iterdir()
-                               if f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS))
-                if files:
-                    index[(modality, int(m.group(1)), int(id_dir.name))] = files
+            m = _CAMERA_FOLDER.fullmatch(entry.name)
+            if not m:
+                unused.add(NOT_CAMERA, entry.path)
+            elif entry.name != f"cam{int(m.group(1))}":
+                misnamed.append(f"{entry.name}: a name with leading zeros (expected "
+                                f"cam{int(m.group(1))})")
+            elif not entry.is_dir():
+                not_folders.append(f"{entry.name}: {kind_of(Path(entry.path))}")
+            else:
+                scan = scan_camera(Path(entry.path), test_ids, unused)
+                scans.append(scan)
+                for pid, files in scan.images.items():
+                    index[(modality, int(m.group(1)), pid)] = files
+        if misnamed or not_folders:
+            raise DataError(f"LLCM: expected the camera entries of {root / dirname} to be "
+                            f"folders named camK (K without leading zeros), found "
+                            + "; ".join((misnamed + not_folders)[:3]))
+    refuse_bad_id_entries(scans, "LLCM")
     for modality, dirname in TEST_DIRS.items():
         have = {p for (m, _, p) in index if m == modality}
         if not have & set(test_ids):
             raise DataError(f"LLCM: no test images of the {len(test_ids)} ids of "
                             f"idx/test_id.txt under {root / dirname}/camK/PPPP/")
+    require_images_of(test_ids, {p for (_, _, p) in index}, str(root / "idx" / "test_id.txt"),
+                      "LLCM")
     test_lists = {}
     for modality, fname in ((RGB, "test_vis.txt"), (IR, "test_nir.txt")):
         path = root / "idx" / fname
-        if path.is_file():
+        if kind_of(path) != "nothing":
             test_lists[modality] = _read_train_index(path, root, modality)
+            if check_files:
+                check_listed_files(root, (r.path for r in test_lists[modality]), path)
+    unused.warn(log)
     log.info("LLCM at %s: %d train ids (%d vis, %d nir), %d test ids", root, len(labels),
              len(rgb), len(ir), len(test_ids))
     return LlcmDataset(root=root, train=TrainSplit(rgb=rgb, ir=ir, labels=labels),

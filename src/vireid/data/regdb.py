@@ -7,6 +7,11 @@ Layout::
 
 Trial t trains on ``train_*_t`` (labels 0..205 in the real files) and tests on ``test_*_t``.
 A record's ``pid`` is the label of its index line; ``camid`` is 1 (visible) or 2 (thermal).
+
+The rules of :mod:`vireid.data.layout_checks` hold: ``Visible/``, ``Thermal/``, ``idx/`` and
+every index file present must be of the right kind, and every listed image a file. RegDB
+names its images by path in the index files, so its folders are not scanned (there are no
+id folders to spell and nothing unlisted to count).
 """
 from __future__ import annotations
 
@@ -15,9 +20,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from vireid.data.indexfile import read_path_labels
+from vireid.data.layout_checks import check_listed_files, kind_of, require_folder
 from vireid.data.records import IR, RGB, ImageRecord, TrainSplit
 from vireid.errors import ConfigError, DataError
-from vireid.data.indexfile import read_path_labels
+from vireid.utils.messages import echo
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +37,18 @@ def read_index(path: Path, root: Path, camid: int, modality: str,
                check_files: bool = True) -> list[ImageRecord]:
     """Records of one ``idx`` file, in file order.
 
-    Each non-empty line must be ``<relative path> <integer label>``.
+    Each non-empty line must be ``<relative path> <integer label>``; with ``check_files``
+    every listed path must be a file (:func:`~vireid.data.layout_checks.check_listed_files`).
     """
     out = [ImageRecord(rel, label, camid, modality) for rel, label in read_path_labels(path)]
     if check_files:
-        missing = [r.path for r in out if not (root / r.path).is_file()]
-        if missing:
-            raise DataError(f"{len(missing)} images listed in {path} are missing under {root} "
-                            f"(e.g. {missing[:3]})")
+        check_listed_files(root, (r.path for r in out), path)
     return out
 
 
 def _check_trial(trial: int) -> int:
     if isinstance(trial, bool) or not isinstance(trial, int) or trial not in TRIALS:
-        raise ConfigError(f"RegDB trial must be an integer in 1..10, got {trial!r}")
+        raise ConfigError(f"RegDB trial must be an integer in 1..10, got {echo(trial)}")
     return trial
 
 
@@ -118,12 +123,22 @@ def load_regdb(root: str | os.PathLike, check_files: bool = True) -> RegdbDatase
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"RegDB root not found: {root}")
+        raise DataError(f"RegDB root not found: {root}" if kind_of(root) == "nothing" else
+                        f"RegDB root is not a folder: {root} is {kind_of(root)}")
     found = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))[:20]
     for sub in ("Visible", "Thermal", "idx"):
-        if not (root / sub).is_dir():
+        if kind_of(root / sub) == "nothing":
             raise DataError(f"not a RegDB folder: expected {root / sub}/ "
                             f"(Visible/, Thermal/, idx/); found {found}")
+        require_folder(root / sub, "a RegDB folder")
+    # Every index file that is there must be a file; a trial is complete with all four.
+    names = [f"{s}_{m}_{t}.txt" for t in TRIALS for s in ("train", "test")
+             for m in ("visible", "thermal")]
+    odd = [n for n in names if kind_of(root / "idx" / n) not in ("nothing", "a file")]
+    if odd:
+        raise DataError(f"expected the RegDB index files in {root / 'idx'} to be files, found "
+                        f"{len(odd)} that are not: " + "; ".join(
+                            f"{n} is {kind_of(root / 'idx' / n)}" for n in odd[:3]))
     trials = [t for t in TRIALS if all(
         (root / "idx" / f"{s}_{m}_{t}.txt").is_file()
         for s in ("train", "test") for m in ("visible", "thermal"))]

@@ -18,7 +18,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vireid.data.images import show_path
+from vireid.data.layout_checks import (Unused, id_folder_name, kind_of, read_id_line,
+                                       refuse_bad_id_entries, require_file, require_images_of,
+                                       scan_camera)
 from vireid.data.records import IR, RGB, ImageRecord, TrainSplit
 from vireid.errors import DataError
 
@@ -30,7 +32,6 @@ IR_CAMERAS = (3, 6)
 #: The indoor RGB cameras (indoor-search galleries); cam1–3 film indoors.
 INDOOR_RGB_CAMERAS = (1, 2)
 SPLIT_FILES = ("train_id.txt", "val_id.txt", "test_id.txt")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def camera_modality(cam: int) -> str:
@@ -40,55 +41,6 @@ def camera_modality(cam: int) -> str:
     if cam in IR_CAMERAS:
         return IR
     raise DataError(f"SYSU-MM01 has cameras 1..6, got camera {cam}")
-
-
-def read_id_line(path: Path) -> list[int]:
-    """Ids of a SYSU split file: the comma-separated integers of its first non-empty line."""
-    if not path.is_file():
-        raise DataError(f"missing split file: expected {path}")
-    text = path.read_text(errors="replace")
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        raise DataError(f"split file {path} is empty; expected comma-separated ids on line 1")
-    ids: list[int] = []
-    for tok in lines[0].split(","):
-        tok = tok.strip()
-        if not tok:
-            continue  # tolerate a trailing comma
-        try:
-            ids.append(int(tok))
-        except ValueError:
-            raise DataError(f"split file {path}: expected comma-separated integer ids on "
-                            f"line 1, found {tok!r} in {lines[0][:80]!r}") from None
-    if not ids:
-        raise DataError(f"split file {path}: line 1 holds no ids (found {lines[0][:80]!r})")
-    if len(set(ids)) != len(ids):
-        raise DataError(f"split file {path} lists some ids more than once")
-    return sorted(ids)
-
-
-def _scan_camera(cam_dir: Path, dangling: list[str] | None = None) -> dict[int, list[str]]:
-    """``{pid: sorted image file names}`` of one camera folder (non-numeric folders ignored).
-
-    Image names that are symbolic links to nothing are left out and appended to
-    ``dangling`` (as paths), so the caller can report them with a count.
-    """
-    out: dict[int, list[str]] = {}
-    with os.scandir(cam_dir) as it:
-        for entry in it:
-            if not entry.is_dir() or not entry.name.isdigit():
-                continue
-            files = []
-            for f in os.scandir(entry.path):
-                if f.name.startswith(".") or not f.name.lower().endswith(IMAGE_EXTENSIONS):
-                    continue
-                if f.is_file():
-                    files.append(f.name)
-                elif f.is_symlink() and dangling is not None:
-                    dangling.append(f.path)
-            if files:
-                out[int(entry.name)] = sorted(files)
-    return out
 
 
 @dataclass
@@ -134,7 +86,8 @@ class SysuDataset:
             for cam in cams:
                 mod = camera_modality(cam)
                 for name in self.index.get((cam, pid), ()):
-                    out.append(ImageRecord(f"cam{cam}/{pid:04d}/{name}", pid, cam, mod))
+                    out.append(ImageRecord(f"cam{cam}/{id_folder_name(pid)}/{name}", pid,
+                                           cam, mod))
         return out
 
     def summary(self) -> dict:
@@ -168,49 +121,47 @@ def _resolve_root(root: Path) -> Path:
 
 
 def load_sysu(root: str | os.PathLike) -> SysuDataset:
-    """Load a SYSU-MM01 folder as downloaded.
+    """Load a SYSU-MM01 folder as downloaded (the rules of :mod:`vireid.data.layout_checks`).
 
     Raises:
-        DataError: missing root, missing ``exp/*_id.txt``, malformed id lines, missing camera
-            folders, ids that overlap between train/val and test, or listed ids that have no
-            folder in any camera; the message says what was expected where and what was found.
+        DataError: missing root; cam1..cam6 or exp/ missing or not folders; a split file
+            missing, not a file, or not one line of comma-separated ids; ids that overlap
+            between train/val and test; id folders not named ``"%04d" % id``; the entry of
+            a listed id that is not a folder; listed ids without images. The message says
+            what was expected where and what was found.
     """
     root = _resolve_root(Path(root))
     found = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
     cam_dirs = {c: root / f"cam{c}" for c in CAMERAS}
-    missing_cams = [f"cam{c}" for c, d in cam_dirs.items() if not d.is_dir()]
-    if missing_cams:
-        raise DataError(f"not a SYSU-MM01 folder: expected cam1..cam6 and exp/ in {root}; "
-                        f"missing {', '.join(missing_cams)}; found {found[:20]}")
-    if not (root / "exp").is_dir():
-        raise DataError(f"not a SYSU-MM01 folder: expected {root / 'exp'} with "
-                        f"{', '.join(SPLIT_FILES)}; found {found[:20]}")
+    problems = []
+    missing = [d.name for d in [*cam_dirs.values(), root / "exp"] if kind_of(d) == "nothing"]
+    if missing:
+        problems.append(f"missing {', '.join(missing)}")
+    problems += [f"{d.name} is {kind_of(d)}" for d in [*cam_dirs.values(), root / "exp"]
+                 if d.name not in missing and not d.is_dir()]
+    if problems:
+        raise DataError(f"not a SYSU-MM01 folder: expected cam1..cam6 and exp/ folders "
+                        f"in {root}; {'; '.join(problems)}; found {found[:20]}")
+    for name in SPLIT_FILES:
+        require_file(root / "exp" / name, "split file")
     train_ids, val_ids, test_ids = (read_id_line(root / "exp" / f) for f in SPLIT_FILES)
     overlap = (set(train_ids) | set(val_ids)) & set(test_ids)
     if overlap:
         raise DataError(f"exp/test_id.txt shares {len(overlap)} ids with train/val "
                         f"(e.g. {sorted(overlap)[:5]}); the splits must be disjoint")
+    listed = set(train_ids) | set(val_ids) | set(test_ids)
 
-    index: dict[tuple[int, int], list[str]] = {}
-    dangling: list[str] = []
-    for cam, d in cam_dirs.items():
-        for pid, files in _scan_camera(d, dangling).items():
-            index[(cam, pid)] = files
-    if dangling:
-        # Never silent: a link whose target is gone is an image the user thinks is there.
-        log.warning("SYSU-MM01: ignoring %d image link(s) whose target does not exist "
-                    "(dangling symbolic links), e.g. %s", len(dangling),
-                    ", ".join(show_path(x) for x in sorted(dangling)[:3]))
+    unused = Unused(f"SYSU-MM01 at {root}", root)
+    scans = {cam: scan_camera(d, listed, unused) for cam, d in cam_dirs.items()}
+    refuse_bad_id_entries(scans.values(), "SYSU-MM01")
+    index = {(cam, pid): files for cam, scan in scans.items()
+             for pid, files in scan.images.items()}
     if not index:
         raise DataError(f"no images found: expected {root}/camK/PPPP/NNNN.jpg folders, "
                         f"all six camera folders are empty")
     on_disk = {pid for (_, pid) in index}
-    listed = set(train_ids) | set(val_ids) | set(test_ids)
-    absent = sorted(listed - on_disk)
-    if absent:
-        raise DataError(f"{len(absent)} ids listed in {root / 'exp'} have no image folder in "
-                        f"any of cam1..cam6 (e.g. {', '.join(f'{p:04d}' for p in absent[:8])}); "
-                        f"found {len(on_disk)} id folders on disk")
+    require_images_of(listed, on_disk, str(root / "exp"), "SYSU-MM01")
+    unused.warn(log)
     ds = SysuDataset(root=root, train_ids=train_ids, val_ids=val_ids, test_ids=test_ids,
                      index=index, unlisted_ids=sorted(on_disk - listed))
     trainval = ds.trainval_ids

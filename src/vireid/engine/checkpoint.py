@@ -45,6 +45,7 @@ from vireid.losses.registry import attach_loss_head
 from vireid.models.build import build_model
 from vireid.utils.atomic import atomic_save_torch
 from vireid.utils.digest import state_digest
+from vireid.utils.messages import short_load_reason
 from vireid.utils.runtime import capture_rng_state
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     except Exception as exc:  # torch raises many types for corrupt/foreign files
         raise CheckpointError(f"cannot read checkpoint {path}: not a readable vireid checkpoint "
                               f"(expected a file written by vireid train; found "
-                              f"{_short_reason(exc)})") from exc
+                              f"{short_load_reason(exc)})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a vireid checkpoint (expected a dict with "
                               f"format={FORMAT!r})")
@@ -140,33 +141,6 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
                               f"version {FORMAT_VERSION}")
     ckpt["path"] = str(path)
     return ckpt
-
-
-#: Longest part of torch's own error message quoted in a CheckpointError.
-MAX_REASON_CHARS = 120
-
-
-def _short_reason(exc: BaseException) -> str:
-    """One short line from torch's error: its weights-only unpickler reason when there is
-    one (the rest of that message is advice about ``weights_only=False``, which would be
-    wrong advice here), else the first sentence of the first line."""
-    text = str(exc)
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        rest = [ln.strip() for ln in text.split(marker, 1)[1].splitlines() if ln.strip()]
-        line = rest[0] if rest else ""
-    else:
-        line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-        # miniz and friends append paragraphs of advice after the first sentence
-        end = line.find(". ")
-        if end > 0:
-            line = line[:end + 1]
-    if len(line) > MAX_REASON_CHARS:
-        line = line[:MAX_REASON_CHARS - 1] + "…"
-    name = type(exc).__name__
-    if not line:
-        return f"{name} (the file ends early)" if isinstance(exc, EOFError) else name
-    return f"{name}: {line}"
 
 
 def checkpoint_config(ckpt: dict[str, Any]) -> Config:

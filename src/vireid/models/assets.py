@@ -16,7 +16,7 @@ from pathlib import Path
 from vireid.config import ASSET_DIR
 from vireid.errors import CheckpointError
 from vireid.utils.digest import file_sha256
-
+from vireid.utils.messages import echo
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def resolve_pretrained(name: str, arch: str, width: float) -> Path:
     """
     asset = ASSETS.get(name)
     if asset is None:
-        raise CheckpointError(f"model.pretrained: no packaged weights named {name!r}; "
+        raise CheckpointError(f"model.pretrained: no packaged weights named {echo(name)}; "
                               f"expected one of {', '.join(sorted(ASSETS))}")
     if asset.arch != arch or float(asset.width) != float(width):
         raise CheckpointError(f"model.pretrained={name}: these weights are for {asset.arch} width "

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from vireid.errors import CheckpointError, ConfigError
+from vireid.utils.messages import echo, short_load_reason
 
 log = logging.getLogger(__name__)
 
@@ -186,14 +188,29 @@ class ResNet(nn.Module):
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    """The ``name -> tensor`` mapping of a pretrained weights file (``torch.load`` with
+    ``weights_only=True``; a ``{"state_dict": …}`` wrapper is unwrapped)."""
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A foreign pickle makes torch warn about its protocol before failing: noise here.
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
-        raise CheckpointError(f"cannot read ImageNet weights from {path}: {exc}") from exc
+        # The same short reason as the checkpoint reader: never torch's advice to retry
+        # with weights_only=False.
+        raise CheckpointError(f"cannot read pretrained weights {path}: expected a "
+                              f"torchvision-keyed state dict (name -> tensor), found "
+                              f"{short_load_reason(exc)}") from exc
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
-        raise CheckpointError(f"{path}: expected a state dict (name -> tensor), found {type(sd)}")
+        raise CheckpointError(f"{path}: expected a state dict (name -> tensor), found a "
+                              f"{type(sd).__name__}")
+    odd = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
+    if odd:
+        raise CheckpointError(f"{path}: expected a state dict (name -> tensor), found "
+                              f"{len(odd)} entries that are not a name and a tensor (e.g. "
+                              f"{echo(odd[0])}: {type(sd[odd[0]]).__name__})")
     return sd
 
 
