@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from vireid.engine.trainer import train
 from vireid.errors import CheckpointError, ConfigError
 from vireid.models.resnet import ResNet, load_imagenet_weights
 from vireid.utils.atomic import atomic_save_torch, atomic_write_text
+from vireid.utils.provenance import machine_info
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +232,7 @@ def pretrain(out: PathLike, *, preset: str = "cpu-synthetic", overrides: Sequenc
                   "final_epoch": last[-1] if last else None,
                   "checkpoint_model_digest": ckpt.get("model_digest")},
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "torch": str(torch.__version__), "cpu_count": os.cpu_count()},
+        "machine": machine_info("platform", "python", "torch", "cpu_count"),
     }
     record_path = out / f"{stem}.json"
     atomic_write_text(record_path, json.dumps(record, indent=2, default=str) + "\n")
