@@ -29,6 +29,7 @@ from typing import Any, Union
 from vireid.utils.atomic import atomic_write_text
 from vireid.errors import DataError
 from vireid.viz.curves import has_diagnostics, plot_cmc_curves, plot_diagnostics, plot_loss_curves
+from vireid.viz.tables import delta_text, per_seed_text  # the cells a markdown table shares
 
 log = logging.getLogger(__name__)
 
@@ -114,21 +115,6 @@ def render_eval(obj: Mapping[str, Any]) -> str:
             if k not in ("mean", "std", "per_trial") and not isinstance(v, (Mapping, list))]
     extra = f'<p class="muted">{"; ".join(meta)}</p>' if meta else ""
     return _table(header, rows) + extra
-
-
-def per_seed_text(ours: Mapping[str, Any], metric: str) -> str:
-    """A seeded table cell's per-seed values, e.g. ``29.5 / 32.4 / 31.7`` ("" if none)."""
-    return " / ".join(f"{v:.1f}" for v in ours.get(f"{metric}_seeds", []))
-
-
-def delta_text(row: Mapping[str, Any]) -> str:
-    """A seeded row's per-seed difference to its reference, e.g. ``+1.8/+1.0 · -0.4/+0.2 (vs
-    ours)`` (Δ rank-1 / Δ mAP per seed; "" if the row has no reference)."""
-    delta = row.get("delta")
-    if not delta:
-        return ""
-    return (" · ".join(f"{a:+.1f}/{b:+.1f}" for a, b in zip(delta.get("rank1", []), delta.get("mAP", [])))
-            + f" (vs {row['reference']['variant']})")
 
 
 def render_reproduce(obj: Mapping[str, Any]) -> str:
