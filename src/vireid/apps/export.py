@@ -19,11 +19,9 @@ Export details:
   graphs here have no data-dependent control flow, so tracing is exact.
 * The pair head does not trace :meth:`CCN.logits` as is: its batched correlation is a grouped
   convolution with ``groups = M`` pairs, and ONNX fixes ``group`` in the graph, which would
-  freeze the batch size. :class:`CCNPairModule` computes the same correlation as
-  ``unfold`` (im2col, zero padding ``padding``) followed by a batched matrix product — the
-  identical sum Σ_{c,p,q} K[c,p,q]·F_pad[c,y+p,x+q] — whose shapes all follow the batch.
-  The kernels still come from :meth:`CCN.kernels` (Algorithm 1's crops or the KG generator)
-  and W_D from the CCN's own layers, so "sample"/"generator" and shared/unshared W_D export.
+  freeze the batch size. It traces :class:`vireid.models.ccn_pair.CCNPairModule`, the same
+  correlation as ``unfold`` + a batched matrix product, whose shapes all follow the batch
+  ("sample"/"generator" kernels and shared/unshared W_D all export).
 * After writing, every file passes ``onnx.checker.check_model(full_check=True)`` and, unless
   ``verify=False``, onnxruntime is run on a batch of a *different* size from the traced one
   and compared with PyTorch (recorded in the manifest under ``verification``).
@@ -43,11 +41,11 @@ from typing import Any, Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from vireid import __version__
 from vireid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from vireid.models.ccn_pair import CCNPairModule
 from vireid.utils.digest import file_sha256, state_digest
 from vireid.utils.atomic import atomic_dir
 from vireid.errors import VireidError
@@ -105,36 +103,6 @@ class EmbeddingModule(nn.Module):
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         return self.model.forward_features(image, self.modality)
-
-
-class CCNPairModule(nn.Module):
-    """CCN on aligned pairs (ia = ib = arange(B)), in an export-friendly form.
-
-    forward(F_a (B, C, h, w), F_b (B, C, h, w)) -> D (B,), la (B,), lb (B,), identical to
-    ``ccn.forward(F_a, F_b, arange(B), arange(B))`` and ``ccn.logits(...)``.
-    """
-
-    def __init__(self, ccn: nn.Module) -> None:
-        super().__init__()
-        self.ccn = ccn
-
-    def _correlate(self, feat: Tensor, kab: Tensor) -> Tensor:
-        """feat (B, C, h, w), kab (B, n, C·hK·wK) -> scaled correlation, flattened (B, n·h'·w').
-
-        unfold lays each window out as (c, p, q) row-major, the same order as the kernels'
-        flattened (C, hK, wK), so one matmul per pair is the correlation of all n kernels.
-        """
-        cols = nnf.unfold(feat, self.ccn.kernel_size, padding=self.ccn.padding)  # (B, C·hK·wK, h'·w')
-        return torch.matmul(kab, cols).flatten(1) * self.ccn.corr_scale
-
-    def forward(self, fa: Tensor, fb: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        ccn = self.ccn
-        kab = (ccn.kernels(fa) - ccn.kernels(fb)).abs().flatten(2)  # (B, n, C·hK·wK)
-        fc_b = ccn.fc if ccn.fc_b is None else ccn.fc_b
-        la = ccn.fc(self._correlate(fa, kab)).squeeze(1)
-        lb = fc_b(self._correlate(fb, kab)).squeeze(1)
-        d = 0.5 * (torch.sigmoid(la) + torch.sigmoid(lb))
-        return d, la, lb
 
 
 # --------------------------------------------------------------------------- manifest parts

@@ -23,10 +23,10 @@ reads it (no pickled classes). Writing goes to a temporary file in the same fold
 fsync'ed and then ``os.replace``'d over the target: a crash leaves the previous file intact,
 never a half-written one.
 
-Loading is strict: :func:`check_compatible` compares the architecture-defining config
-fields, the class count and the format version, and :func:`load_state_strict` the state
-dict's keys and shapes; any difference raises :class:`~vireid.errors.CheckpointError`
-naming it.
+Loading is strict: :func:`check_compatible` compares the fields that define the model
+(:data:`vireid.config.MODEL_IDENTITY`, the one list the config digest also reads), the
+class count and the format version, and :func:`load_state_strict` the state dict's keys
+and shapes; any difference raises :class:`~vireid.errors.CheckpointError` naming it.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
-from vireid.config import Config, from_dict
+from vireid.config import Config, from_dict, identity_values
 from vireid.errors import CheckpointError, ConfigError
 from vireid.losses.registry import attach_loss_head
 from vireid.models.build import build_model
@@ -51,16 +51,6 @@ log = logging.getLogger(__name__)
 
 FORMAT = "vireid-checkpoint"
 FORMAT_VERSION = 1
-
-#: Config fields that define the network's architecture: a checkpoint only loads into a
-#: model built with the same values (``model.pretrained`` only sets the initial weights).
-ARCH_FIELDS = (
-    ("model", "arch"), ("model", "width"), ("model", "last_stride"), ("model", "shared_stages"),
-    ("model", "pool"), ("model", "bnneck"), ("model", "non_local"),
-    ("ccn", "kernel_size"), ("ccn", "stride"), ("ccn", "padding"), ("ccn", "corr_scale"),
-    ("ccn", "share_fc"), ("ccn", "kernel_source"), ("ccn", "fc_bias"), ("data", "height"),
-    ("data", "width"),
-)
 
 PathLike = Union[str, os.PathLike]
 
@@ -179,14 +169,17 @@ def checkpoint_config(ckpt: dict[str, Any]) -> Config:
 
 
 def arch_differences(saved: Config, current: Config) -> list[str]:
-    """Human-readable differences of the architecture-defining fields."""
-    diffs = []
-    for section, key in ARCH_FIELDS:
-        a = getattr(getattr(saved, section), key)
-        b = getattr(getattr(current, section), key)
-        if a != b:
-            diffs.append(f"{section}.{key}: checkpoint has {a!r}, expected {b!r}")
-    return diffs
+    """The fields that define the model (:data:`vireid.config.MODEL_IDENTITY`, the list the
+    config digest reads) where ``saved`` and ``current`` differ, in that list's order:
+    ``["model.shared_bn: checkpoint has 'per_modality', expected 'joint'", …]``.
+
+    Empty exactly when the two configs' digests agree on the network (``model.pretrained``
+    only sets initial weights and is not compared)."""
+    # identity_values gives both sides' values; comparing them here (rather than formatting
+    # identity_differences' "a vs b") keeps the message saying which side is the checkpoint.
+    saved_values, current_values = identity_values(saved), identity_values(current)
+    return [f"{key}: checkpoint has {value!r}, expected {current_values[key]!r}"
+            for key, value in saved_values.items() if value != current_values[key]]
 
 
 def check_compatible(ckpt: dict[str, Any], cfg: Config, num_classes: Optional[int] = None) -> None:

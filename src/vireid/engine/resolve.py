@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vireid.data.registry import DatasetSpec, get_dataset
-from vireid.errors import ConfigError
 from vireid.losses.registry import LossSpec, get_loss
-from vireid.models.resnet import ARCHS
+from vireid.models.backbones import BackboneOptions, BackboneSpec, get_backbone
 from vireid.scoring.scorers import ScoringMode, get_scoring
 
 
@@ -22,16 +21,21 @@ class Resolved:
     """The registry entries a config names."""
 
     dataset: DatasetSpec
-    arch: Any
+    arch: BackboneSpec
     loss: LossSpec
     scoring: ScoringMode
 
 
 def resolve_names(cfg: Any) -> Resolved:
     """Look up every registered name of ``cfg``; ConfigError naming the first unknown one
-    and the names there are."""
+    and the names there are, or an option the backbone cannot honour (a ``shared_stages``
+    value it does not support, weights or non-local blocks it has none of, an input too
+    small for it)."""
     dataset = get_dataset(cfg.data.dataset)
-    if cfg.model.arch not in ARCHS:
-        raise ConfigError(f"model.arch: expected one of {', '.join(ARCHS)}, found "
-                          f"{cfg.model.arch!r}")
-    return Resolved(dataset, cfg.model.arch, get_loss(cfg.loss.kind), get_scoring(cfg.eval.scoring))
+    arch = get_backbone(cfg.model.arch)
+    # What the backbone can honour (its stage split, weights, non-local blocks), before
+    # any data is read; DSCSN checks the same when it is built.
+    m = cfg.model
+    arch.check(m.shared_stages, m.pretrained, m.non_local)
+    arch.feature_size(cfg.data.height, cfg.data.width, BackboneOptions(m.width, m.last_stride))
+    return Resolved(dataset, arch, get_loss(cfg.loss.kind), get_scoring(cfg.eval.scoring))
