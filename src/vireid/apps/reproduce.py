@@ -50,7 +50,7 @@ from vireid.evaluation.seeds import over_seeds, per_seed_delta, result_metrics
 from vireid.losses.registry import get_loss
 from vireid.models.build import model_info
 from vireid.models.ccn import num_kernels
-from vireid.models.resnet import feature_hw
+from vireid.models.backbones import BackboneOptions, get_backbone
 from vireid.utils.atomic import OutputWriteError, atomic_write_text, describe_os_error
 from vireid.utils.provenance import machine_info
 from vireid.viz.tables import reproduce_markdown
@@ -433,7 +433,9 @@ def table_rows(recipe: Recipe, per_seed: Sequence[dict[str, dict[str, Any]]], da
             row["num_kernels"] = run0["params"]["num_kernels"]
         if recipe.kernel_counts:
             c = run0["config"]
-            h, w = feature_hw(c["data"]["height"], c["data"]["width"], c["model"]["last_stride"])
+            h, w = get_backbone(c["model"]["arch"]).feature_size(
+                c["data"]["height"], c["data"]["width"],
+                BackboneOptions(c["model"]["width"], c["model"]["last_stride"]))
             row["num_kernels"] = num_kernels(h, w, c["ccn"]["kernel_size"], c["ccn"]["stride"])
         rows.append(row)
     return rows
