@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import importlib.resources
 import json
 import math
 import os
@@ -28,9 +29,25 @@ import yaml
 from .errors import ConfigError
 from .utils.atomic import atomic_write_text
 
+
+def _package_folder(name: str) -> Path:
+    """A data folder shipped inside the vireid package (``vireid/NAME``), wherever vireid is
+    installed: a checkout, an editable install or a wheel (package data, pyproject.toml)."""
+    folder = importlib.resources.files(__package__ or "vireid") / name
+    # A wheel installs as files, so the traversable is a real Path; callers (load_config,
+    # torch.load, digest checks) need one. A zipped import would not give one: say so.
+    if not isinstance(folder, Path):
+        raise ConfigError(f"vireid's package data {name}/ must be files on disk; found {folder!r} "
+                          f"(install vireid with pip, not as a zip archive)")
+    return folder
+
+
 #: Pretrained weights packaged with vireid (``model.pretrained: NAME`` = ``ASSET_DIR/NAME.pth``;
 #: :mod:`vireid.models.assets` checks each file's digest and the model it fits).
-ASSET_DIR = Path(__file__).resolve().parent / "assets"
+ASSET_DIR = _package_folder("assets")
+#: The shipped presets (``vireid/configs/*.yaml``, package data; the repository's top-level
+#: ``configs`` is a link to this folder).
+PRESET_DIR = _package_folder("configs")
 # Names of registered things (model.arch, data.dataset, loss.kind, eval.scoring) are not
 # listed here: the config checks that they are non-empty strings, and each is resolved
 # against its registry (vireid.utils.registry) when something is built, so a plugin's
@@ -557,17 +574,16 @@ def save_config(cfg: Config, path: Union[str, Path]) -> None:
 
 
 def preset_path(name: str) -> Path:
-    """Path of a preset shipped in ``configs/`` (repository checkout) by name or file name."""
-    root = Path(__file__).resolve().parents[2] / "configs"
-    candidate = root / (name if name.endswith(".yaml") else f"{name}.yaml")
+    """Path of a preset shipped with vireid (:data:`PRESET_DIR`) by name or file name."""
+    candidate = PRESET_DIR / (name if name.endswith(".yaml") else f"{name}.yaml")
     if not candidate.is_file():
-        found = sorted(p.stem for p in root.glob("*.yaml")) if root.is_dir() else []
-        raise ConfigError(f"no preset named {name!r} in {root}; found: {', '.join(found) or 'none'}")
+        raise ConfigError(f"no preset named {name!r} in {PRESET_DIR}; "
+                          f"found: {', '.join(preset_names()) or 'none'}")
     return candidate
 
 
 def preset_or_path(name: str) -> Path:
-    """A YAML path as given, or the preset of that name in ``configs/``."""
+    """A YAML path as given, or the shipped preset of that name (:func:`preset_path`)."""
     path = Path(name)
     if path.exists():
         return path  # read_config_file names what is wrong with it, if anything
@@ -582,6 +598,5 @@ def preset_or_path(name: str) -> Path:
 
 
 def preset_names() -> list[str]:
-    """Names of the presets in ``configs/``."""
-    root = Path(__file__).resolve().parents[2] / "configs"
-    return sorted(p.stem for p in root.glob("*.yaml")) if root.is_dir() else []
+    """Names of the presets shipped with vireid (:data:`PRESET_DIR`), sorted."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) if PRESET_DIR.is_dir() else []
