@@ -481,8 +481,10 @@ def reproduce(table: str, out_dir: PathLike, data_root: Optional[PathLike] = Non
     except OSError as exc:
         raise OutputWriteError(f"cannot create the output folder {out}: "
                                f"{describe_os_error(exc)}") from exc
-    if table == "table8" and dataset != "sysu":
-        raise ConfigError("table8 (open set) is defined on SYSU-MM01 only; use --dataset sysu")
+    owner = get_protocol(recipe.protocol).dataset if recipe.protocol else dataset
+    if owner != dataset:  # a recipe with its own protocol (table8: the open set) fixes the data set
+        raise ConfigError(f"{table} ({recipe.protocol}) is defined on "
+                          f"{get_dataset(owner).title} only; use --dataset {owner}")
     if data_root is None:
         if not synthetic:
             raise DataError("--data-root is required (or --synthetic to generate a synthetic dataset)")

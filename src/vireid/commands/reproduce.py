@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._checks import check_output_folder
+from ._checks import RegistryChoices, check_output_folder
 from .eval import parse_trials
 
 TABLES = ("table1", "table3", "table4", "table6", "table7", "fig3", "table8", "cost")
@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="dataset folder (default: none; then --synthetic is needed)")
     p.add_argument("--synthetic", action="store_true",
                    help="without --data-root: generate a synthetic dataset into OUT first")
-    p.add_argument("--dataset", default="sysu", choices=("sysu", "regdb"), help="dataset layout")
+    p.add_argument("--dataset", default="sysu", metavar="NAME",
+                   choices=RegistryChoices("vireid.data.registry:DATASETS"),
+                   help="dataset layout, a registered data set: %(choices)s (default sysu)")
     p.add_argument("--budget", default="cpu",
                    choices=("smoke", "cpu-short", "cpu", "cpu-pretrained", "paper"),
                    help="paper: the paper's presets; cpu: configs/cpu-synthetic.yaml (from "

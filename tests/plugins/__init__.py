@@ -1,0 +1,1 @@
+"""Plugin modules used by the tests (imported through ``VIREID_PLUGINS``), outside ``src/``."""
