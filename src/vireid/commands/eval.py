@@ -79,10 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint file(s) or run folder(s); RegDB: one per trial")
     p.add_argument("--data-root", help="dataset folder (optional with --features)")
     p.add_argument("--protocol", default=None,
-                   help="sysu-all (default for SYSU), sysu-indoor, sysu-all-multi, "
-                        "sysu-indoor-multi, sysu-openset, regdb-v2t (default for RegDB), "
-                        "regdb-t2v, llcm-v2i (default for LLCM), llcm-i2v; short forms all, "
-                        "indoor, v2t, t2v, v2i, i2v work too")
+                   help="a protocol of the checkpoint's data set, by name or short form "
+                        "(sysu-all or all; `vireid data summary` lists them); default: the "
+                        "data set's default protocol")
     p.add_argument("--scoring", default="simplified",
                    choices=("simplified", "full", "rerank", "all"),
                    help="simplified = cosine of G; full = D_RI of every pair; rerank = full "

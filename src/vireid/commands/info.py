@@ -5,17 +5,16 @@ import argparse
 import json
 
 from ..config import load_config, preset_or_path
+from ..errors import ConfigError
 from ._checks import int_at_least
-
-# Training identities of each dataset's standard split (SYSU train+val, RegDB, LLCM).
-TRAIN_CLASSES = {"sysu": 395, "regdb": 206, "llcm": 713}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="model size, feature map, CCN kernels and cost of a config")
     p.add_argument("--config", required=True, help="YAML file or preset name (e.g. paper-sysu)")
     p.add_argument("--num-classes", type=int_at_least(1), default=None,
-                   help="ID classes (default: 395 for sysu, 206 for regdb, 713 for llcm)")
+                   help="ID classes (default: the training identities of the data set's "
+                        "standard split, e.g. 395 for SYSU-MM01)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     p.set_defaults(func=run)
@@ -23,10 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # late: keeps `vireid --help` fast (the library imports torch, ~1.7 s)
+    from ..data.registry import get_dataset
     from ..models.build import model_info
 
     cfg = load_config(preset_or_path(args.config), args.overrides)
-    num_classes = args.num_classes or TRAIN_CLASSES[cfg.data.dataset]
+    num_classes = args.num_classes or get_dataset(cfg.data.dataset).train_classes
+    if num_classes is None:
+        raise ConfigError(f"--num-classes: data set {cfg.data.dataset!r} has no standard "
+                          f"number of training identities; give --num-classes N")
     info = model_info(cfg, num_classes)
     if args.json:
         print(json.dumps(info, indent=2))

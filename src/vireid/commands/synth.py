@@ -8,19 +8,22 @@ import sys
 from pathlib import Path
 
 from ..utils.atomic import OutputWriteError, describe_os_error
-from ._checks import int_at_least
+from ._checks import RegistryChoices, int_at_least
+
+#: Registered data sets with a synthetic writer (looked up only when needed).
+LAYOUT_CHOICES = RegistryChoices("vireid.data.registry:SYNTHETIC_LAYOUTS")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="generate a synthetic dataset in the SYSU-MM01, RegDB or "
-                                     "LLCM layout")
-    p.add_argument("--layout", choices=("sysu", "regdb", "llcm"), required=True,
-                   help="folder layout and split files of which real dataset")
+    p = sub.add_parser("synth", help="generate a synthetic dataset in a real dataset's layout")
+    p.add_argument("--layout", choices=LAYOUT_CHOICES, metavar="NAME", required=True,
+                   help="folder layout and split files of which data set: %(choices)s")
     p.add_argument("--out", required=True,
                    help="output folder: new, empty, or holding a synthetic dataset of the same "
                         "parameters (anything else is refused, so two datasets never mix)")
     p.add_argument("--ids", type=int_at_least(2), default=200,
-                   help="number of identities (default 200; sysu needs ≥ 4, llcm ≥ 3)")
+                   help="number of identities (default 200; at least the layout's minimum, "
+                        "checked before anything is written)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     p.add_argument("--workers", type=int_at_least(1), default=1,
                    help="processes; the output does not depend on it")
