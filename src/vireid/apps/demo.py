@@ -29,7 +29,7 @@ from typing import Any, Union
 
 from vireid.config import load_config, preset_path
 from vireid.data.synthetic import generate
-from vireid.utils.atomic import atomic_write_text
+from vireid.utils.atomic import atomic_write_text, undo_new_folders
 from vireid.utils.provenance import machine_info
 from vireid.engine.evaluate import evaluate, format_results
 from vireid.engine.trainer import train
@@ -69,7 +69,6 @@ def run_demo(out_dir: PathLike = "demo-out", quick: bool = False, progress: bool
 
     t_all = time.perf_counter()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     ids = QUICK["ids"] if quick else DEMO_IDS
     overrides = list(QUICK["overrides"]) if quick else []
     seconds: dict[str, float] = {}
@@ -77,7 +76,11 @@ def run_demo(out_dir: PathLike = "demo-out", quick: bool = False, progress: bool
     t0 = time.perf_counter()
     data_root = out / "data" / "sysu-synthetic"
     log.info("demo 1/4: generating a synthetic SYSU-layout dataset of %d ids in %s", ids, data_root)
-    data_info = generate("sysu", data_root, ids=ids, seed=seed, workers=workers)
+    # An error or Ctrl-C here leaves no image (the generator writes into a temp folder that
+    # its clean-up removes, through a second Ctrl-C too) and no folder this call created.
+    with undo_new_folders(out):
+        out.mkdir(parents=True, exist_ok=True)
+        data_info = generate("sysu", data_root, ids=ids, seed=seed, workers=workers)
     seconds["data"] = time.perf_counter() - t0
 
     common = overrides + [f"data.root={data_root}", f"train.seed={seed}"]

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import ConfigError
-from ..utils.atomic import OutputWriteError
+from ..utils.atomic import OutputWriteError, atomic_write_text, output_target
+
+#: The output name that means standard output (``--json -``), as the ecosystem's tools read it.
+STDOUT = "-"
 
 
 def int_at_least(lo: int) -> Callable[[str], int]:
@@ -40,13 +44,41 @@ def check_device(device: str, option: str = "--device") -> str:
     return device
 
 
-def check_output_file(path: Optional[str], option: str) -> None:
+def is_stdout(path: Optional[str]) -> bool:
+    """Whether an output option names standard output (``-``)."""
+    return path == STDOUT
+
+
+def write_text_output(path: str, text: str) -> None:
+    """``text`` to standard output for ``-``, else to the file ``path`` atomically (a
+    symbolic link's target is written; a FIFO or ``/dev/stdout`` in place)."""
+    if is_stdout(path):
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+    else:
+        atomic_write_text(path, text)
+
+
+def check_output_file(path: Optional[str], option: str, stdout_ok: bool = False) -> None:
     """Refuse an output file path that cannot be written, before the work that fills it:
     an existing folder, a parent that is a file, or a parent folder without write access
-    (the parent is created here when missing)."""
+    (the parent is created here when missing). ``-`` (standard output) is accepted where
+    ``stdout_ok``, else refused. A symbolic link is judged by its target; a stream or device
+    (``/dev/stdout``, a FIFO) by its own write permission."""
     if not path:
         return
-    p = Path(path)
+    if is_stdout(path):
+        if stdout_ok:
+            return
+        raise ConfigError(f"{option} -: expected a file path, found '-' (standard output "
+                          f"is not supported for this output)")
+    target, in_place = output_target(path)
+    if in_place:
+        if not os.access(target, os.W_OK):
+            raise OutputWriteError(f"{option} {path}: expected a writable stream or device, "
+                                   f"found one without write permission")
+        return
+    p = target
     if p.is_dir():
         raise ConfigError(f"{option} {path}: expected a file path, found a folder")
     parent = p.parent if str(p.parent) else Path(".")

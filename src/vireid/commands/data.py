@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from ..utils.atomic import atomic_write_text
-from ._checks import RegistryChoices, check_output_file
+from ._checks import RegistryChoices, check_output_file, write_text_output
 
 #: The registered data sets (looked up only when a value is checked or help is printed).
 DATASET_CHOICES = RegistryChoices("vireid.data.registry:DATASETS")
@@ -38,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--json", action="store_true",
                     help='print {"query": [[path, pid, camid], ...], "gallery": [...]}')
     sp.add_argument("--out", default=None,
-                    help="write the output to this file instead of stdout (default: stdout)")
+                    help="write the output to this file instead of stdout; '-' is stdout "
+                         "(default: stdout)")
     sp.set_defaults(func=run)
 
     p.set_defaults(func=run, _data_parser=p)
@@ -48,10 +47,7 @@ def _emit(text: str, out: str | None) -> None:
     if out is None:
         print(text)
         return
-
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text + "\n")
+    write_text_output(out, text + "\n")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(res, indent=2) if args.json else summ.format_summary(res))
         return 0
     if args.data_command == "split":
-        check_output_file(args.out, "--out")
+        check_output_file(args.out, "--out", stdout_ok=True)
         lists = summ.split_lists(args.dataset, args.root, args.protocol, args.trial, args.shot)
         if args.json:
             text = json.dumps(lists)

@@ -10,6 +10,11 @@ checks the request, claims the output folder, and renders and writes the images 
 parallel. ``vireid synth`` refuses to mix two datasets in one folder: the parameters are
 recorded in ``.vireid-synth.json`` before the first image is written.
 
+The dataset is written into a temp folder beside the output folder and moved into place when
+complete (:func:`vireid.utils.atomic.atomic_dir`): an error or Ctrl-C leaves nothing behind
+(the clean-up finishes through a second Ctrl-C), and a temp folder left by a killed process
+is removed by the next run into the same folder.
+
 Determinism: every random draw comes from ``numpy.random.SeedSequence`` keyed by
 ``(seed, kind, pid, cam, index)``, so the bytes written are the same for any ``workers``.
 """
@@ -27,11 +32,12 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from vireid.data.registry import SYNTHETIC_LAYOUTS, get_dataset
+from vireid.data.registry import SYNTHETIC_LAYOUTS, SyntheticLayout, get_dataset
 from vireid.data.synthetic_render import (DEFAULT_DIFFICULTY, TAG_IMG, Knobs, knobs_for,
                                           make_identity, make_pools, render, seeded_rng)
 from vireid.errors import ConfigError
-from vireid.utils.atomic import OutputWriteError, atomic_write_text, describe_os_error
+from vireid.utils.atomic import (OutputWriteError, atomic_dir, atomic_write_text,
+                                 describe_os_error, note_file_written)
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +111,7 @@ def _save(arr: np.ndarray, path: Path, fmt: str, gray: bool) -> None:
     else:
         img.save(tmp, format="BMP")
     os.replace(tmp, path)
+    note_file_written()
 
 
 _WORKER_STATE: dict = {}
@@ -130,13 +137,14 @@ CLAIM_FILE = ".vireid-synth.json"
 
 
 def _claim_output(out: Path, params: dict) -> None:
-    """Make ``out`` ready for a dataset of ``params``, or refuse it.
+    """Check that ``out`` may receive a dataset of ``params``, or refuse it.
 
     A folder that is empty, missing, or holds a synthetic dataset of the *same* parameters
     (a re-run gives the same bytes, and completes a run that was cut short) is accepted.
     A file, a folder with other content, or a synthetic dataset of other parameters (other
     seed, size or layout: the two would silently mix) is refused with ConfigError. The
-    parameters are recorded (``complete: false``) before the first image is written.
+    parameters are recorded (``complete: false``) in the temp folder before the first image
+    is written (:func:`_write_dataset`).
     """
 
     if out.exists() and not out.is_dir():
@@ -159,12 +167,6 @@ def _claim_output(out: Path, params: dict) -> None:
                 f"found " + ", ".join(f"{key}={params[key]!r}" for key in params
                                       if theirs.get(key) != params[key])[:300]
                 + "; choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputWriteError(f"cannot create the dataset folder {out}: "
-                               f"{describe_os_error(exc)}") from exc
-    atomic_write_text(out / CLAIM_FILE, json.dumps(dict(params, complete=False), indent=1) + "\n")
 
 
 def generate(layout: str, out: str | os.PathLike, ids: int, seed: int = 0, workers: int = 1,
@@ -216,8 +218,28 @@ def generate(layout: str, out: str | os.PathLike, ids: int, seed: int = 0, worke
               "rgb_size": list(rgb_size) if rgb_size else None,
               "ir_size": list(ir_size) if ir_size else None}
     _claim_output(out, params)
+    # Built in a temp folder beside `out` and moved into place when complete; a folder that
+    # holds a dataset of the same parameters (the same bytes) receives the files one by one
+    # (merge), the claim last, and keeps any other file.
+    with atomic_dir(out, overwrite=True, merge=True, last=(CLAIM_FILE,), sync=False) as tmp:
+        try:
+            summary = _write_dataset(spec, layout, tmp, ids, seed, k, params, (lo, hi), rgb_size,
+                                     ir_size, workers, progress)
+        except OSError as exc:  # the temp folder is removed on the way out of atomic_dir
+            raise OutputWriteError(f"cannot write the synthetic dataset {out}: "
+                                   f"{describe_os_error(exc)}; the partial dataset was "
+                                   f"removed") from exc
+    return dict(summary, out=str(out))
+
+
+def _write_dataset(spec: SyntheticLayout, layout: str, out: Path, ids: int, seed: int, k: Knobs,
+                   params: dict, imgs: tuple[int, int], rgb_size: tuple[int, int] | None,
+                   ir_size: tuple[int, int] | None, workers: int,
+                   progress: Callable[[int, int], None] | None) -> dict:
+    """Write the dataset that :func:`generate` describes into ``out`` (its temp folder)."""
+    atomic_write_text(out / CLAIM_FILE, json.dumps(dict(params, complete=False), indent=1) + "\n")
     plan = spec.write(SynthRequest(out=out, ids=ids, seed=seed, knobs=k,
-                                   images_per_camera=(lo, hi), rgb_size=rgb_size,
+                                   images_per_camera=imgs, rgb_size=rgb_size,
                                    ir_size=ir_size))
     jobs, cams, extra = plan.jobs, plan.cameras, plan.counts
 
@@ -228,7 +250,9 @@ def generate(layout: str, out: str | os.PathLike, ids: int, seed: int = 0, worke
     if workers > 1:
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
         with ctx.Pool(workers, initializer=_init_worker, initargs=(seed, k, cams)) as pool:
-            for _ in pool.imap_unordered(_run_job, jobs, chunksize=4):
+            for written in pool.imap_unordered(_run_job, jobs, chunksize=4):
+                for _ in range(written):  # the workers' files, noted here (never in a worker)
+                    note_file_written()
                 done += 1
                 if progress is not None:
                     progress(done, len(jobs))
