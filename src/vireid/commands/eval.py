@@ -5,7 +5,7 @@ import argparse
 import json
 import logging
 
-from ._checks import check_device, check_output_file, int_at_least
+from ._checks import RegistryChoices, check_device, check_output_file, int_at_least
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +83,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "sysu-indoor-multi, sysu-openset, regdb-v2t (default for RegDB), "
                         "regdb-t2v, llcm-v2i (default for LLCM), llcm-i2v; short forms all, "
                         "indoor, v2t, t2v, v2i, i2v work too")
-    p.add_argument("--scoring", default="simplified",
-                   choices=("simplified", "full", "rerank", "all"),
-                   help="simplified = cosine of G; full = D_RI of every pair; rerank = full "
-                        "mode on the simplified top-K; all = the three from one extraction")
+    p.add_argument("--scoring", default="simplified", metavar="MODE",
+                   choices=RegistryChoices("vireid.scoring.scorers:SCORING_MODES",
+                                           extra=("all",)),
+                   help="scoring mode: %(choices)s (default simplified). simplified = cosine "
+                        "of G; full = D_RI of every pair; rerank = full mode on the "
+                        "simplified top-K; all = every mode the model supports, from one "
+                        "extraction; plugins may add modes (VIREID_PLUGINS)")
     p.add_argument("--topk", type=int_at_least(1), default=None,
                    help="rerank depth K (default: eval.topk of the checkpoint's config)")
     p.add_argument("--kreciprocal", action="store_true",
