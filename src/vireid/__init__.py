@@ -26,6 +26,12 @@ _LAZY = {
     "register_loss": "vireid.losses.registry",
     "register_scoring": "vireid.scoring.scorers",
     "register_backbone": "vireid.models.backbones",
+    # the types a plugin's entries are made of
+    "Protocol": "vireid.data.registry",
+    "ImageRecord": "vireid.data.records",
+    "TrainSplit": "vireid.data.records",
+    "EvalSplit": "vireid.data.records",
+    "BackboneOptions": "vireid.models.backbones",
 }
 
 __all__ = ["__version__", "VireidError", "ConfigError", "DataError", "CheckpointError",

@@ -35,8 +35,7 @@ from vireid.engine.trainer import train as _train
 from vireid.errors import ConfigError, DataError
 from vireid.evaluation.metrics import metric_rule
 from vireid.evaluation.protocols import PROTOCOLS, get_protocol, metric_summary
-from vireid.scoring.scorers import get_scoring, query_side
-from vireid.scoring.topk import topk_rows
+from vireid.scoring.scorers import get_scoring
 from vireid.utils.runtime import resolve_device
 
 PathLike = Union[str, os.PathLike]
@@ -100,15 +99,6 @@ def as_feature_set(feats: Any, modality: Optional[str] = None) -> FeatureSet:
     pids, camids, modalities, paths = rest
     return FeatureSet(F, G, np.asarray(pids, np.int64), np.asarray(camids, np.int64),
                       list(modalities), list(paths))
-
-
-def _one_modality(feats: FeatureSet, role: str) -> str:
-    kinds = sorted(set(feats.modalities))
-    if len(kinds) != 1:
-        counts = {m: feats.modalities.count(m) for m in kinds}
-        raise ConfigError(f"{role}: expected features of one modality (the CCN's side depends "
-                          f"on it), found {counts or 'no images'}")
-    return kinds[0]
 
 
 @dataclass
@@ -179,24 +169,28 @@ class Model:
 
         ``query``/``gallery``: FeatureSets (from :meth:`extract` or a feature file), or
         pairs ``(F, G)`` of numpy arrays or tensors with ``query_modality`` /
-        ``gallery_modality``. The CCN side of the queries follows from the two modalities.
+        ``gallery_modality``. The CCN side of each pair follows from the two modalities.
         """
-        mode = get_scoring(scoring)
         q = as_feature_set(query, query_modality)
         g = as_feature_set(gallery, gallery_modality)
-        side = query_side(_one_modality(q, "query"), _one_modality(g, "gallery"))
-        dist = mode.score(q, g, ccn=self.net.ccn, query_side=side,
-                          chunk_size=chunk_size or self.cfg.eval.chunk_size,
-                          topk=topk or self.cfg.eval.topk)
-        return torch.as_tensor(dist).float().cpu().numpy()
+        dist = get_scoring(scoring).distance(q, g, **self._options(topk, chunk_size))
+        return dist.float().numpy()
 
-    def search(self, query: Any, gallery: Any, k: int = 10, scoring: str = "simplified",
-               **kw: Any) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` nearest gallery images of each query: (indices (Q, k) int64, distances
-        (Q, k) float32), nearest first, ties broken by the lower gallery index (the one
-        top-k rule of :mod:`vireid.scoring.topk`)."""
-        dist = self.distance(query, gallery, scoring, **kw)
-        return topk_rows(dist, k)
+    def search(self, query: Any, gallery: Any, k: int = 10, scoring: str = "simplified", *,
+               topk: Optional[int] = None, chunk_size: Optional[int] = None,
+               query_modality: Optional[str] = None, gallery_modality: Optional[str] = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest gallery images of each query under ``scoring``: (gallery rows
+        (Q, k') int64, distances (Q, k') float32), nearest first, equal distances by the
+        lower row (the one top-k rule of :mod:`vireid.scoring.topk`); k' = min(k, G)."""
+        q = as_feature_set(query, query_modality)
+        g = as_feature_set(gallery, gallery_modality)
+        d, rows = get_scoring(scoring).topk(q, g, k, **self._options(topk, chunk_size))
+        return rows.numpy(), d.float().numpy()
+
+    def _options(self, topk: Optional[int], chunk_size: Optional[int]) -> dict[str, Any]:
+        return {"ccn": self.net.ccn, "topk": topk or self.cfg.eval.topk,
+                "chunk_size": chunk_size or self.cfg.eval.chunk_size, "device": self.device}
 
 
 def load(path: PathLike, device: Union[str, torch.device] = "cpu") -> Model:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from vireid.scoring.scorers import register_scoring
+from vireid import register_scoring
 
 NAME = "toy-l1"
 
