@@ -114,15 +114,15 @@ def _check_models(models: list[_Model]) -> None:
 
 
 def _resolve_protocol(dataset: str, protocol: Optional[str]) -> str:
-    name = protocol or get_dataset(dataset).default_protocol
-    if name not in PROTOCOLS and f"{dataset}-{name}" in PROTOCOLS:
-        name = f"{dataset}-{name}"
-    proto = get_protocol(name)
-    if proto.dataset != dataset:
-        raise CheckpointError(f"the checkpoint was trained on {dataset}, but protocol {proto.name} "
-                              f"evaluates {proto.dataset}; use a {dataset} protocol "
-                              f"({', '.join(p for p, v in PROTOCOLS.items() if v.dataset == dataset)})")
-    return proto.name
+    """The protocol name of ``protocol`` (a name or one of the data set's short forms; None:
+    its default), refused when it evaluates another data set."""
+    spec = get_dataset(dataset)
+    if protocol is not None and protocol in PROTOCOLS and get_protocol(protocol).dataset != dataset:
+        other = get_protocol(protocol)
+        raise CheckpointError(f"the checkpoint was trained on {dataset}, but protocol "
+                              f"{other.name} evaluates {other.dataset}; use a {dataset} protocol "
+                              f"({', '.join(spec.protocol_choices())})")
+    return spec.protocol(protocol).name
 
 
 def _load_dataset(dataset: str, root: PathLike, ckpt_path: str) -> Any:
@@ -310,18 +310,19 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
     chunk_size = int(chunk_size or cfg.eval.chunk_size)
 
     # Which model evaluates which trial.
-    if get_dataset(dataset).per_trial:
+    spec = get_dataset(dataset)
+    if spec.per_trial:
         by_trial: dict[int, _Model] = {}
         for m in models:
             if m.trial in by_trial:
-                raise CheckpointError(f"two checkpoints of RegDB trial {m.trial}: "
+                raise CheckpointError(f"two checkpoints of {spec.title} trial {m.trial}: "
                                       f"{by_trial[m.trial].path} and {m.path}")
             by_trial[int(m.trial)] = m
         wanted = list(trials) if trials else sorted(by_trial)
         for t in wanted:
             if t not in by_trial:
                 raise CheckpointError(
-                    f"RegDB trial {t} needs a model trained on trial {t} (mixing trials leaks "
+                    f"{spec.title} trial {t} needs a model trained on trial {t} (mixing trials leaks "
                     f"test ids into training); got checkpoints of trial(s) "
                     f"{', '.join(str(k) for k in sorted(by_trial))}")
         unused = sorted(set(by_trial) - set(wanted))
@@ -399,7 +400,8 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
         name = mode.name
         mean, std = aggregate([{k: r[k] for k in METRIC_KEYS} for r in per_mode[name]])
         results[name] = {
-            "dataset": dataset, "protocol": proto.name, "scoring": name, "trials": wanted,
+            "dataset": dataset, "protocol": proto.name, "scoring": name,
+            "label": mode.label or name, "trials": wanted,
             "mean": mean, "std": std, "per_trial": per_mode[name],
             "seconds": {"features": t_feat, "scoring": t_score[name]},
             "cmc": np.mean(cmcs[name], axis=0).tolist(),

@@ -356,6 +356,8 @@ class ScoringMode:
             a gallery (an index or a feature set); None = the distance of each gallery shard
             merged by :class:`vireid.scoring.topk.RunningTopK`. An override must return what
             the default would (the best k by distance, ties by lower row), only faster.
+        label: short name in tables and curve legends ("S", "F"); "" = the name. Evaluation
+            results carry it (``"label"``), so drawing code never maps mode names itself.
     """
 
     name: str
@@ -369,6 +371,7 @@ class ScoringMode:
     kreciprocal_offset: float = 0.0
     self_distance_fn: Optional[SelfDistanceFn] = None
     topk_fn: Optional[TopKFn] = None
+    label: str = ""
 
     def context(self, ctx: Optional[ScoringContext] = None, **options: Any) -> ScoringContext:
         """``ctx``, or a new :class:`ScoringContext` of ``options``; refuses a mode that
@@ -453,8 +456,8 @@ def register_scoring(name: str, *, needs_ccn: bool = False, uses_maps: bool = Tr
                      native: str = "distance (lower = more similar)", paper: str = "",
                      kreciprocal_offset: float = 0.0,
                      self_distance_fn: Optional[SelfDistanceFn] = None,
-                     topk_fn: Optional[TopKFn] = None, replace: bool = False
-                     ) -> Callable[[DistanceFn], DistanceFn]:
+                     topk_fn: Optional[TopKFn] = None, label: str = "",
+                     replace: bool = False) -> Callable[[DistanceFn], DistanceFn]:
     """Decorator registering ``fn(q, g, ctx) -> (Q, G) distance`` as the scoring mode
     ``name`` (public: ``vireid.register_scoring``); returns ``fn`` unchanged.
 
@@ -474,7 +477,7 @@ def register_scoring(name: str, *, needs_ccn: bool = False, uses_maps: bool = Tr
             name, fn, needs_ccn=needs_ccn, uses_maps=uses_maps, uses_topk=uses_topk,
             higher_is_better=higher_is_better, native=native, paper=paper,
             kreciprocal_offset=kreciprocal_offset, self_distance_fn=self_distance_fn,
-            topk_fn=topk_fn), replace=replace)
+            topk_fn=topk_fn, label=label or name), replace=replace)
         return fn
     return deco
 
@@ -530,13 +533,13 @@ def _rerank_distance(q: Features, g: Features, ctx: ScoringContext) -> Tensor:
     return ctx.rerank(ctx.cosine(q, g), ctx.d_ri_pairs(q, g))
 
 
-register_scoring("simplified", uses_maps=False, higher_is_better=True,
+register_scoring("simplified", uses_maps=False, higher_is_better=True, label="S",
                  native="cosine similarity of global features (higher = more similar)",
                  paper="-S", kreciprocal_offset=1.0, topk_fn=_simplified_topk
                  )(_simplified_distance)
-register_scoring("full", needs_ccn=True, paper="-F",
+register_scoring("full", needs_ccn=True, paper="-F", label="F",
                  native="CCN difference score D_RI in [0, 1] (lower = more similar)"
                  )(_full_distance)
-register_scoring("rerank", needs_ccn=True, uses_topk=True, paper="not in the paper",
+register_scoring("rerank", needs_ccn=True, uses_topk=True, paper="not in the paper", label="R",
                  native="CCN difference score D_RI on the simplified top-K (lower = more similar)",
                  topk_fn=_rerank_topk)(_rerank_distance)
