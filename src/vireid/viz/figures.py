@@ -32,7 +32,8 @@ from matplotlib.patches import Rectangle
 
 from vireid.errors import DataError
 from vireid.utils.atomic import atomic_path
-from vireid.viz.curves import new_figure, plot_cmc_curves, plot_metric_sweep, save_figure
+from vireid.viz.curves import (mode_label, new_figure, plot_cmc_curves, plot_metric_sweep,
+                               save_figure)
 from vireid.viz.tsne import tsne
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,8 @@ from typing import Any, Union
 
 from vireid.utils.atomic import atomic_write_text
 from vireid.errors import DataError
-from vireid.viz.curves import has_diagnostics, plot_cmc_curves, plot_diagnostics, plot_loss_curves
+from vireid.viz.curves import (has_diagnostics, mode_label, plot_cmc_curves, plot_diagnostics,
+                               plot_loss_curves)
 from vireid.viz.tables import delta_text, per_seed_text  # the cells a markdown table shares
 
 log = logging.getLogger(__name__)
