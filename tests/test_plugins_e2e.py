@@ -121,3 +121,11 @@ for path in ({str(run)!r}, str(run2)):
     assert cli["protocol"] == "toy-i2v" and cli["scoring"] == "toy-l1"
     for key in ("rank1", "rank5", "mAP", "mINP"):
         assert first["metrics"][key] == pytest.approx(cli["mean"][key], abs=1e-9), key
+
+
+def test_info_lists_the_plugins_entries_beside_the_built_ins(tmp_path):
+    names = json.loads(_cli("info", "--registered", "--json", cwd=tmp_path).stdout)
+    assert {"sysu", "toy"} <= set(names["datasets"]) and "toy-i2v" in names["protocols"]
+    assert {"ccn", "toy-idl"} <= set(names["losses"]) and {"full", "toy-l1"} <= set(names["scoring"])
+    assert {"resnet50", "toy"} <= set(names["backbones"])
+    assert set(names["plugins"]) == set(PLUGINS.split(","))

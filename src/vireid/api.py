@@ -30,12 +30,15 @@ from vireid.data.images import resize_rgb, show_path
 from vireid.data.records import MODALITIES, ImageRecord
 from vireid.engine.checkpoint import load_model_from_checkpoint
 from vireid.engine.features import FeatureSet, RecordImages, extract_features
-from vireid.engine.resolve import resolve_names
 from vireid.engine.trainer import train as _train
 from vireid.errors import ConfigError, DataError
-from vireid.evaluation.metrics import metric_rule
+from vireid.data.registry import DATASETS
+from vireid.evaluation.metrics import METRIC_RULES, metric_rule
 from vireid.evaluation.protocols import PROTOCOLS, get_protocol, metric_summary
-from vireid.scoring.scorers import get_scoring
+from vireid.losses.registry import LOSSES
+from vireid.models.backbones import BACKBONES
+from vireid.utils.plugins import load_plugins, loaded_plugins
+from vireid.scoring.scorers import SCORING_MODES, get_scoring
 from vireid.utils.runtime import resolve_device
 
 PathLike = Union[str, os.PathLike]
@@ -245,6 +248,15 @@ def train(config: Union[PathLike, Config], data_root: PathLike, out: PathLike,
     # Set directly, not as an override: a folder name is not parsed as YAML.
     cfg.data.root = os.fspath(data_root)
     validate(cfg)
-    resolve_names(cfg)
     _train(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
     return Path(out)
+
+
+def registered() -> dict[str, list[str]]:
+    """Every registered name by kind (data sets, protocols, losses, scoring modes, backbones,
+    metric rules) and the plugin modules imported, after importing the plugins."""
+    load_plugins()
+    return {"datasets": DATASETS.names(), "protocols": list(PROTOCOLS),
+            "losses": LOSSES.names(), "scoring": SCORING_MODES.names(),
+            "backbones": BACKBONES.names(), "metric_rules": METRIC_RULES.names(),
+            "plugins": loaded_plugins()}
