@@ -131,7 +131,11 @@ def test_default_model_keys_digest_and_initial_weights_unchanged() -> None:
 
 
 def test_config_options_validated() -> None:
-    for bad, word in (("model.pool=max", "model.pool"), ("loss.kind=agw2", "loss.kind"),
+    from vireid.engine.resolve import resolve_names
+
+    with pytest.raises(ConfigError, match=r"loss\.kind.*agw\+pbce.*'agw2'"):
+        resolve_names(_cfg("loss.kind=agw2"))  # names are resolved against the loss registry
+    for bad, word in (("model.pool=max", "model.pool"),
                       ("loss.triplet_margin=-1", "loss.triplet_margin"),
                       ("loss.pbce_weight=-0.5", "loss.pbce_weight"),
                       ("data.channel_aug=swap", "data.channel_aug"),

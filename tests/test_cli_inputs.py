@@ -17,21 +17,19 @@ and YAML files with anchors, aliases, repeated keys and YAML 1.1 words.
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import json
 import logging
 import os
 import random
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from test_sharded_eval import TINY, write_checkpoint, write_sysu
+from test_sharded_eval import write_checkpoint, write_sysu
 from vireid.cli import _all_parsers, build_parser, main
 from vireid.data.synthetic import generate
 
@@ -83,12 +81,9 @@ def env(tmp_path_factory):
              ir_size=(64, 32))
     regdb = t / "regdb"
     generate("regdb", regdb, ids=4, seed=0, rgb_size=(64, 32), ir_size=(64, 32))
-    llcm_cfg = copy.deepcopy(TINY)
-    llcm_cfg["data"]["dataset"] = "llcm"
     (t / "tiny.yaml").write_text(TINY_YAML)
     return {"t": t, "sysu": sysu, "llcm": llcm, "regdb": regdb, "cfg": t / "tiny.yaml",
-            "ckpt": write_checkpoint(t / "tiny.pt"),
-            "ckpt_llcm": write_checkpoint(t / "tiny-llcm.pt", llcm_cfg, num_classes=4)}
+            "ckpt": write_checkpoint(t / "tiny.pt")}
 
 
 def copy_of(src: Path, dst: Path) -> Path:
@@ -100,9 +95,11 @@ def sysu_summary(root: Path) -> tuple[int, str, str]:
     return cli("data", "summary", "--dataset", "sysu", "--root", root, "--json")
 
 
-def llcm_eval(env, root: Path) -> tuple[int, str, str]:
-    return cli("eval", "--checkpoint", env["ckpt_llcm"], "--data-root", root, "--trials", "0",
-               "--no-cache")
+def llcm_split_args(root: Path) -> list:
+    """``vireid data split`` of LLCM trial 0 (i2v: all NIR queries, sampled VIS gallery):
+    the loader and a protocol's lists, as evaluation reads them."""
+    return ["data", "split", "--dataset", "llcm", "--root", root, "--protocol", "i2v",
+            "--trial", "0", "--json"]
 
 
 def reference_ids(path: Path) -> list[int]:
@@ -140,8 +137,18 @@ def test_valid_layouts_read_the_ids_as_the_reference_and_produce_existing_paths(
     # every test id has IR images here, so the query holds exactly the reference's test ids
     assert {pid for _, pid, _ in lists["query"]} == set(reference_ids(root / "exp" /
                                                                       "test_id.txt"))
-    # LLCM: a full evaluation of the valid tree, no warning
-    rc, out, err = llcm_eval(env, env["llcm"])
+    # LLCM: the valid tree loads without a warning, every printed path exists, and every
+    # test id of the reference's reading has images in both lists (the synthetic layout
+    # gives every id both modalities)
+    llcm = env["llcm"]
+    rc, out, err = cli(*llcm_split_args(llcm))
+    assert rc == 0 and not warnings_of(err), err
+    lists = json.loads(out)
+    assert all((llcm / p).is_file() for part in ("query", "gallery") for p, _, _ in lists[part])
+    want = set(reference_ids(llcm / "idx" / "test_id.txt"))
+    assert {pid for _, pid, _ in lists["query"]} == want
+    assert {pid for _, pid, _ in lists["gallery"]} == want
+    rc, out, err = cli("data", "summary", "--dataset", "llcm", "--root", llcm, "--json")
     assert rc == 0 and not warnings_of(err), err
 
 
@@ -157,7 +164,8 @@ def test_id_files_on_several_lines_are_refused_in_every_layout(env, tmp_path):
     llcm = copy_of(env["llcm"], tmp_path / "llcm")
     ids = reference_ids(llcm / "idx" / "test_id.txt")
     (llcm / "idx" / "test_id.txt").write_text("\n".join(map(str, ids)) + "\n")
-    fails("eval", "--checkpoint", env["ckpt_llcm"], "--data-root", llcm, "--trials", "0",
+    fails(*llcm_split_args(llcm), needles=("test_id.txt", f"found {len(ids)} non-empty lines"))
+    fails("data", "summary", "--dataset", "llcm", "--root", llcm,
           needles=("test_id.txt", f"found {len(ids)} non-empty lines"))
     # tokens the reference cannot read as ids are named
     (root / "exp" / "test_id.txt").write_text("3,-4\n")
@@ -176,8 +184,7 @@ def test_id_folders_not_zero_padded_are_refused_in_every_layout(env, tmp_path):
     pid = reference_ids(llcm / "idx" / "test_id.txt")[0]
     folder = any_id_folder(llcm, "test_nir", pid)
     folder.rename(folder.parent / str(pid))
-    fails("eval", "--checkpoint", env["ckpt_llcm"], "--data-root", llcm, "--trials", "0",
-          needles=(f"{folder.parent.name}/{pid}", f"expected {pid:04d}"))
+    fails(*llcm_split_args(llcm), needles=(f"{folder.parent.name}/{pid}", f"expected {pid:04d}"))
 
 
 def test_paths_of_the_wrong_kind_are_refused_in_every_layout(env, tmp_path):
@@ -190,8 +197,7 @@ def test_paths_of_the_wrong_kind_are_refused_in_every_layout(env, tmp_path):
     llcm = copy_of(env["llcm"], tmp_path / "llcm")
     shutil.rmtree(llcm / "test_vis" / "cam3")
     (llcm / "test_vis" / "cam3").write_text("")
-    fails("eval", "--checkpoint", env["ckpt_llcm"], "--data-root", llcm, "--trials", "0",
-          needles=("test_vis", "cam3: a file"))
+    fails(*llcm_split_args(llcm), needles=("test_vis", "cam3: a file"))
     # the id folder of a listed id that is a file
     root = copy_of(env["sysu"], tmp_path / "sysu2")
     shutil.rmtree(root / "cam6" / "0004")
@@ -203,8 +209,7 @@ def test_paths_of_the_wrong_kind_are_refused_in_every_layout(env, tmp_path):
     folder = any_id_folder(llcm, "test_vis", pid)
     shutil.rmtree(folder)
     folder.write_text("")
-    fails("eval", "--checkpoint", env["ckpt_llcm"], "--data-root", llcm, "--trials", "0",
-          needles=(f"{pid:04d} is a file",))
+    fails(*llcm_split_args(llcm), needles=(f"{pid:04d} is a file",))
     # a split file that is a folder
     root = copy_of(env["sysu"], tmp_path / "sysu3")
     (root / "exp" / "val_id.txt").unlink()
@@ -231,8 +236,7 @@ def test_listed_ids_without_images_are_refused_in_every_layout(env, tmp_path):
     llcm = copy_of(env["llcm"], tmp_path / "llcm")
     ids = reference_ids(llcm / "idx" / "test_id.txt")
     (llcm / "idx" / "test_id.txt").write_text(",".join(map(str, ids + [77])) + "\n")
-    fails("eval", "--checkpoint", env["ckpt_llcm"], "--data-root", llcm, "--trials", "0",
-          needles=("0077", "test_id.txt", "no images"))
+    fails(*llcm_split_args(llcm), needles=("0077", "test_id.txt", "no images"))
 
 
 def test_unused_entries_are_counted_in_one_warning_in_every_layout(env, tmp_path):
@@ -255,11 +259,38 @@ def test_unused_entries_are_counted_in_one_warning_in_every_layout(env, tmp_path
     folder = any_id_folder(llcm, "test_vis", pid)
     os.symlink(tmp_path / "gone.jpg", folder / "zz.jpg")
     (llcm / "test_nir" / "notes").write_text("x")
-    rc, out, err = llcm_eval(env, llcm)
+    rc, out, err = cli(*llcm_split_args(llcm))
     assert rc == 0, err
     (line,) = warnings_of(err)
     assert "1 image link(s) whose target does not exist" in line and "zz.jpg" in line, line
     assert "1 entries that are not camera folders" in line and "(2 in all)" in line, line
+
+
+def test_llcm_test_lists_with_other_paths_load_with_one_warning(env, tmp_path):
+    # idx/test_vis.txt / test_nir.txt are read but no protocol uses them: a release whose
+    # lists spell paths another way (here under a top folder "LLCM/") still loads, the
+    # paths are counted in the one warning, and the protocol lists are those of the tree.
+    rc, out, err = cli(*llcm_split_args(env["llcm"]))
+    assert rc == 0, err
+    valid = json.loads(out)
+    llcm = copy_of(env["llcm"], tmp_path / "llcm")
+    moved = 0
+    for name in ("test_vis.txt", "test_nir.txt"):
+        lines = (llcm / "idx" / name).read_text().splitlines()
+        moved += len([ln for ln in lines if ln.strip()])
+        (llcm / "idx" / name).write_text("".join(f"LLCM/{ln}\n" for ln in lines if ln.strip()))
+    rc, out, err = cli(*llcm_split_args(llcm))
+    assert rc == 0, err
+    assert json.loads(out) == valid
+    (line,) = warnings_of(err)
+    assert f"ignoring {moved} paths in idx/test_vis.txt or idx/test_nir.txt that are not " \
+           f"files" in line and "LLCM/test_" in line, line
+    rc, out, err = cli("data", "summary", "--dataset", "llcm", "--root", llcm, "--json")
+    assert rc == 0 and len(warnings_of(err)) == 1, err
+    # the training lists are used: a path they list that is not a file is refused
+    first = (llcm / "idx" / "train_vis.txt").read_text().split()[0]
+    (llcm / first).unlink()
+    fails(*llcm_split_args(llcm), needles=("train_vis.txt", f"{first}: nothing"))
 
 
 # =========================================================================== class 4
@@ -276,9 +307,8 @@ def test_yaml_alias_expansion_is_bounded_and_names_the_file(env, tmp_path):
     cfg = tmp_path / "bomb.yaml"
     # 10**9 strings once expanded: refused before anything walks it
     cfg.write_text(_bomb(9))
-    t0 = time.perf_counter()
     line = fails("info", "--config", cfg, needles=("bomb.yaml", "at most 10,000 YAML nodes"))
-    assert len(line) < SHORT_LINE and time.perf_counter() - t0 < 10
+    assert len(line) < SHORT_LINE
     # in an override too
     fails("info", "--config", env["cfg"],
           "model.arch=[&a [1,1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a], "
@@ -306,6 +336,13 @@ def test_echoed_values_are_cut_with_their_size(env, tmp_path):
     (tmp_path / "key.yaml").write_text(f"train:\n  ? {'k' * 50_000}\n  : 1\n")
     line = fails("info", "--config", tmp_path / "key.yaml",
                  needles=("unknown config key", "(a str of 50006 characters)"))
+    assert len(line) < SHORT_LINE
+    # integer options of the command line (argparse types) echo through the same cut
+    line = fails("info", "--config", env["cfg"], "--num-classes", "9" * 5000,
+                 needles=("--num-classes", "(a str of 5000 characters)"))
+    assert len(line) < SHORT_LINE
+    line = fails("pretrain", "-o", tmp_path / "p", "--seed", "9" * 100,
+                 needles=("--seed", "in 0..4294967295", "an int of about"))
     assert len(line) < SHORT_LINE
     root = copy_of(env["sysu"], tmp_path / "sysu")
     (root / "exp" / "test_id.txt").write_text("3," + "x" * 50_000 + "\n")
@@ -506,8 +543,7 @@ def test_fuzz_id_files_of_sysu_and_llcm(env, tmp_path):
     for k in range(16):
         victim = rng.choice(files)
         victim.write_bytes(_mutate(originals[victim], ID_FRAGMENTS, rng))
-        args = (["eval", "--checkpoint", env["ckpt_llcm"], "--data-root", llcm, "--trials",
-                 "0", "--no-cache"] if victim.is_relative_to(llcm) else
+        args = (llcm_split_args(llcm) if victim.is_relative_to(llcm) else
                 ["data", "summary", "--dataset", "sysu", "--root", sysu])
         seen.add(_check(args, f"id file case {k}: {victim.name}: {victim.read_bytes()[:200]!r}"))
         victim.write_bytes(originals[victim])
@@ -521,8 +557,7 @@ def test_fuzz_folder_trees_of_sysu_and_llcm(env, tmp_path):
         if k % 2:
             root = copy_of(env["llcm"], tmp_path / f"llcm{k}")
             what = _mutate_tree(root, [root / "test_vis", root / "test_nir"], rng, tmp_path)
-            args = ["eval", "--checkpoint", env["ckpt_llcm"], "--data-root", root, "--trials",
-                    "0", "--no-cache"]
+            args = llcm_split_args(root)
         else:
             root = copy_of(env["sysu"], tmp_path / f"sysu{k}")
             what = _mutate_tree(root, [root], rng, tmp_path)

@@ -27,6 +27,7 @@ def test_quick_demo_writes_a_consistent_report(tmp_path: Path) -> None:
         for k in ("rank1", "mAP"):  # the reported mean is the mean of the trials
             assert r["mean"][k] == pytest.approx(np.mean([t[k] for t in r["per_trial"]]))
     m = data["machine"]
+    assert list(m) == ["platform", "python", "torch", "cpu_count", "torch_threads", "cuda"]
     assert m["platform"] == platform.platform() and m["cuda"] is None
     md = (out / "results.md").read_text()
     assert f"on {m['platform']} ({m['cpu_count']} CPUs, {m['torch_threads']} torch threads, no GPU)" in md

@@ -29,7 +29,7 @@ def _part_params(net: ResNet, part: str) -> int:
 @pytest.mark.parametrize("shared", list(SPECIFIC))
 def test_sharing_variants(shared):
     torch.manual_seed(0)
-    net = DSCSN(18, shared_stages=shared, width=0.0625)
+    net = DSCSN("resnet18", shared_stages=shared, width=0.0625)
     assert list(net.rgb.keys()) == SPECIFIC[shared] == list(net.ir.keys())
     # Both paths start equal but own distinct tensors.
     for p in SPECIFIC[shared]:
@@ -58,7 +58,7 @@ def test_sharing_variants(shared):
 
 def test_forward_pair_matches_separate_passes_in_eval():
     torch.manual_seed(0)
-    net = DSCSN(18, "3-4", width=0.0625).eval()
+    net = DSCSN("resnet18", "3-4", width=0.0625).eval()
     xr, xi = torch.rand(3, 3, 64, 32), torch.rand(2, 3, 64, 32)
     with torch.no_grad():
         fr, gr, fi, gi = net.forward_pair(xr, xi)
@@ -70,7 +70,7 @@ def test_pretrained_file_loads_into_both_paths(tmp_path):
     torch.manual_seed(0)
     src = ResNet(18, width=0.0625)
     torch.save(src.state_dict(), tmp_path / "w.pth")
-    net = DSCSN(18, "3-4", width=0.0625, pretrained=str(tmp_path / "w.pth"))
+    net = DSCSN("resnet18", "3-4", width=0.0625, pretrained=str(tmp_path / "w.pth"))
     assert torch.equal(net.rgb["stem"][0].weight, src.conv1.weight)
     assert torch.equal(net.ir["layer2"][1].conv2.weight, src.layer2[1].conv2.weight)
     assert torch.equal(net.shared["layer4"][0].downsample[0].weight, src.layer4[0].downsample[0].weight)
@@ -78,7 +78,7 @@ def test_pretrained_file_loads_into_both_paths(tmp_path):
 
 def test_paper_geometry_feature_map_and_size():
     # A narrow ResNet-50 has the paper network's spatial geometry at a fraction of the cost.
-    net = DSCSN(50, "3-4", last_stride=2, width=0.0625).eval()
+    net = DSCSN("resnet50", "3-4", last_stride=2, width=0.0625).eval()
     with torch.no_grad():
         f, g = net(torch.zeros(2, 3, 256, 128), "rgb")
     assert f.shape == (2, 2048 // 16, 8, 4) and g.shape == (2, 2048 // 16)
@@ -107,4 +107,4 @@ def test_build_model_small_forward():
 
 def test_bad_shared_stages():
     with pytest.raises(ConfigError, match="shared_stages"):
-        DSCSN(18, "2-3", width=0.0625)
+        DSCSN("resnet18", "2-3", width=0.0625)

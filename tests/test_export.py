@@ -196,7 +196,10 @@ def test_existing_folder_refused_then_overwritten(exported, capsys):
                    "--overwrite", "--opset", "13", "--no-verify"])
     assert rc == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["ccn_pair.onnx", "embed_ir.onnx", "embed_rgb.onnx", "manifest.json"]
+    # --overwrite replaces the export's own files only: the user's file stays (issue 23)
+    assert names == ["ccn_pair.onnx", "embed_ir.onnx", "embed_rgb.onnx", "manifest.json",
+                     "stray.txt"]
+    assert (out / "stray.txt").read_text() == "left by someone"
     man = json.loads((out / "manifest.json").read_text())
     assert man["opset"] == 13 and man["verification"] is None
     proto = onnx.load(str(out / "ccn_pair.onnx"))

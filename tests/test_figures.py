@@ -209,6 +209,8 @@ def test_sweep_plot_draws_each_mode_sorted_by_value_with_its_std(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Fig. 3 style plot: one line per scoring mode, points at the rows' values in x order,
     error bars = the rows' std; rows without an axis are refused."""
+    from matplotlib.axes import Axes
+
     from vireid.viz import curves as C
 
     rows = [{"axis": {"label": "stride_v", "value": v}, "scoring": m,
@@ -216,13 +218,13 @@ def test_sweep_plot_draws_each_mode_sorted_by_value_with_its_std(tmp_path: Path,
             for v, m, r1, sd in ((2, "full", 30.0, 1.0), (1, "simplified", 20.0, 2.0),
                                  (1, "full", 28.0, 0.5), (2, "simplified", 22.0, 1.5))]
     seen = []
-    real = C.plt.Axes.errorbar
+    real = Axes.errorbar
 
     def spy(ax, x, y, yerr=None, **kw):  # type: ignore[no-untyped-def]
         seen.append((kw.get("label"), list(x), list(y), list(yerr)))
         return real(ax, x, y, yerr=yerr, **kw)
 
-    monkeypatch.setattr(C.plt.Axes, "errorbar", spy)
+    monkeypatch.setattr(Axes, "errorbar", spy)
     png = C.plot_metric_sweep(rows, tmp_path / "f.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert ("full", [1.0, 2.0], [28.0, 30.0], [0.5, 1.0]) in seen  # rank-1 panel

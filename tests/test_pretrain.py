@@ -145,6 +145,7 @@ def test_pretrain_end_to_end_is_reproducible(tmp_path, tiny_config):
     assert record["config"]["loss"]["kind"] == "idl"
     assert record["config"]["model"]["shared_stages"] == "all"
     assert record["train"]["iterations"] == 4
+    assert list(record["machine"]) == ["platform", "python", "torch", "cpu_count"]  # the file format
     sd = torch.load(a_weights, weights_only=True)
     ckpt = torch.load(tmp_path / "a" / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert torch.equal(sd["layer4.1.conv2.weight"], ckpt["model"]["backbone.shared.layer4.1.conv2.weight"])

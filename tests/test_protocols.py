@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vireid.data import regdb as R
+from vireid.data import sysu as S
 from vireid.data.regdb import load_regdb
 from vireid.data.sysu import load_sysu
 from vireid.errors import ConfigError
@@ -98,7 +100,7 @@ def _parse(path):  # the reference's own parsing of camera and id from the path
 
 # --- SYSU ----------------------------------------------------------------------------------------
 def test_sysu_query_matches_reference(sysu, sysu_root):
-    q = P.sysu_query(sysu)
+    q = S.sysu_query(sysu)
     want = ref_query(str(sysu_root))
     assert [r.path for r in q] == _rel(sysu_root, want)
     assert [(r.camid, r.pid) for r in q] == [_parse(p) for p in want]
@@ -109,8 +111,8 @@ def test_sysu_query_matches_reference(sysu, sysu_root):
 @pytest.mark.parametrize("mode", ["all", "indoor"])
 def test_sysu_single_shot_gallery_matches_reference(sysu, sysu_root, mode):
     galleries = []
-    for t in P.SYSU_TRIALS:
-        split = P.sysu_split(sysu, mode=mode, trial=t)
+    for t in S.SYSU_TRIALS:
+        split = S.sysu_split(sysu, mode=mode, trial=t)
         want = ref_gallery(str(sysu_root), mode, t)
         assert [r.path for r in split.gallery] == _rel(sysu_root, want)
         assert [(r.camid, r.pid) for r in split.gallery] == [_parse(p) for p in want]
@@ -121,13 +123,13 @@ def test_sysu_single_shot_gallery_matches_reference(sysu, sysu_root, mode):
     assert len(set(galleries)) > 1  # trials differ
     # deterministic: building again gives the same picks, whatever was drawn in between
     random.seed(12345)
-    assert tuple(r.path for r in P.sysu_split(sysu, mode=mode, trial=3).gallery) == galleries[3]
+    assert tuple(r.path for r in S.sysu_split(sysu, mode=mode, trial=3).gallery) == galleries[3]
 
 
 @pytest.mark.parametrize("mode", ["all", "indoor"])
 def test_sysu_multi_shot_gallery_matches_seeded_convention(sysu, sysu_root, mode):
     for t in (0, 1, 7):
-        split = P.sysu_split(sysu, mode=mode, trial=t, shot="multi")
+        split = S.sysu_split(sysu, mode=mode, trial=t, shot="multi")
         want = ref_gallery(str(sysu_root), mode, t, multi=True)
         assert [r.path for r in split.gallery] == _rel(sysu_root, want)
         cams = (1, 2, 4, 5) if mode == "all" else (1, 2)
@@ -143,12 +145,12 @@ def test_no_train_test_overlap_and_modalities(sysu):
         split = P.build_split(name, sysu, 0)
         pids = {r.pid for r in split.query + split.gallery}
         assert pids <= set(TEST) and not pids & train_pids
-    g = P.sysu_split(sysu, "all", 0).gallery
+    g = S.sysu_split(sysu, "all", 0).gallery
     assert {r.modality for r in g} == {"rgb"} and {r.camid for r in g} <= {1, 2, 4, 5}
 
 
 def test_open_set_split(sysu):
-    s = P.sysu_open_set_split(sysu)
+    s = S.sysu_open_set_split(sysu)
     n = lambda cams: sum(v for (c, p), v in SYSU_COUNTS.items() if p in TEST and c in cams)  # noqa: E731
     assert len(s.query) == n((1, 3, 4)) and len(s.gallery) == n((2, 5, 6))
     assert {r.camid for r in s.query} == {1, 3, 4} and {r.camid for r in s.gallery} == {2, 5, 6}
@@ -178,12 +180,12 @@ def test_rand_perm_cam_gallery(sysu, sysu_root, tmp_path):
     mat = tmp_path / "rand_perm_cam.mat"
     savemat(str(mat), {"rand_perm_cam": cells})
     for shot, k in (("single", 1), ("multi", 10)):
-        split = P.sysu_split(sysu, "all", trial=4, shot=shot, gallery_source="rand_perm_cam", perm_file=mat)
+        split = S.sysu_split(sysu, "all", trial=4, shot=shot, gallery_source="rand_perm_cam", perm_file=mat)
         want = [f"cam{c}/{p:04d}/{int(s):04d}.jpg" for p in sorted(TEST) for c in (1, 2, 4, 5)
                 if (c, p) in expect for s in expect[(c, p)][4][:k]]
         assert [r.path for r in split.gallery] == want
     with pytest.raises(Exception, match="rand_perm_cam.mat"):
-        P.sysu_split(sysu, "all", 0, gallery_source="rand_perm_cam", perm_file=tmp_path / "nope.mat")
+        S.sysu_split(sysu, "all", 0, gallery_source="rand_perm_cam", perm_file=tmp_path / "nope.mat")
 
 
 def test_build_split_checks(sysu):
@@ -192,7 +194,7 @@ def test_build_split_checks(sysu):
     with pytest.raises(ConfigError, match="unknown protocol"):
         P.build_split("sysu-everything", sysu, 0)
     with pytest.raises(ConfigError):
-        P.sysu_split(sysu, mode="outdoor")
+        S.sysu_split(sysu, mode="outdoor")
 
 
 # --- RegDB ---------------------------------------------------------------------------------------
@@ -205,7 +207,7 @@ def regdb_root(tmp_path_factory):
             _img(root / "Visible" / f"{pid}" / f"female_{pid}_{k}.bmp")
             _img(root / "Thermal" / f"{pid}" / f"female_{pid}_{k}.bmp", mode="L")
     (root / "idx").mkdir()
-    for t in P.REGDB_TRIALS:
+    for t in R.TRIALS:
         perm = random.Random(t).sample(ids, len(ids))
         for split, chosen in (("train", sorted(perm[:3])), ("test", sorted(perm[3:]))):
             for mod, folder in (("visible", "Visible"), ("thermal", "Thermal")):
@@ -218,8 +220,8 @@ def regdb_root(tmp_path_factory):
 def test_regdb_split_and_direction_swap(regdb_root):
     ds = load_regdb(regdb_root)
     for t in (1, 5, 10):
-        v2t = P.regdb_split(ds, t, "v2t")
-        t2v = P.regdb_split(ds, t, "t2v")
+        v2t = R.regdb_split(ds, t, "v2t")
+        t2v = R.regdb_split(ds, t, "t2v")
         lines_v = (regdb_root / "idx" / f"test_visible_{t}.txt").read_text().split("\n")
         lines_t = (regdb_root / "idx" / f"test_thermal_{t}.txt").read_text().split("\n")
         assert [r.path for r in v2t.query] == [ln.split(" ")[0] for ln in lines_v if ln]

@@ -15,7 +15,7 @@ from vireid.models.resnet import feature_hw
 
 @pytest.mark.parametrize("budget", ["smoke", "cpu-short", "cpu", "cpu-pretrained", "paper"])
 def test_every_variant_is_a_valid_config(budget: str, tmp_path: Path) -> None:
-    for recipe in R.RECIPES.values():
+    for _, recipe in R.RECIPES.items():
         assert all(r.variant in recipe.variants for r in recipe.rows), recipe.name
         for name, overrides in recipe.variants.items():
             base = R.variant_base(budget, "sysu", overrides)
@@ -55,7 +55,7 @@ def test_fig3_kernel_counts_follow_algorithm1() -> None:
 def test_paper_values_are_those_of_the_text() -> None:
     paper = Path(__file__).resolve().parents[1].parent / "shared" / "paper" / "attend-to-the-difference.txt"
     text = paper.read_text() if paper.is_file() else ""
-    for recipe in R.RECIPES.values():
+    for _, recipe in R.RECIPES.items():
         for row in recipe.rows:
             for vals in row.paper.values():
                 for v in vals.values():
@@ -81,6 +81,7 @@ def test_smoke_run_of_each_table(table: str, smoke_out: Path) -> None:
     data = json.loads(res.json.read_text())
     md = res.markdown.read_text()
     assert data["table"] == table and data["budget"] == "smoke" and data["seeds"] == [0]
+    assert list(data["machine"]) == ["platform", "processor", "threads", "torch"]  # the file format
     for run in data["runs"].values():
         assert run["config"]["data"]["height"] == 64 and run["config"]["train"]["seed"] == 0
         assert Path(run["run_dir"], "checkpoints", "last.pt").is_file()
@@ -213,14 +214,16 @@ def test_seeds_aggregate_mean_and_std_over_seeds(tmp_path: Path) -> None:
 
 def test_evaluation_is_cached_per_run_and_redone_after_retraining(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from vireid.engine import runcache
+
     calls = []
-    real = R.evaluate_run
+    real = runcache.evaluate_run
 
     def counting(*a, **k):  # type: ignore[no-untyped-def]
         calls.append(a[0])
         return real(*a, **k)
 
-    monkeypatch.setattr(R, "evaluate_run", counting)
+    monkeypatch.setattr(runcache, "evaluate_run", counting)
     kw = dict(budget="smoke", synthetic=True, variants=["ours"], overrides=["data.workers=0"])
     first = json.loads(R.reproduce("table6", tmp_path, **kw).json.read_text())
     assert len(calls) == 1
@@ -237,3 +240,77 @@ def test_evaluation_is_cached_per_run_and_redone_after_retraining(tmp_path: Path
     os.utime(ckpt, ns=(1, 1))
     R.reproduce("table6", tmp_path, **kw)
     assert len(calls) == 2
+
+
+def test_table3_recipe_expands_into_the_override_lists_it_had() -> None:
+    """The recipe records are data; these literals are the override lists and references the
+    code before the records produced (captured by running it), in their order."""
+    rec = R.RECIPES["table3"]
+    stages = ["none", "4", "3-4", "2-4", "1-4", "all"]
+    assert list(rec.variants) == [f"noid-{s}" for s in stages] + [f"idl-{s}" for s in stages]
+    assert {v: rec.overrides(v) for v in rec.variants} == {
+        "noid-none": ["loss.kind=ccn-noid", "model.shared_stages=none"],
+        "noid-4": ["loss.kind=ccn-noid", "model.shared_stages=4"],
+        "noid-3-4": ["loss.kind=ccn-noid", "model.shared_stages=3-4"],
+        "noid-2-4": ["loss.kind=ccn-noid", "model.shared_stages=2-4"],
+        "noid-1-4": ["loss.kind=ccn-noid", "model.shared_stages=1-4"],
+        "noid-all": ["loss.kind=ccn-noid", "model.shared_stages=all"],
+        "idl-none": ["loss.kind=idl", "model.shared_stages=none"],
+        "idl-4": ["loss.kind=idl", "model.shared_stages=4"],
+        "idl-3-4": ["loss.kind=idl", "model.shared_stages=3-4"],
+        "idl-2-4": ["loss.kind=idl", "model.shared_stages=2-4"],
+        "idl-1-4": ["loss.kind=idl", "model.shared_stages=1-4"],
+        "idl-all": ["loss.kind=idl", "model.shared_stages=all"]}
+    # a run's list: the variant's, then the user's, then the seed's (the last one wins)
+    assert rec.overrides("noid-2-4", ["data.workers=0", "train.seed=1"]) == [
+        "loss.kind=ccn-noid", "model.shared_stages=2-4", "data.workers=0", "train.seed=1"]
+    assert {v: rec.reference_of(v) for v in rec.variants} == {
+        **{f"noid-{s}": "noid-3-4" for s in stages if s != "3-4"}, "noid-3-4": None,
+        **{f"idl-{s}": "idl-3-4" for s in stages if s != "3-4"}, "idl-3-4": None}
+    assert [(r.label, r.variant, r.scoring, r.paper) for r in rec.rows[:2]] == [
+        ("Ours(w/o ID) None", "noid-none", "simplified", {"sysu": {"rank1": 25.9, "mAP": 29.3}}),
+        ("Ours(w/o ID) Stage 4", "noid-4", "simplified", {"sysu": {"rank1": 29.3, "mAP": 33.6}})]
+    fig3 = R.RECIPES["fig3"]
+    assert {v: fig3.overrides(v) for v in fig3.variants} == {
+        "ours": ["loss.kind=ccn"], "stride-v2": ["loss.kind=ccn", "ccn.stride=[2,1]"],
+        "stride-v3": ["loss.kind=ccn", "ccn.stride=[3,1]"], "stride-v4": ["loss.kind=ccn", "ccn.stride=[4,1]"],
+        "stride-v5": ["loss.kind=ccn", "ccn.stride=[5,1]"]}
+
+
+@pytest.mark.parametrize("budget,dataset,table,variant,extra,key", [
+    ("cpu", "sysu", "table3", "noid-2-4", [], "noid-2-4-7a87776901"),
+    ("cpu-pretrained", "sysu", "table1", "idl", [], "idl-ff3465423e"),
+    ("smoke", "regdb", "table7", "lambda-0.4", ["train.seed=3"], "lambda-0.4-63b5d0123f"),
+    ("paper", "regdb", "fig3", "stride-v3", [], "stride-v3-8a53ab7296"),
+])
+def test_run_folders_keep_their_names(budget: str, dataset: str, table: str, variant: str,
+                                      extra: list[str], key: str) -> None:
+    """A variant's run folder (name + hash of its resolved config) is the one the code had
+    before the recipes became records (literal, captured from it): existing OUT/runs are
+    reused. A new config field with a default changes these names (and retrains)."""
+    rec = R.RECIPES[table]
+    cfg = R.variant_config(R.variant_base(budget, dataset, rec.overrides(variant, extra)),
+                           rec.variants[variant], "/data/x", variant, extra)
+    assert R.run_key(variant, cfg) == key
+
+
+def test_a_table_is_refused_on_a_dataset_it_is_not_defined_on(tmp_path: Path) -> None:
+    from vireid.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--dataset: table8 .* defined on sysu only.*found 'regdb'"):
+        R.reproduce("table8", tmp_path / "out", budget="smoke", dataset="regdb", synthetic=True)
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_cli_choices_are_the_registries() -> None:
+    from vireid.apps.recipes import BUDGETS, RECIPES
+    from vireid.cli import _all_parsers, build_parser
+    from vireid.data.registry import DATASETS
+
+    sub = next(p for p in _all_parsers(build_parser()) if p.prog.endswith(" reproduce"))
+    acts = {a.dest: a for a in sub._actions}
+    assert list(acts["table"].choices) == ["table1", "table3", "table4", "table6", "table7", "fig3",
+                                          "table8", "cost", "all"] == RECIPES.names() + ["all"]
+    assert list(acts["dataset"].choices) == DATASETS.names() and "llcm" in acts["dataset"].choices
+    assert list(acts["budget"].choices) == ["smoke", "cpu-short", "cpu", "cpu-pretrained", "paper"]
+    assert list(acts["budget"].choices) == BUDGETS.names()

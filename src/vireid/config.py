@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import importlib.resources
 import json
 import math
 import os
@@ -29,9 +30,25 @@ from .errors import ConfigError
 from .utils.atomic import atomic_write_text
 from .utils.messages import echo, echo_typed
 
+
+def _package_folder(name: str) -> Path:
+    """A data folder shipped inside the vireid package (``vireid/NAME``), wherever vireid is
+    installed: a checkout, an editable install or a wheel (package data, pyproject.toml)."""
+    folder = importlib.resources.files(__package__ or "vireid") / name
+    # A wheel installs as files, so the traversable is a real Path; callers (load_config,
+    # torch.load, digest checks) need one. A zipped import would not give one: say so.
+    if not isinstance(folder, Path):
+        raise ConfigError(f"vireid's package data {name}/ must be files on disk; found {folder!r} "
+                          f"(install vireid with pip, not as a zip archive)")
+    return folder
+
+
 #: Pretrained weights packaged with vireid (``model.pretrained: NAME`` = ``ASSET_DIR/NAME.pth``;
 #: :mod:`vireid.models.assets` checks each file's digest and the model it fits).
-ASSET_DIR = Path(__file__).resolve().parent / "assets"
+ASSET_DIR = _package_folder("assets")
+#: The shipped presets (``vireid/configs/*.yaml``, package data; the repository's top-level
+#: ``configs`` is a link to this folder).
+PRESET_DIR = _package_folder("configs")
 # Names of registered things (model.arch, data.dataset, loss.kind, eval.scoring) are not
 # listed here: the config checks that they are non-empty strings, and each is resolved
 # against its registry (vireid.utils.registry) when something is built, so a plugin's
@@ -44,6 +61,12 @@ KERNEL_SOURCES = ("sample", "generator")
 SELECTIONS = ("last", "val")
 DEVICES = ("auto", "cpu", "cuda")
 AMPS = ("off", "bf16", "fp16")
+#: Seeds are below 2**32: numpy's legacy generator takes 0..2**32-1, torch's
+#: ``manual_seed`` -2**63..2**64-1, so every seed in 0..SEED_LIMIT-1 means the same to all.
+SEED_LIMIT = 2**32
+#: Most torch threads per process: far above any machine's cores, far below the count at
+#: which OpenMP fails to create its threads (100000 crashed the process, exit 139).
+MAX_THREADS = 1024
 
 
 def _choice(default: str, allowed: tuple[str, ...]) -> Any:
@@ -558,7 +581,7 @@ def validate(cfg: Config) -> Config:
     _check("loss.triplet_margin", l.triplet_margin >= 0, "a number ≥ 0", l.triplet_margin)
     _check("loss.pbce_weight", l.pbce_weight >= 0, "a number ≥ 0", l.pbce_weight)
     _check_name("data.dataset", d.dataset)
-    _check("data.trial", 1 <= d.trial <= 10, "an integer in 1..10", d.trial)
+    _check("data.trial", d.trial >= 1, "an integer ≥ 1 (the data set's trial rule bounds it)", d.trial)
     # The upper bound only keeps a typo (height: 25600) from allocating gigabytes.
     _check("data.height", 16 <= d.height <= 4096 and d.height % 8 == 0,
            "a multiple of 8 in 16..4096", d.height)
@@ -589,7 +612,9 @@ def validate(cfg: Config) -> Config:
     _check("train.warmup_epochs", 0 <= t.warmup_epochs < t.epochs,
            f"an integer in 0..{t.epochs - 1}", t.warmup_epochs)
     _check_choice("train.device", t.device, DEVICES)
-    _check("train.threads", t.threads is None or t.threads >= 1, "null or an integer ≥ 1", t.threads)
+    _check("train.seed", 0 <= t.seed < SEED_LIMIT, f"an integer in 0..{SEED_LIMIT - 1}", t.seed)
+    _check("train.threads", t.threads is None or 1 <= t.threads <= MAX_THREADS,
+           f"null or an integer in 1..{MAX_THREADS}", t.threads)
     _check("train.checkpoint_every", t.checkpoint_every >= 1, "an integer ≥ 1", t.checkpoint_every)
     _check("train.log_every", t.log_every >= 1, "an integer ≥ 1", t.log_every)
     _check_choice("train.selection", t.selection, SELECTIONS)
@@ -677,18 +702,16 @@ def save_config(cfg: Config, path: Union[str, Path]) -> None:
 
 
 def preset_path(name: str) -> Path:
-    """Path of a preset shipped in ``configs/`` (repository checkout) by name or file name."""
-    root = Path(__file__).resolve().parents[2] / "configs"
-    candidate = root / (name if name.endswith(".yaml") else f"{name}.yaml")
+    """Path of a preset shipped with vireid (:data:`PRESET_DIR`) by name or file name."""
+    candidate = PRESET_DIR / (name if name.endswith(".yaml") else f"{name}.yaml")
     if not candidate.is_file():
-        found = sorted(p.stem for p in root.glob("*.yaml")) if root.is_dir() else []
-        raise ConfigError(f"no preset named {echo(name)} in {root}; found: "
-                          f"{', '.join(found) or 'none'}")
+        raise ConfigError(f"no preset named {echo(name)} in {PRESET_DIR}; "
+                          f"found: {', '.join(preset_names()) or 'none'}")
     return candidate
 
 
 def preset_or_path(name: str) -> Path:
-    """A YAML path as given, or the preset of that name in ``configs/``."""
+    """A YAML path as given, or the shipped preset of that name (:func:`preset_path`)."""
     path = Path(name)
     if path.exists():
         return path  # read_config_file names what is wrong with it, if anything
@@ -704,6 +727,5 @@ def preset_or_path(name: str) -> Path:
 
 
 def preset_names() -> list[str]:
-    """Names of the presets in ``configs/``."""
-    root = Path(__file__).resolve().parents[2] / "configs"
-    return sorted(p.stem for p in root.glob("*.yaml")) if root.is_dir() else []
+    """Names of the presets shipped with vireid (:data:`PRESET_DIR`), sorted."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) if PRESET_DIR.is_dir() else []

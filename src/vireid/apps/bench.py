@@ -9,8 +9,6 @@ documented in docs/performance.md.
 from __future__ import annotations
 
 import logging
-import os
-import platform
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -25,6 +23,7 @@ from vireid.apps.bench_scoring import (GEOMETRY, PAPER_REGDB_EXTRACT_S, PAPER_RE
 from vireid.errors import ConfigError
 from vireid.models.ccn import CCN
 from vireid.scoring import fastccn
+from vireid.utils.provenance import machine_info
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +66,9 @@ def run_benchmark(n_full: int = 512, paper_pairs: int = 200, fft_pairs: int = 20
     qF, gF = feats[:n_full], feats[n_full:2 * n_full]
     res: dict[str, Any] = {
         "schema": "vireid-bench-ccn/1",
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "cuda": torch.cuda.is_available(), "loadavg_start": list(os.getloadavg()),
-                    "numba": fastccn.numba_available()},
+        "machine": machine_info("platform", "processor", "cpu_count", "torch_threads",
+                                "cuda=cuda_available", "loadavg_start=loadavg")
+        | {"numba": fastccn.numba_available()},
         "geometry": {k: list(v) if isinstance(v, tuple) else v for k, v in GEOMETRY.items()}
         | {"num_kernels": ccn.num_kernels,
            "direct_macs_per_pair": ccn.macs_per_pair(),
@@ -140,5 +138,5 @@ def run_benchmark(n_full: int = 512, paper_pairs: int = 200, fft_pairs: int = 20
     if e2e_images:
         say(f"end-to-end evaluation, {e2e_images} images")
         res["end_to_end"] = bench_end_to_end(e2e_images, batch=e2e_batch)
-    res["machine"]["loadavg_end"] = list(os.getloadavg())
+    res["machine"].update(machine_info("loadavg_end=loadavg"))
     return res

@@ -23,16 +23,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any, Union
 
-import torch
-
 from vireid.config import load_config, preset_path
 from vireid.data.synthetic import generate
-from vireid.utils.atomic import atomic_write_text
+from vireid.utils.atomic import atomic_write_text, undo_new_folders
+from vireid.utils.provenance import machine_info
 from vireid.engine.evaluate import evaluate, format_results
 from vireid.engine.trainer import train
 from vireid.viz.curves import plot_cmc_curves, plot_loss_curves
@@ -71,7 +69,6 @@ def run_demo(out_dir: PathLike = "demo-out", quick: bool = False, progress: bool
 
     t_all = time.perf_counter()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     ids = QUICK["ids"] if quick else DEMO_IDS
     overrides = list(QUICK["overrides"]) if quick else []
     seconds: dict[str, float] = {}
@@ -79,7 +76,11 @@ def run_demo(out_dir: PathLike = "demo-out", quick: bool = False, progress: bool
     t0 = time.perf_counter()
     data_root = out / "data" / "sysu-synthetic"
     log.info("demo 1/4: generating a synthetic SYSU-layout dataset of %d ids in %s", ids, data_root)
-    data_info = generate("sysu", data_root, ids=ids, seed=seed, workers=workers)
+    # An error or Ctrl-C here leaves no image (the generator writes into a temp folder that
+    # its clean-up removes, through a second Ctrl-C too) and no folder this call created.
+    with undo_new_folders(out):
+        out.mkdir(parents=True, exist_ok=True)
+        data_info = generate("sysu", data_root, ids=ids, seed=seed, workers=workers)
     seconds["data"] = time.perf_counter() - t0
 
     common = overrides + [f"data.root={data_root}", f"train.seed={seed}"]
@@ -111,13 +112,6 @@ def run_demo(out_dir: PathLike = "demo-out", quick: bool = False, progress: bool
     return out
 
 
-def _machine() -> dict[str, Any]:
-    return {"platform": platform.platform(), "python": platform.python_version(),
-            "torch": str(torch.__version__), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
 def _write_report(out: Path, rows: list[dict[str, Any]], runs: dict[str, Any], cfg: Any,
                   data_info: dict[str, Any], seconds: dict[str, float], quick: bool) -> None:
 
@@ -130,7 +124,8 @@ def _write_report(out: Path, rows: list[dict[str, Any]], runs: dict[str, Any], c
         loss_runs[name] = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     plot_loss_curves(loss_runs, out / "loss_curves.png", title="training loss (demo)")
 
-    machine = _machine()
+    machine = machine_info("platform", "python", "torch", "cpu_count", "torch_threads",
+                           "cuda=cuda_device")
     n_test = data_info.get("test_ids")
     budget = (f"{cfg.train.epochs} epochs x {runs['ccn'].iterations // max(cfg.train.epochs, 1)} "
               f"iterations, N = {cfg.data.ids_per_batch} ids/batch, {cfg.model.arch} width "

@@ -19,16 +19,17 @@ Export details:
   graphs here have no data-dependent control flow, so tracing is exact.
 * The pair head does not trace :meth:`CCN.logits` as is: its batched correlation is a grouped
   convolution with ``groups = M`` pairs, and ONNX fixes ``group`` in the graph, which would
-  freeze the batch size. :class:`CCNPairModule` computes the same correlation as
-  ``unfold`` (im2col, zero padding ``padding``) followed by a batched matrix product — the
-  identical sum Σ_{c,p,q} K[c,p,q]·F_pad[c,y+p,x+q] — whose shapes all follow the batch.
-  The kernels still come from :meth:`CCN.kernels` (Algorithm 1's crops or the KG generator)
-  and W_D from the CCN's own layers, so "sample"/"generator" and shared/unshared W_D export.
+  freeze the batch size. It traces :class:`vireid.models.ccn_pair.CCNPairModule`, the same
+  correlation as ``unfold`` + a batched matrix product, whose shapes all follow the batch
+  ("sample"/"generator" kernels and shared/unshared W_D all export).
 * After writing, every file passes ``onnx.checker.check_model(full_check=True)`` and, unless
   ``verify=False``, onnxruntime is run on a batch of a *different* size from the traced one
   and compared with PyTorch (recorded in the manifest under ``verification``).
 * The folder is built in a temp folder next to ``out_dir`` and renamed into place
-  (:func:`vireid.utils.atomic.atomic_dir`): a failed export leaves no partial folder.
+  (:func:`vireid.utils.atomic.atomic_dir`): a failed or interrupted export leaves no partial
+  folder. With ``overwrite``, only the export's own files are replaced (:data:`OWN_FILES`,
+  and the files an earlier export's manifest lists); other files in ``out_dir`` stay, and
+  ``manifest.json`` is moved in last.
 """
 from __future__ import annotations
 
@@ -43,13 +44,13 @@ from typing import Any, Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from vireid import __version__
 from vireid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from vireid.models.ccn_pair import CCNPairModule
 from vireid.utils.digest import file_sha256, state_digest
-from vireid.utils.atomic import atomic_dir
+from vireid.utils.atomic import atomic_dir, note_file_written
 from vireid.errors import VireidError
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ MANIFEST_VERSION = 1
 EMBED_FILES = {"rgb": "embed_rgb.onnx", "ir": "embed_ir.onnx"}
 PAIR_FILE = "ccn_pair.onnx"
 MANIFEST_FILE = "manifest.json"
+#: Every file an export writes; ``--overwrite`` replaces these and nothing else.
+OWN_FILES = (*EMBED_FILES.values(), PAIR_FILE, MANIFEST_FILE)
 #: unfold (im2col) needs opset 11; 20 is the newest the TorchScript exporter writes.
 MIN_OPSET, MAX_OPSET = 11, 20
 #: Export-time check of onnxruntime against PyTorch: |ort − torch| ≤ atol·scale + rtol·|torch|,
@@ -105,36 +108,6 @@ class EmbeddingModule(nn.Module):
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         return self.model.forward_features(image, self.modality)
-
-
-class CCNPairModule(nn.Module):
-    """CCN on aligned pairs (ia = ib = arange(B)), in an export-friendly form.
-
-    forward(F_a (B, C, h, w), F_b (B, C, h, w)) -> D (B,), la (B,), lb (B,), identical to
-    ``ccn.forward(F_a, F_b, arange(B), arange(B))`` and ``ccn.logits(...)``.
-    """
-
-    def __init__(self, ccn: nn.Module) -> None:
-        super().__init__()
-        self.ccn = ccn
-
-    def _correlate(self, feat: Tensor, kab: Tensor) -> Tensor:
-        """feat (B, C, h, w), kab (B, n, C·hK·wK) -> scaled correlation, flattened (B, n·h'·w').
-
-        unfold lays each window out as (c, p, q) row-major, the same order as the kernels'
-        flattened (C, hK, wK), so one matmul per pair is the correlation of all n kernels.
-        """
-        cols = nnf.unfold(feat, self.ccn.kernel_size, padding=self.ccn.padding)  # (B, C·hK·wK, h'·w')
-        return torch.matmul(kab, cols).flatten(1) * self.ccn.corr_scale
-
-    def forward(self, fa: Tensor, fb: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        ccn = self.ccn
-        kab = (ccn.kernels(fa) - ccn.kernels(fb)).abs().flatten(2)  # (B, n, C·hK·wK)
-        fc_b = ccn.fc if ccn.fc_b is None else ccn.fc_b
-        la = ccn.fc(self._correlate(fa, kab)).squeeze(1)
-        lb = fc_b(self._correlate(fb, kab)).squeeze(1)
-        d = 0.5 * (torch.sigmoid(la) + torch.sigmoid(lb))
-        return d, la, lb
 
 
 # --------------------------------------------------------------------------- manifest parts
@@ -274,6 +247,21 @@ def _check_opset(opset: Any) -> int:
     return opset
 
 
+def _files_of_earlier_export(out_dir: Path) -> set[str]:
+    """The file names that the manifest of an earlier export in ``out_dir`` lists (plain
+    names only; an unreadable or foreign manifest lists nothing)."""
+    try:
+        manifest = json.loads((out_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        return set()
+    files = manifest.get("files")
+    names = files.keys() if isinstance(files, dict) else ()
+    return {n for n in names if isinstance(n, str) and n and Path(n).name == n
+            and n not in (".", "..")}
+
+
 def export_onnx(model: nn.Module, cfg: Any, out_dir: PathLike, opset: int = 17, *,
                 overwrite: bool = False, verify: bool = True,
                 meta: Optional[dict[str, Any]] = None) -> dict[str, Any]:
@@ -284,7 +272,9 @@ def export_onnx(model: nn.Module, cfg: Any, out_dir: PathLike, opset: int = 17, 
         cfg: its vireid.config.Config (input size, architecture).
         out_dir: output folder; must be missing or empty unless ``overwrite``.
         opset: ONNX opset, 11..20 (default 17).
-        overwrite: replace an existing non-empty ``out_dir`` (only once the export succeeded).
+        overwrite: write into an existing non-empty ``out_dir`` (only once the export
+            succeeded), replacing the export's own files (:data:`OWN_FILES` and those an
+            earlier manifest lists) and leaving every other file.
         verify: compare onnxruntime with PyTorch on a batch of 3 (different from the traced
             batch of 2, so the dynamic axis is exercised) and record the error.
         meta: the checkpoint's metadata (``load_model_from_checkpoint``'s third value); its
@@ -312,16 +302,20 @@ def export_onnx(model: nn.Module, cfg: Any, out_dir: PathLike, opset: int = 17, 
     model.eval()
     verification: dict[str, float] = {}
     try:
-        with atomic_dir(out_dir, overwrite=overwrite) as tmp, torch.no_grad():
+        stale = _files_of_earlier_export(out_dir) - set(OWN_FILES)
+        with atomic_dir(out_dir, overwrite=overwrite, merge=True, stale=stale,
+                        last=(MANIFEST_FILE,)) as tmp, torch.no_grad():
             feats = {}
             for modality, fname in EMBED_FILES.items():
                 export_embedding(model, modality, tmp / fname, trace_x, opset)
+                note_file_written()
                 mod = EmbeddingModule(model, modality).eval()
                 if verify:
                     verification[fname] = _verify(tmp / fname, mod, {"image": check_x}, ort, ["F", "G"])
                 feats[modality] = (mod(trace_x)[0], mod(check_x)[0])
             # Trace the pair head on real feature maps (their value range), RGB as side a.
             export_pair_head(ccn, tmp / PAIR_FILE, feats["rgb"][0], feats["ir"][0], opset)
+            note_file_written()
             if verify:
                 verification[PAIR_FILE] = _verify(
                     tmp / PAIR_FILE, CCNPairModule(ccn).eval(),

@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,8 @@ from vireid.data.synthetic import generate
 from vireid.engine.trainer import train
 from vireid.errors import CheckpointError, ConfigError
 from vireid.models.resnet import ResNet, load_imagenet_weights
-from vireid.utils.atomic import atomic_save_torch, atomic_write_text
+from vireid.utils.atomic import atomic_save_torch, atomic_write_text, undo_new_folders
+from vireid.utils.provenance import machine_info
 
 log = logging.getLogger(__name__)
 
@@ -177,19 +177,22 @@ def pretrain(out: PathLike, *, preset: str = "cpu-synthetic", overrides: Sequenc
     """
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     data_info: dict[str, Any]
-    if data_root is None:
-        data_root = out / "data"
-        t0 = time.perf_counter()
-        log.info("pretrain 1/3: synthesising %d ids (seed %d, difficulty %g) into %s",
-                 ids, data_seed, difficulty, data_root)
-        data_info = generate("sysu", data_root, ids=ids, seed=data_seed, workers=workers,
-                             difficulty=difficulty, **(synth_options or {}))
-        seconds["data"] = time.perf_counter() - t0
-    else:
-        data_info = {"root": str(data_root), "given": True}
+    # The synthesis writes into a temp folder that an error or Ctrl-C removes (also through
+    # a second Ctrl-C); the output folder, when this call created it, goes with it.
+    with undo_new_folders(out):
+        out.mkdir(parents=True, exist_ok=True)
+        if data_root is None:
+            data_root = out / "data"
+            t0 = time.perf_counter()
+            log.info("pretrain 1/3: synthesising %d ids (seed %d, difficulty %g) into %s",
+                     ids, data_seed, difficulty, data_root)
+            data_info = generate("sysu", data_root, ids=ids, seed=data_seed, workers=workers,
+                                 difficulty=difficulty, **(synth_options or {}))
+            seconds["data"] = time.perf_counter() - t0
+        else:
+            data_info = {"root": str(data_root), "given": True}
     data_info = {k: v for k, v in data_info.items() if k != "out"}
 
     cfg = pretrain_config(data_root, preset, overrides, seed, threads)
@@ -232,8 +235,7 @@ def pretrain(out: PathLike, *, preset: str = "cpu-synthetic", overrides: Sequenc
                   "final_epoch": last[-1] if last else None,
                   "checkpoint_model_digest": ckpt.get("model_digest")},
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "torch": str(torch.__version__), "cpu_count": os.cpu_count()},
+        "machine": machine_info("platform", "python", "torch", "cpu_count"),
     }
     record_path = out / f"{stem}.json"
     atomic_write_text(record_path, json.dumps(record, indent=2, default=str) + "\n")

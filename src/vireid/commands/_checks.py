@@ -7,11 +7,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..config import MAX_THREADS, SEED_LIMIT
 from ..errors import ConfigError
-from ..utils.atomic import OutputWriteError
+from ..utils.atomic import OutputWriteError, atomic_write_text, output_target
+from ..utils.messages import echo
+
+#: The output name that means standard output (``--json -``), as the ecosystem's tools read it.
+STDOUT = "-"
 
 
 def int_at_least(lo: int) -> Callable[[str], int]:
@@ -20,12 +26,35 @@ def int_at_least(lo: int) -> Callable[[str], int]:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer ≥ {lo}, found {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected an integer ≥ {lo}, found "
+                                             f"{echo(text)}") from None
         if value < lo:
-            raise argparse.ArgumentTypeError(f"expected an integer ≥ {lo}, found {value}")
+            raise argparse.ArgumentTypeError(f"expected an integer ≥ {lo}, found {echo(value)}")
         return value
     parse.__name__ = f"integer ≥ {lo}"
     return parse
+
+
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse ``type`` for an integer in ``lo..hi``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, found "
+                                             f"{echo(text)}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, found "
+                                             f"{echo(value)}")
+        return value
+    parse.__name__ = f"integer in {lo}..{hi}"
+    return parse
+
+
+#: ``--threads``: the range of ``train.threads`` (config.MAX_THREADS).
+threads_type = int_in(1, MAX_THREADS)
+#: ``--seed`` of a training or of random picks: the range of ``train.seed`` (config.SEED_LIMIT).
+seed_type = int_in(0, SEED_LIMIT - 1)
 
 
 def check_device(device: str, option: str = "--device") -> str:
@@ -40,13 +69,41 @@ def check_device(device: str, option: str = "--device") -> str:
     return device
 
 
-def check_output_file(path: Optional[str], option: str) -> None:
+def is_stdout(path: Optional[str]) -> bool:
+    """Whether an output option names standard output (``-``)."""
+    return path == STDOUT
+
+
+def write_text_output(path: str, text: str) -> None:
+    """``text`` to standard output for ``-``, else to the file ``path`` atomically (a
+    symbolic link's target is written; a FIFO or ``/dev/stdout`` in place)."""
+    if is_stdout(path):
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+    else:
+        atomic_write_text(path, text)
+
+
+def check_output_file(path: Optional[str], option: str, stdout_ok: bool = False) -> None:
     """Refuse an output file path that cannot be written, before the work that fills it:
     an existing folder, a parent that is a file, or a parent folder without write access
-    (the parent is created here when missing)."""
+    (the parent is created here when missing). ``-`` (standard output) is accepted where
+    ``stdout_ok``, else refused. A symbolic link is judged by its target; a stream or device
+    (``/dev/stdout``, a FIFO) by its own write permission."""
     if not path:
         return
-    p = Path(path)
+    if is_stdout(path):
+        if stdout_ok:
+            return
+        raise ConfigError(f"{option} -: expected a file path, found '-' (standard output "
+                          f"is not supported for this output)")
+    target, in_place = output_target(path)
+    if in_place:
+        if not os.access(target, os.W_OK):
+            raise OutputWriteError(f"{option} {path}: expected a writable stream or device, "
+                                   f"found one without write permission")
+        return
+    p = target
     if p.is_dir():
         raise ConfigError(f"{option} {path}: expected a file path, found a folder")
     parent = p.parent if str(p.parent) else Path(".")

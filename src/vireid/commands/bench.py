@@ -5,15 +5,18 @@ Every figure and JSON key is described in docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 
-from ..utils.atomic import atomic_write_text
+from ._checks import check_output_file, is_stdout, write_text_output
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure full-mode scoring, simplified scoring, extraction and training speed")
-    p.add_argument("--json", metavar="OUT", help="write every figure as JSON to OUT")
+    p.add_argument("--json", metavar="OUT",
+                   help="write every figure as JSON to OUT; '-' is stdout (the summary lines "
+                        "then go to stderr)")
     p.add_argument("--n", type=int, default=512, help="queries = gallery size of the full-mode run "
                    "(default 512; 2060 = RegDB in full)")
     p.add_argument("--paper-pairs", type=int, default=200, help="pairs timed for the per-pair form")
@@ -37,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
     # late: keeps `vireid --help` fast (the library imports torch, ~1.7 s)
     from ..apps.bench import run_benchmark
 
+    check_output_file(args.json, "--json", stdout_ok=True)
+    # With `--json -` standard output holds the JSON alone, so the summary goes to stderr.
+    say = functools.partial(print, file=sys.stderr if is_stdout(args.json) else sys.stdout)
     res = run_benchmark(n_full=args.n, paper_pairs=args.paper_pairs, fft_pairs=args.fft_pairs,
                         chunk_size=args.chunk_size, torch_n=args.torch_n, lowp_n=args.lowp_n,
                         model_batch=args.model_batch, with_models=not args.no_models,
@@ -45,20 +51,21 @@ def run(args: argparse.Namespace) -> int:
                         density_images=args.density_images,
                         progress=lambda s: print(f"... {s}", file=sys.stderr, flush=True))
     s = res["summary"]
-    print(f"paper per-pair form : {s['paper_pairs_per_s']:.1f} pairs/s")
-    print(f"vireid full mode    : {s['full_pairs_per_s']:.0f} pairs/s "
-          f"(x{s['speedup_full_vs_paper_per_pair']:.0f}; max rel. error vs direct form "
-          f"{res['full']['max_rel_error_vs_direct']:.1e})")
-    print(f"RegDB 2060x2060 full: {s['regdb_full_extrapolated_s']:.1f} s (paper: {s['regdb_full_paper_s']:.0f} s)")
-    print(f"RegDB simplified    : {s['regdb_simplified_s']:.2f} s")
+    say(f"paper per-pair form : {s['paper_pairs_per_s']:.1f} pairs/s")
+    say(f"vireid full mode    : {s['full_pairs_per_s']:.0f} pairs/s "
+        f"(x{s['speedup_full_vs_paper_per_pair']:.0f}; max rel. error vs direct form "
+        f"{res['full']['max_rel_error_vs_direct']:.1e})")
+    say(f"RegDB 2060x2060 full: {s['regdb_full_extrapolated_s']:.1f} s (paper: {s['regdb_full_paper_s']:.0f} s)")
+    say(f"RegDB simplified    : {s['regdb_simplified_s']:.2f} s")
     if s["fraction_of_incache_kernel"] is not None:
-        print(f"fraction of in-cache kernel rate: {s['fraction_of_incache_kernel']:.2f}")
+        say(f"fraction of in-cache kernel rate: {s['fraction_of_incache_kernel']:.2f}")
     if "end_to_end" in res:
         e = res["end_to_end"]
-        print(f"end to end ({e['images']} images): extract {e['extract_s']:.1f} s, simplified "
-              f"{e['simplified_s']:.2f} s, full {e['full_s']:.1f} s, rerank {e['rerank_s']:.2f} s "
-              f"(paper: 24.8 s + 0.5 s + 5280 s)")
+        say(f"end to end ({e['images']} images): extract {e['extract_s']:.1f} s, simplified "
+            f"{e['simplified_s']:.2f} s, full {e['full_s']:.1f} s, rerank {e['rerank_s']:.2f} s "
+            f"(paper: 24.8 s + 0.5 s + 5280 s)")
     if args.json:
-        atomic_write_text(args.json, json.dumps(res, indent=2))
-        print(f"wrote {args.json}")
+        write_text_output(args.json, json.dumps(res, indent=2))
+        if not is_stdout(args.json):
+            say(f"wrote {args.json}")
     return 0

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from ..utils.atomic import atomic_write_text
-from ._checks import check_output_file
+from ._checks import RegistryChoices, check_output_file, write_text_output
+
+#: The registered data sets (looked up only when a value is checked or help is printed).
+DATASET_CHOICES = RegistryChoices("vireid.data.registry:DATASETS")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,26 +15,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
 
     s = dsub.add_parser("summary", help="ids and images per split/camera/modality; protocol sizes")
-    s.add_argument("--dataset", required=True, choices=("sysu", "regdb"),
-                   help="layout of the folder: SYSU-MM01 or RegDB")
+    s.add_argument("--dataset", required=True, choices=DATASET_CHOICES, metavar="NAME",
+                   help="layout of the folder, a registered data set: %(choices)s")
     s.add_argument("--root", required=True, help="dataset folder as downloaded")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=run)
 
     sp = dsub.add_parser("split", help="exact query and gallery lists of one protocol trial")
-    sp.add_argument("--dataset", required=True, choices=("sysu", "regdb"),
-                    help="layout of the folder: SYSU-MM01 or RegDB")
+    sp.add_argument("--dataset", required=True, choices=DATASET_CHOICES, metavar="NAME",
+                    help="layout of the folder, a registered data set: %(choices)s")
     sp.add_argument("--root", required=True, help="dataset folder as downloaded")
     sp.add_argument("--protocol", required=True,
-                    help="sysu: all | indoor | openset (or sysu-all, ...); regdb: v2t | t2v")
+                    help="a protocol of the data set, by name or short form (sysu-all or all); "
+                         "`vireid data summary` lists them")
     sp.add_argument("--trial", type=int, required=True,
-                    help="trial number (SYSU 0..9, RegDB 1..10, open set 0)")
+                    help="trial number, one of the protocol's (`vireid data summary` lists them)")
     sp.add_argument("--shot", choices=("single", "multi"), default=None,
-                    help="SYSU gallery: one or ten images per id and camera (default single)")
+                    help="multi: the protocol's multi-shot variant, where it has one "
+                         "(default: the protocol as named)")
     sp.add_argument("--json", action="store_true",
                     help='print {"query": [[path, pid, camid], ...], "gallery": [...]}')
     sp.add_argument("--out", default=None,
-                    help="write the output to this file instead of stdout (default: stdout)")
+                    help="write the output to this file instead of stdout; '-' is stdout "
+                         "(default: stdout)")
     sp.set_defaults(func=run)
 
     p.set_defaults(func=run, _data_parser=p)
@@ -43,10 +47,7 @@ def _emit(text: str, out: str | None) -> None:
     if out is None:
         print(text)
         return
-
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text + "\n")
+    write_text_output(out, text + "\n")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(res, indent=2) if args.json else summ.format_summary(res))
         return 0
     if args.data_command == "split":
-        check_output_file(args.out, "--out")
+        check_output_file(args.out, "--out", stdout_ok=True)
         lists = summ.split_lists(args.dataset, args.root, args.protocol, args.trial, args.shot)
         if args.json:
             text = json.dumps(lists)

@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
+import os
+import sys
+from pathlib import Path
 
-from ._checks import check_device, check_output_file, int_at_least
+from ..utils.atomic import OutputWriteError, atomic_write_text
+from ._checks import (RegistryChoices, check_device, check_output_file, int_at_least, is_stdout,
+                      write_text_output)
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +85,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint file(s) or run folder(s); RegDB: one per trial")
     p.add_argument("--data-root", help="dataset folder (optional with --features)")
     p.add_argument("--protocol", default=None,
-                   help="sysu-all (default for SYSU), sysu-indoor, sysu-all-multi, "
-                        "sysu-indoor-multi, sysu-openset, regdb-v2t (default for RegDB), "
-                        "regdb-t2v, llcm-v2i (default for LLCM), llcm-i2v; short forms all, "
-                        "indoor, v2t, t2v, v2i, i2v work too")
-    p.add_argument("--scoring", default="simplified",
-                   choices=("simplified", "full", "rerank", "all"),
-                   help="simplified = cosine of G; full = D_RI of every pair; rerank = full "
-                        "mode on the simplified top-K; all = the three from one extraction")
+                   help="a protocol of the checkpoint's data set, by name or short form "
+                        "(sysu-all or all; `vireid data summary` lists them); default: the "
+                        "data set's default protocol")
+    p.add_argument("--scoring", default="simplified", metavar="MODE",
+                   choices=RegistryChoices("vireid.scoring.scorers:SCORING_MODES",
+                                           extra=("all",)),
+                   help="scoring mode: %(choices)s (default simplified). simplified = cosine "
+                        "of G; full = D_RI of every pair; rerank = full mode on the "
+                        "simplified top-K; all = every mode the model supports, from one "
+                        "extraction; plugins may add modes (VIREID_PLUGINS)")
     p.add_argument("--topk", type=int_at_least(1), default=None,
                    help="rerank depth K (default: eval.topk of the checkpoint's config)")
     p.add_argument("--kreciprocal", action="store_true",
@@ -110,7 +118,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="queries per full-mode chunk (default: eval.chunk_size of the config)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--json", dest="json_out", metavar="OUT",
-                   help="write the results as JSON (default: not written)")
+                   help="write the results as JSON to OUT; '-' is stdout (the table then goes "
+                        "to stderr) (default: not written)")
+    p.add_argument("--no-save", action="store_true",
+                   help="do not keep the results in the run folder: by default, evaluating "
+                        "one run folder writes RUN/eval/PROTOCOL-SCORING.json (one file per "
+                        "scoring mode), which `vireid report` shows")
     p.add_argument("--save-features", metavar="FILE",
                    help="save the extracted features (default: not saved)")
     p.add_argument("--features", nargs="+", metavar="FILE",
@@ -127,15 +140,15 @@ def run(args: argparse.Namespace) -> int:
     scoring split across ranks; only rank 0 prints and writes files."""
     # late: these import torch (~1.7 s), which `vireid --help` and argument errors never need
     from ..utils import distributed as D
-    from ..utils.atomic import atomic_write_text
     from ..engine.evaluate import evaluate, format_results
     from ..scoring.kreciprocal import KReciprocal
 
     # Everything that can be checked before the (long) evaluation is checked here: the
     # device, and the output paths, which used to fail only after the whole evaluation.
     check_device(args.device)
-    check_output_file(args.json_out, "--json")
+    check_output_file(args.json_out, "--json", stdout_ok=True)
     check_output_file(args.save_features, "--save-features")
+    run_dir = None if args.no_save else _run_folder_to_keep_results(args.checkpoint)
     setting = kreciprocal_setting(args)
     krec = KReciprocal(*setting) if setting is not None else None
     device = args.device
@@ -158,13 +171,54 @@ def run(args: argparse.Namespace) -> int:
     if not main:
         return 0
     first = results if "mean" in results else next(iter(results.values()))
-    print(format_results(results, title=f"{first['dataset']} {first['protocol']}, "
-                                        f"{len(first['trials'])} trial(s), percent"))
+    # With `--json -` standard output holds the JSON alone, so the table goes to stderr.
+    say = functools.partial(print, file=sys.stderr if is_stdout(args.json_out) else sys.stdout)
+    say(format_results(results, title=f"{first['dataset']} {first['protocol']}, "
+                                      f"{len(first['trials'])} trial(s), percent"))
     secs = first["seconds"]
-    print(f"features: {secs['features']:.1f} s; scoring: "
-          + ", ".join(f"{r['scoring']} {r['seconds']['scoring']:.1f} s"
-                      for r in ([results] if "mean" in results else results.values())))
+    say(f"features: {secs['features']:.1f} s; scoring: "
+        + ", ".join(f"{r['scoring']} {r['seconds']['scoring']:.1f} s"
+                    for r in ([results] if "mean" in results else results.values())))
+    if run_dir is not None:
+        for path in _keep_results(run_dir, results):
+            say(f"kept in the run folder: {path}")
     if args.json_out:
-        atomic_write_text(args.json_out, json.dumps(results, indent=2) + "\n")
-        print(f"results: {args.json_out}")
+        write_text_output(args.json_out, json.dumps(results, indent=2) + "\n")
+        if not is_stdout(args.json_out):
+            say(f"results: {args.json_out}")
     return 0
+
+
+def _run_folder_to_keep_results(checkpoints: list[str]) -> Path | None:
+    """The run folder whose ``eval/`` keeps this evaluation: the one checkpoint argument when
+    it is a folder whose ``eval/`` can be written (else a warning and None)."""
+    # late: the report module imports matplotlib, which `vireid --help` never needs
+    from ..viz.report import EVAL_DIR
+
+    if len(checkpoints) != 1 or not os.path.isdir(checkpoints[0]):
+        return None
+    run = Path(checkpoints[0])
+    probe = run / EVAL_DIR if (run / EVAL_DIR).exists() else run
+    if not os.access(probe, os.W_OK):
+        log.warning("not keeping the results in %s: %s is not writable (pass --no-save to "
+                    "silence this)", run, probe)
+        return None
+    return run
+
+
+def _keep_results(run_dir: Path, results: dict) -> list[Path]:
+    """Write each scoring mode's result to ``RUN/eval/`` (atomically); a failure there is a
+    warning, since the results were already printed (and written where asked)."""
+    # late: the report module imports matplotlib, which `vireid --help` never needs
+    from ..viz.report import eval_result_path
+
+    written = []
+    for res in ([results] if "mean" in results else list(results.values())):
+        path = eval_result_path(run_dir, res)
+        try:
+            atomic_write_text(path, json.dumps(res, indent=2) + "\n")
+        except OutputWriteError as exc:
+            log.warning("not kept in the run folder: %s", exc)
+            continue
+        written.append(path)
+    return written

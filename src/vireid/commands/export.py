@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 11..20 (default 17)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace DIR if it already holds files (only after a successful export)")
+                   help="write into DIR although it holds files: the export's own files are "
+                        "replaced, every other file stays (only after a successful export)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip the onnxruntime-vs-PyTorch comparison after export")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")

@@ -3,24 +3,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
-from ..utils.atomic import OutputWriteError, describe_os_error
-from ._checks import int_at_least
+from ._checks import RegistryChoices, int_at_least
+
+#: Registered data sets with a synthetic writer (looked up only when needed).
+LAYOUT_CHOICES = RegistryChoices("vireid.data.registry:SYNTHETIC_LAYOUTS")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="generate a synthetic dataset in the SYSU-MM01, RegDB or "
-                                     "LLCM layout")
-    p.add_argument("--layout", choices=("sysu", "regdb", "llcm"), required=True,
-                   help="folder layout and split files of which real dataset")
+    p = sub.add_parser("synth", help="generate a synthetic dataset in a real dataset's layout")
+    p.add_argument("--layout", choices=LAYOUT_CHOICES, metavar="NAME", required=True,
+                   help="folder layout and split files of which data set: %(choices)s")
     p.add_argument("--out", required=True,
                    help="output folder: new, empty, or holding a synthetic dataset of the same "
                         "parameters (anything else is refused, so two datasets never mix)")
     p.add_argument("--ids", type=int_at_least(2), default=200,
-                   help="number of identities (default 200; sysu needs ≥ 4, llcm ≥ 3)")
+                   help="number of identities (default 200; at least the layout's minimum, "
+                        "checked before anything is written)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     p.add_argument("--workers", type=int_at_least(1), default=1,
                    help="processes; the output does not depend on it")
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     # which `vireid --help` and argument errors never need
     from tqdm import tqdm
 
-    from ..data.synthetic import CLAIM_FILE, DEFAULT_DIFFICULTY, generate
+    from ..data.synthetic import DEFAULT_DIFFICULTY, generate
 
     difficulty = DEFAULT_DIFFICULTY if args.difficulty is None else args.difficulty
     bar = tqdm(total=args.ids, unit="id", desc=f"synth {args.layout}", file=sys.stderr,
@@ -45,24 +46,11 @@ def run(args: argparse.Namespace) -> int:
         bar.n = done
         bar.refresh()
 
-    out = Path(args.out)
-    fresh = not out.exists() or (out.is_dir() and not any(out.iterdir()))
+    # The generator writes into a temp folder and moves it into place when complete: a full
+    # disk or Ctrl-C leaves nothing behind (its message says so), even after a second Ctrl-C.
     try:
-        summary = generate(args.layout, out, args.ids, seed=args.seed, workers=args.workers,
-                           difficulty=difficulty, progress=progress)
-    except BaseException as exc:
-        # A dataset cut short (a full disk, Ctrl-C) in a folder this call started from
-        # nothing is removed, so no half-written dataset is left; a re-generation of an
-        # existing one is left for the next identical run to complete.
-        removed = fresh and (out / CLAIM_FILE).is_file()
-        if removed:
-            shutil.rmtree(out, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise OutputWriteError(
-                f"cannot write the synthetic dataset {out}: {describe_os_error(exc)}"
-                + ("; the partial dataset was removed" if removed else
-                   "; run the same command again to complete it")) from exc
-        raise
+        summary = generate(args.layout, Path(args.out), args.ids, seed=args.seed,
+                           workers=args.workers, difficulty=difficulty, progress=progress)
     finally:
         bar.close()
     if args.json:

@@ -1,11 +1,15 @@
-"""Datasets (real layouts), the synthetic generator, decoding, caching and transforms."""
+"""Datasets (real layouts), the synthetic generator, decoding, caching and transforms.
+
+Importing this package registers the built-in data sets (each module registers itself in
+:data:`vireid.data.registry.DATASETS`), in the order listed here.
+"""
+from vireid.data.sysu import IR_CAMERAS, RGB_CAMERAS, SysuDataset, load_sysu
+from vireid.data.regdb import RegdbDataset, load_regdb
+from vireid.data.llcm import LlcmDataset, load_llcm
 from vireid.data.cache import ImageCache
 from vireid.data.images import decode_image
-from vireid.data.llcm import LlcmDataset, load_llcm
 from vireid.data.records import IR, MODALITIES, RGB, EvalSplit, ImageRecord, TrainSplit
-from vireid.data.regdb import RegdbDataset, load_regdb
 from vireid.data.synthetic import generate
-from vireid.data.sysu import IR_CAMERAS, RGB_CAMERAS, SysuDataset, load_sysu
 from vireid.data.transforms import EvalTransform, TrainTransform
 
 __all__ = [

@@ -16,8 +16,9 @@ equally strict:
 - split files that list ids hold them on one comma-separated line, the form the reference
   code reads (it reads line 1 only; see :func:`read_id_line`);
 - entries inside the folders a layout owns that it does not use (a non-image file, a
-  dangling link, an empty id folder, a stray name in a camera folder) are counted and
-  reported in one warning per load (:class:`Unused`);
+  dangling link, an empty id folder, a stray name in a camera folder), and paths listed in
+  files a layout reads but does not use (LLCM's test lists), are counted and reported in
+  one warning per load (:class:`Unused`);
 - names starting with ``.`` are never data (hidden files, vireid's own ``.vireid-cache``)
   and are passed over without a count.
 """
@@ -246,13 +247,15 @@ def require_images_of(listed: Iterable[int], have: Iterable[int], where: str,
                         f"every listed id to have an image folder")
 
 
+def listed_non_files(root: Path, rel_paths: Iterable[str]) -> list[str]:
+    """The paths of ``rel_paths`` (relative to ``root``) that are not regular files, in order."""
+    return [rel for rel in rel_paths if not (root / rel).is_file()]
+
+
 def check_listed_files(root: Path, rel_paths: Iterable[str], listed_in: Path) -> None:
     """DataError when a path listed in the index file ``listed_in`` (relative to ``root``)
     is not a regular file: one message with the count and examples of what is there."""
-    bad = []
-    for rel in rel_paths:
-        if not (root / rel).is_file():
-            bad.append(rel)
+    bad = listed_non_files(root, rel_paths)
     if bad:
         shown = "; ".join(f"{show_path(r)}: {kind_of(root / r)}" for r in bad[:3])
         raise DataError(f"{len(bad)} images listed in {listed_in} are missing or not files "

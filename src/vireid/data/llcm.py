@@ -1,4 +1,5 @@
-"""LLCM loader (Zhang & Wang, CVPR 2023), following the layout the public code reads.
+"""LLCM (Zhang & Wang, CVPR 2023): the loader of the layout the public code reads, its
+protocols, its synthetic layout and its registry entry (``data.dataset=llcm``).
 
 What public code establishes (the DEEN release and its forks' ``data_loader.py`` /
 ``data_manager.py``)::
@@ -23,26 +24,38 @@ Uncertain (not established from public code, so handled leniently here):
 - the cameras present on disk: every ``camK`` folder found is used, not only the lists above.
 
 The rules of :mod:`vireid.data.layout_checks` hold as for SYSU-MM01: the index files and the
-``test_id.txt`` line as the public code reads them, every listed image a file, every test id
-with images, ``camK`` entries of the test trees folders named ``cam`` + the number without
-leading zeros (the public code's names), id folders named ``"%04d" % id``, and other entries
-of the test trees counted in one warning.
+``test_id.txt`` line as the public code reads them, every training image listed a file, every
+test id with images, ``camK`` entries of the test trees folders named ``cam`` + the number
+without leading zeros (the public code's names), id folders named ``"%04d" % id``, and other
+entries of the test trees counted in one warning. ``idx/test_vis.txt`` / ``test_nir.txt``
+are read (lines ``<path> <label>``) but no protocol uses them, so paths they list that are
+not files are only counted in that warning: a release whose lists spell paths another way
+still loads.
 """
 from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
 
 from vireid.data.indexfile import read_path_labels
 from vireid.data.layout_checks import (NOT_CAMERA, Unused, check_listed_files, id_folder_name,
-                                       kind_of, read_id_line, refuse_bad_id_entries,
-                                       require_images_of, scan_camera)
-from vireid.data.records import IR, RGB, ImageRecord, TrainSplit
-from vireid.errors import DataError
+                                       kind_of, listed_non_files, read_id_line,
+                                       refuse_bad_id_entries, require_images_of, scan_camera)
+from vireid.data.records import IR, RGB, EvalSplit, ImageRecord, TrainSplit
+from vireid.data.registry import Protocol, SyntheticLayout, register_dataset
+from vireid.data.synthetic import SynthJob, SynthPlan, SynthRequest, jittered_size
+from vireid.data.synthetic_render import TAG_PLAN, make_camera, seeded_rng
+from vireid.errors import ConfigError, DataError
+from vireid.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +108,10 @@ class LlcmDataset:
 
 
 _CAMERA_FOLDER = re.compile(r"cam([0-9]+)")
+
+#: How the one warning of unused entries names test-list paths that are not files.
+UNUSED_TEST_LIST = ("paths in idx/test_vis.txt or idx/test_nir.txt that are not files "
+                    "(those lists are not used by the protocols)")
 
 
 def load_llcm(root: str | os.PathLike, check_files: bool = True) -> LlcmDataset:
@@ -163,9 +180,168 @@ def load_llcm(root: str | os.PathLike, check_files: bool = True) -> LlcmDataset:
         if kind_of(path) != "nothing":
             test_lists[modality] = _read_train_index(path, root, modality)
             if check_files:
-                check_listed_files(root, (r.path for r in test_lists[modality]), path)
+                # Read, never used (the protocols read the test trees): a release whose
+                # lists spell paths another way still loads, with a count in the warning.
+                for rel in listed_non_files(root, (r.path for r in test_lists[modality])):
+                    unused.add(UNUSED_TEST_LIST, root / rel)
     unused.warn(log)
     log.info("LLCM at %s: %d train ids (%d vis, %d nir), %d test ids", root, len(labels),
              len(rgb), len(ir), len(test_ids))
     return LlcmDataset(root=root, train=TrainSplit(rgb=rgb, ir=ir, labels=labels),
                        test_ids=test_ids, index=index, test_lists=test_lists)
+
+
+# ---------------------------------------------------------------------------------------------
+# Protocols (the DEEN release's data_manager.py / test.py, CVPR 2023; docs/protocols.md)
+#
+# Ids of ``idx/test_id.txt`` ascending; visible cameras ``test_vis/cam1..cam9``, near-infrared
+# ``test_nir/cam1,2,4..9`` in that order; "all" = every file of each existing ``camK/PPPP``
+# folder, sorted; "sampled" (trial t = 0..9) = ``random.seed(t)`` once, then one
+# ``random.choice(sorted(files))`` per id and camera in the same loop. i2v (DEEN's default
+# ``test_mode=[1, 2]``): query = all NIR, gallery = sampled VIS. v2i (``test_mode=[2, 1]``):
+# DEEN builds query = all VIS and gallery = sampled NIR but then scores the *transposed*
+# matrix with the label roles swapped, so the ranked lists are those of the sampled NIR
+# images over all VIS images; ``roles="reference"`` (default) reproduces that,
+# ``roles="as_named"`` gives the literal reading (query = all VIS, gallery = sampled NIR).
+# Metric: ``eval_llcm`` (same-id same-camera removal, identity-collapsed CMC).
+# ---------------------------------------------------------------------------------------------
+LLCM_TRIALS = tuple(range(10))
+#: Camera lists of the DEEN test code, in its loop order (no near-infrared cam3).
+LLCM_CAMS = {RGB: (1, 2, 3, 4, 5, 6, 7, 8, 9), IR: (1, 2, 4, 5, 6, 7, 8, 9)}
+LlcmRoles = Literal["reference", "as_named"]
+
+
+def _test_ids(ds: Any) -> list[int]:
+    ids = sorted(int(p) for p in ds.test_ids)
+    if not ids:
+        raise DataError("the dataset lists no test ids (idx/test_id.txt)")
+    return ids
+
+
+def llcm_all(ds: Any, modality: str) -> list[ImageRecord]:
+    """Every test image of ``modality``: ids ascending, DEEN's camera order, names sorted."""
+    ids = _test_ids(ds)
+    return [r for pid in ids for cam in LLCM_CAMS[modality]
+            for r in sorted(ds.images([pid], modality, [cam]), key=lambda r: r.path)]
+
+
+def llcm_sampled(ds: Any, modality: str, trial: int) -> list[ImageRecord]:
+    """One image per id and camera: ``random.Random(trial)`` (= ``random.seed(trial)``),
+    ``choice(sorted(files))`` in DEEN's loop order."""
+    rng = random.Random(trial)
+    out = []
+    for pid in _test_ids(ds):
+        for cam in LLCM_CAMS[modality]:
+            files = sorted(ds.images([pid], modality, [cam]), key=lambda r: r.path)
+            if files:
+                out.append(rng.choice(files))
+    return out
+
+
+def llcm_split(ds: Any, trial: int = 0, direction: str = "i2v",
+               roles: LlcmRoles = "reference") -> EvalSplit:
+    """EvalSplit of LLCM trial ``trial`` (0..9); see the module docstring for the roles."""
+    if direction not in ("i2v", "v2i"):
+        raise ConfigError(f"LLCM direction must be 'i2v' or 'v2i', got {direction!r}")
+    if roles not in ("reference", "as_named"):
+        raise ConfigError(f"LLCM roles must be 'reference' or 'as_named', got {roles!r}")
+    if direction == "i2v":
+        query, gallery = llcm_all(ds, IR), llcm_sampled(ds, RGB, trial)
+    elif roles == "reference":
+        query, gallery = llcm_sampled(ds, IR, trial), llcm_all(ds, RGB)
+    else:
+        query, gallery = llcm_all(ds, RGB), llcm_sampled(ds, IR, trial)
+    name = f"llcm-{direction}" + ("-as-named" if roles == "as_named" and direction == "v2i" else "")
+    return EvalSplit(name=name, trial=trial, query=query, gallery=gallery)
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic layout (``vireid synth --layout llcm``)
+# ---------------------------------------------------------------------------------------------
+_SYNTH_NIR_KEY = 100  # camera-appearance key offset of NIR cameras (vis cam k: k, nir: 100+k)
+
+
+def _plan_synthetic(seed: int, ids: int, imgs: tuple[int, int], rgb_hw, ir_hw, out: Path):
+    """LLCM layout (as the DEEN code reads it): jobs and index files.
+
+    ``vis/PPPP/`` and ``nir/PPPP/`` hold training images listed in ``idx/train_vis.txt`` /
+    ``idx/train_nir.txt`` (``<relative path> <label>``, labels 0..K-1 by increasing id);
+    ``test_vis/camK/PPPP/`` and ``test_nir/camK/PPPP/`` the test images of the ids of
+    ``idx/test_id.txt`` (also listed in ``idx/test_vis.txt`` / ``idx/test_nir.txt`` as
+    ``<relative path> <pid>``). File names ``PPPP_cKK_sSSSSSS_fFFFF_{vis,nir}.jpg``. About a
+    third of the ids are test ids (LLCM: 351 of 1064).
+    """
+    r = seeded_rng(seed, TAG_PLAN, 5)
+    pids = [int(p) for p in r.permutation(np.arange(1, ids + 1))]
+    n_test = max(1, int(round(ids * 351 / 1064)))
+    if ids - n_test < 2:
+        n_test = ids - 2
+    test, train = sorted(pids[:n_test]), sorted(pids[n_test:])
+    label = {p: i for i, p in enumerate(train)}
+    jobs, lists = [], {k: [] for k in ("train_vis", "train_nir", "test_vis", "test_nir")}
+    for pid in range(1, ids + 1):
+        rp = seeded_rng(seed, TAG_PLAN, 6, pid)
+        vis = [c for c in LLCM_CAMS[RGB] if rp.random() < 0.4] or [int(rp.choice(LLCM_CAMS[RGB]))]
+        nir = [c for c in LLCM_CAMS[IR] if rp.random() < 0.4] or [int(rp.choice(LLCM_CAMS[IR]))]
+        items, index = [], 0
+        for mod, cam_list, hw in (("vis", vis, rgb_hw), ("nir", nir, ir_hw)):
+            for c in cam_list:
+                for _ in range(int(rp.integers(imgs[0], imgs[1] + 1))):
+                    scene, frame = int(rp.integers(100000, 240000)), int(rp.integers(0, 10000))
+                    name = f"{pid:04d}_c{c:02d}_s{scene:06d}_f{frame:04d}_{mod}.jpg"
+                    if pid in label:
+                        rel = f"{mod}/{pid:04d}/{name}"
+                        lists[f"train_{mod}"].append(f"{rel} {label[pid]}")
+                    else:
+                        rel = f"test_{mod}/cam{c}/{pid:04d}/{name}"
+                        lists[f"test_{mod}"].append(f"{rel} {pid}")
+                    key = c if mod == "vis" else _SYNTH_NIR_KEY + c
+                    items.append((rel, key, False, jittered_size(rp, hw[0], hw[1], 0.15), index, "jpg"))
+                    index += 1
+        jobs.append(SynthJob(seed, pid, str(out), tuple(items)))
+    for name, lines in lists.items():
+        atomic_write_text(out / "idx" / f"{name}.txt", "\n".join(sorted(lines)) + "\n")
+    atomic_write_text(out / "idx" / "test_id.txt", ",".join(str(p) for p in test) + "\n")
+    for d in ("test_vis", "test_nir"):
+        (out / d).mkdir(exist_ok=True)
+    return jobs, {"train_ids": len(train), "test_ids": len(test)}
+
+
+
+
+def write_synthetic(req: SynthRequest) -> SynthPlan:
+    """The LLCM layout (:func:`_plan_synthetic`), 9 visible and 8 near-infrared cameras."""
+    seed = req.seed
+    rgb_hw, ir_hw = req.rgb_size or (192, 80), req.ir_size or (192, 80)
+    cams = {c: make_camera(seed, c, False) for c in LLCM_CAMS[RGB]}
+    cams.update({_SYNTH_NIR_KEY + c: make_camera(seed, _SYNTH_NIR_KEY + c, True)
+                 for c in LLCM_CAMS[IR]})
+    jobs, counts = _plan_synthetic(seed, req.ids, req.images_per_camera, rgb_hw, ir_hw, req.out)
+    return SynthPlan(cams, jobs, counts)
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry entry (summary: the registry's default counts per modality and camera)
+# ---------------------------------------------------------------------------------------------
+register_dataset(
+    name="llcm", title="LLCM", load=load_llcm,
+    train_of=lambda ds, trial: ds.train,
+    test_of=lambda ds, trial: (ds.images(ds.test_ids, RGB), ds.images(ds.test_ids, IR)),
+    marker="idx",
+    protocols=(
+        Protocol(name="llcm-v2i", build=partial(llcm_split, direction="v2i"),
+                 trials=LLCM_TRIALS, metric="llcm", aliases=("v2i",),
+                 # the reference roles: sampled NIR rows against all VIS columns
+                 query_modality=IR, gallery_modality=RGB,
+                 description="LLCM VIS->IR as DEEN's test_mode [2, 1] scores it (sampled NIR "
+                             "rows vs all VIS; roles='as_named' for all-VIS queries vs sampled "
+                             "NIR)"),
+        Protocol(name="llcm-i2v", build=partial(llcm_split, direction="i2v"),
+                 trials=LLCM_TRIALS, metric="llcm", aliases=("i2v",),
+                 query_modality=IR, gallery_modality=RGB,
+                 description="LLCM IR->VIS (DEEN's default test_mode [1, 2]): all NIR queries "
+                             "vs 1 VIS image per id per camera (random.seed(trial))"),
+    ),
+    synthetic=SyntheticLayout(write=write_synthetic, min_ids=3),
+    train_classes=713,
+)

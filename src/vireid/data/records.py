@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 RGB = "rgb"
 IR = "ir"
 MODALITIES = (RGB, IR)
+#: A list that holds images of both modalities (the open-set protocol's query and gallery).
+MIXED = "mixed"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""RegDB loader for the layout as downloaded.
+"""RegDB: the loader of the layout as downloaded, its protocols, its summary, its synthetic
+layout and its registry entry (``data.dataset=regdb``).
 
 Layout::
 
@@ -7,6 +8,11 @@ Layout::
 
 Trial t trains on ``train_*_t`` (labels 0..205 in the real files) and tests on ``test_*_t``.
 A record's ``pid`` is the label of its index line; ``camid`` is 1 (visible) or 2 (thermal).
+A model belongs to one trial (``data.trial``, 1..10): the trials' training ids differ.
+
+Protocols: trial t (1..10) lists ``test_visible_t`` and ``test_thermal_t`` in file order;
+v2t queries the visible list against the thermal one, t2v swaps the roles (the reference's
+``--tvsearch``). Metric: ``eval_regdb`` (nothing removed, textbook CMC).
 
 The rules of :mod:`vireid.data.layout_checks` hold: ``Visible/``, ``Thermal/``, ``idx/`` and
 every index file present must be of the right kind, and every listed image a file. RegDB
@@ -18,12 +24,18 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any, Literal
 
 from vireid.data.indexfile import read_path_labels
 from vireid.data.layout_checks import check_listed_files, kind_of, require_folder
-from vireid.data.records import IR, RGB, ImageRecord, TrainSplit
+from vireid.data.records import IR, RGB, EvalSplit, ImageRecord, TrainSplit
+from vireid.data.registry import Protocol, SyntheticLayout, TrialRule, register_dataset
+from vireid.data.synthetic import SynthJob, SynthPlan, SynthRequest
+from vireid.data.synthetic_render import TAG_PLAN, make_camera, make_identity, make_pools, seeded_rng
 from vireid.errors import ConfigError, DataError
+from vireid.utils.atomic import atomic_write_text
 from vireid.utils.messages import echo
 
 log = logging.getLogger(__name__)
@@ -150,3 +162,118 @@ def load_regdb(root: str | os.PathLike, check_files: bool = True) -> RegdbDatase
     if len(trials) < len(TRIALS):
         log.warning("RegDB at %s: only trials %s have all four index files", root, trials)
     return RegdbDataset(root=root, trials=trials, check_files=check_files)
+
+
+# ---------------------------------------------------------------------------------------------
+# Protocols
+# ---------------------------------------------------------------------------------------------
+Direction = Literal["v2t", "t2v"]
+
+
+def regdb_split(ds: Any, trial: int, direction: Direction = "v2t") -> EvalSplit:
+    """EvalSplit of RegDB trial ``trial`` (1..10): v2t = visible query vs thermal gallery,
+    t2v = the roles swapped (the reference's ``--tvsearch``). Lists in index-file order."""
+    if direction not in ("v2t", "t2v"):
+        raise ConfigError(f"RegDB direction must be 'v2t' or 't2v', got {direction!r}")
+    visible, thermal = ds.test(trial)
+    query, gallery = (visible, thermal) if direction == "v2t" else (thermal, visible)
+    return EvalSplit(name=f"regdb-{direction}", trial=trial, query=list(query), gallery=list(gallery))
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary (``vireid data summary``): per-trial counts (each trial has its own index files)
+# ---------------------------------------------------------------------------------------------
+def trial_summaries(ds: RegdbDataset) -> dict:
+    """``{trial: {"train": {ids, visible, thermal}, "test": {...}}}`` of every trial on disk."""
+    out = {}
+    for t in ds.trials:
+        tr = ds.train(t)
+        vis, th = ds.test(t)
+        out[str(t)] = {
+            "train": {"ids": tr.num_classes, "visible": len(tr.rgb), "thermal": len(tr.ir)},
+            "test": {"ids": len({r.pid for r in vis} | {r.pid for r in th}),
+                     "visible": len(vis), "thermal": len(th)},
+        }
+    return out
+
+
+def summary_lines(splits: dict) -> list[str]:
+    """Text table of :func:`trial_summaries`."""
+    lines = ["trial  train ids  vis  th   test ids  vis  th"]
+    for t, s in splits.items():
+        tr, te = s["train"], s["test"]
+        lines.append(
+            f"{t:>5}  {tr['ids']:>9} {tr['visible']:>4} {tr['thermal']:>4}"
+            f"  {te['ids']:>8} {te['visible']:>4} {te['thermal']:>4}"
+        )
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic layout (``vireid synth --layout regdb``)
+# ---------------------------------------------------------------------------------------------
+def write_synthetic(req: SynthRequest) -> SynthPlan:
+    """The RegDB layout: ten images per id and modality (``Visible/<id>/…bmp``,
+    ``Thermal/<id>/…bmp``) and ``idx/{train,test}_{visible,thermal}_t.txt`` for t = 1..10,
+    ids split half/half per trial."""
+    seed, ids, out, k = req.seed, req.ids, req.out, req.knobs
+    rgb_hw, ir_hw = req.rgb_size or (128, 64), req.ir_size or (120, 56)
+    cams = {VISIBLE_CAM: make_camera(seed, VISIBLE_CAM, False),
+            THERMAL_CAM: make_camera(seed, THERMAL_CAM, True)}
+    # RegDB films front and back views only.
+    for c in cams.values():
+        vp = c["view_p"].copy()
+        vp[2:] = 0.0
+        c["view_p"] = vp / vp.sum()
+    jobs, names = [], {}
+    pools = make_pools(seed, k)
+    for pid in range(1, ids + 1):
+        rp = seeded_rng(seed, TAG_PLAN, 3, pid)
+        gender = "female" if make_identity(seed, pid, pools, k)["female"] else "male"
+        items, nm = [], {"v": [], "t": []}
+        for j in range(10):
+            serial = (pid - 1) * 10 + j + 1
+            view = "front" if rp.random() < 0.5 else "back"
+            for mod, cam, folder, hw in (("v", VISIBLE_CAM, "Visible", rgb_hw),
+                                         ("t", THERMAL_CAM, "Thermal", ir_hw)):
+                rel = f"{folder}/{pid}/{gender}_{view}_{mod}_{serial:05d}_{pid}.bmp"
+                items.append((rel, cam, cam == THERMAL_CAM, tuple(hw), j, "bmp"))
+                nm[mod].append(rel)
+        names[pid] = nm
+        jobs.append(SynthJob(seed, pid, str(out), tuple(items)))
+    all_ids = list(range(1, ids + 1))
+    for t in TRIALS:
+        perm = seeded_rng(seed, TAG_PLAN, 4, t).permutation(all_ids)
+        half = ids // 2
+        splits = {"train": sorted(int(x) for x in perm[:half]),
+                  "test": sorted(int(x) for x in perm[half:])}
+        for split, sids in splits.items():
+            for mod, word in (("v", "visible"), ("t", "thermal")):
+                lines = [f"{rel} {label}" for label, pid in enumerate(sids)
+                         for rel in names[pid][mod]]
+                atomic_write_text(out / "idx" / f"{split}_{word}_{t}.txt", "\n".join(lines) + "\n")
+    return SynthPlan(cams, jobs, {"train_ids_per_trial": ids // 2,
+                                  "test_ids_per_trial": ids - ids // 2})
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry entry
+# ---------------------------------------------------------------------------------------------
+register_dataset(
+    name="regdb", title="RegDB", load=load_regdb,
+    train_of=lambda ds, trial: ds.train(trial),
+    test_of=lambda ds, trial: tuple(map(list, ds.test(trial))),
+    marker="idx",
+    protocols=(
+        Protocol(name="regdb-v2t", build=partial(regdb_split, direction="v2t"), trials=TRIALS,
+                 metric="regdb", query_modality=RGB, gallery_modality=IR, aliases=("v2t",),
+                 description="RegDB visible query vs thermal gallery, split t"),
+        Protocol(name="regdb-t2v", build=partial(regdb_split, direction="t2v"), trials=TRIALS,
+                 metric="regdb", query_modality=IR, gallery_modality=RGB, aliases=("t2v",),
+                 description="RegDB thermal query vs visible gallery, split t"),
+    ),
+    trial_rule=TrialRule(trials=TRIALS, available=lambda ds: ds.trials),
+    summary=trial_summaries, summary_lines=summary_lines,
+    synthetic=SyntheticLayout(write=write_synthetic, min_ids=2),
+    train_classes=206,
+)

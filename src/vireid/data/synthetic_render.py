@@ -9,8 +9,8 @@ and the garment layout are shared across modalities. Each image draws a viewpoin
 back, left, right), a walking phase, scale and position jitter, an optional occluder, the
 camera's background and illumination, sensor noise and blur. Drawing is numpy-only: shapes are
 anti-aliased through signed-distance coverage. See docs/synthetic.md for the model, what it
-leaves out, and the calibration of the default difficulty. :mod:`vireid.data.synthetic`
-writes the datasets' layouts with it.
+leaves out, and the calibration of the default difficulty. The data sets' synthetic layout
+writers plan with it and :mod:`vireid.data.synthetic` renders their jobs.
 
 Determinism: every random draw comes from ``numpy.random.SeedSequence`` keyed by
 ``(seed, kind, pid, cam, index)``.

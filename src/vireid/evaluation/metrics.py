@@ -46,11 +46,14 @@ similarity).
 from __future__ import annotations
 
 import logging
-from typing import Literal, NamedTuple
+from collections.abc import Callable
+from functools import partial
+from typing import Literal, NamedTuple, Union
 
 import numpy as np
 
 from vireid.errors import DataError
+from vireid.utils.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,8 @@ __all__ = [
     "eval_regdb",
     "eval_llcm",
     "cmc_map",
+    "METRIC_RULES",
+    "metric_rule",
     "SYSU_REMOVE_QUERY_CAM",
     "SYSU_REMOVE_GALLERY_CAM",
 ]
@@ -450,3 +455,27 @@ def cmc_map(
         max_rank,
         f"none of the {num_q} queries has a true match among the {num_g} gallery images",
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Metric rules: the names a protocol gives its metric (vireid.data.registry.Protocol.metric)
+# ---------------------------------------------------------------------------------------------
+#: ``fn(distmat, q_pids, g_pids, q_camids, g_camids) -> (cmc, mAP, mINP)``.
+MetricFn = Callable[..., tuple[np.ndarray, float, float]]
+
+#: Rule name -> metric function. The built-in rules are named after the reference functions
+#: they reproduce: ``sysu`` (:func:`eval_sysu`), ``regdb`` (:func:`eval_regdb`, cameras
+#: unused), ``llcm`` (:func:`eval_llcm`) and ``open`` (:func:`cmc_map` with
+#: ``removal="same_camera"``).
+METRIC_RULES: Registry[MetricFn] = Registry("metric rule", "protocol metric")
+METRIC_RULES.register("sysu", eval_sysu)
+METRIC_RULES.register("regdb", lambda distmat, q_pids, g_pids, q_camids, g_camids:
+                      eval_regdb(distmat, q_pids, g_pids))
+METRIC_RULES.register("llcm", eval_llcm)
+METRIC_RULES.register("open", partial(cmc_map, removal="same_camera"))
+
+
+def metric_rule(rule: Union[str, MetricFn]) -> MetricFn:
+    """The metric function of a protocol's ``metric``: a registered rule name, or a function
+    (returned as it is). ConfigError listing the rules when the name is unknown."""
+    return rule if callable(rule) else METRIC_RULES.get(rule)

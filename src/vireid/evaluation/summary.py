@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from vireid.data.records import EvalSplit, ImageRecord
-from vireid.data.registry import load_dataset
-from vireid.errors import ConfigError
-from vireid.evaluation.protocols import PROTOCOLS, build_split, get_protocol, protocols_for
+from vireid.data.registry import get_dataset
+from vireid.evaluation.protocols import build_split
 
 log = logging.getLogger(__name__)
+
 
 def _count(records: list[ImageRecord]) -> dict[str, int]:
     return {"ids": len({r.pid for r in records}), "images": len(records)}
@@ -26,44 +26,23 @@ def _split_sizes(split: EvalSplit) -> dict[str, Any]:
     return {"trial": split.trial, "query": _count(split.query), "gallery": _count(split.gallery)}
 
 
-def _trials_of(dataset_obj: Any, proto_trials: tuple[int, ...], dataset: str) -> list[int]:
-    if dataset == "regdb":
-        have = set(getattr(dataset_obj, "trials", proto_trials))
-        return [t for t in proto_trials if t in have]
-    return list(proto_trials)
-
-
-def _regdb_splits(ds: Any) -> dict[str, Any]:
-    """Per-trial train/test counts of RegDB (each trial has its own index files)."""
-    out = {}
-    for t in ds.trials:
-        tr = ds.train(t)
-        vis, th = ds.test(t)
-        out[str(t)] = {
-            "train": {"ids": tr.num_classes, "visible": len(tr.rgb), "thermal": len(tr.ir)},
-            "test": {"ids": len({r.pid for r in vis} | {r.pid for r in th}),
-                     "visible": len(vis), "thermal": len(th)},
-        }
-    return out
-
-
 def dataset_summary(dataset: str, root: str | Path, ds: Any | None = None) -> dict[str, Any]:
     """Counts of a dataset folder and the query/gallery sizes of each protocol and trial.
 
-    Returns ``{"dataset", "root", "splits": ..., "protocols": {name: {"trials": [{trial,
-    query: {ids, images}, gallery: {ids, images}}, ...]}}}``. ``splits`` is the loader's own
-    summary for SYSU-MM01 (per split, camera, modality) and per-trial counts for RegDB.
+    Returns ``{"dataset", "root", "splits": ..., "protocols": {name: {"description",
+    "metric", "trials": [{trial, query: {ids, images}, gallery: {ids, images}}, ...]}}}``.
+    ``splits`` is the data set's own summary (:meth:`DatasetSpec.summarize`: SYSU-MM01 per
+    split, camera and modality; RegDB per trial; by default ids and images per modality and
+    camera of the training and test records).
     """
-    ds = ds if ds is not None else load_dataset(dataset, root)
-    res: dict[str, Any] = {"dataset": dataset, "root": str(root)}
-    if dataset == "sysu":
-        res["splits"] = ds.summary()
-    else:
-        res["splits"] = _regdb_splits(ds)
+    spec = get_dataset(dataset)
+    ds = ds if ds is not None else spec.load(root)
+    res: dict[str, Any] = {"dataset": dataset, "root": str(root), "splits": spec.summarize(ds)}
     protos: dict[str, Any] = {}
-    for proto in protocols_for(dataset):
-        trials = [_split_sizes(build_split(proto, ds, t)) for t in _trials_of(ds, proto.trials, dataset)]
-        protos[proto.name] = {"description": proto.description, "metric": proto.metric, "trials": trials}
+    for proto in spec.protocols:
+        trials = [_split_sizes(build_split(proto, ds, t)) for t in spec.protocol_trials(proto, ds)]
+        protos[proto.name] = {"description": proto.description, "metric": proto.metric_name,
+                              "trials": trials}
     res["protocols"] = protos
     return res
 
@@ -71,30 +50,7 @@ def dataset_summary(dataset: str, root: str | Path, ds: Any | None = None) -> di
 def format_summary(summary: dict[str, Any]) -> str:
     """Plain-text rendering of :func:`dataset_summary`."""
     lines = [f"dataset {summary['dataset']} at {summary['root']}"]
-    splits = summary["splits"]
-    if summary["dataset"] == "sysu":
-        lines.append("split     ids   images (per camera: ids/images, modality)")
-        for name in ("train", "val", "trainval", "test"):
-            s = splits[name]
-            images = sum(c["images"] for c in s["cameras"].values())
-            cams = "  ".join(
-                f"{cam}:{c['ids']}/{c['images']}{'(ir)' if c['modality'] == 'ir' else ''}"
-                for cam, c in s["cameras"].items()
-            )
-            lines.append(f"{name:<9}{s['ids']:>5}{images:>9}   {cams}")
-            lines.append(
-                " " * 14 + "rgb " + str(s["modalities"]["rgb"]["images"])
-                + "  ir " + str(s["modalities"]["ir"]["images"])
-            )
-        lines.append(f"id folders in no split: {splits.get('unlisted_ids', 0)}")
-    else:
-        lines.append("trial  train ids  vis  th   test ids  vis  th")
-        for t, s in splits.items():
-            tr, te = s["train"], s["test"]
-            lines.append(
-                f"{t:>5}  {tr['ids']:>9} {tr['visible']:>4} {tr['thermal']:>4}"
-                f"  {te['ids']:>8} {te['visible']:>4} {te['thermal']:>4}"
-            )
+    lines.extend(get_dataset(summary["dataset"]).summary_text(summary["splits"]))
     lines.append("")
     lines.append("protocol           trials  query ids/images  gallery ids/images")
     for name, p in summary["protocols"].items():
@@ -119,24 +75,11 @@ def format_summary(summary: dict[str, Any]) -> str:
 def resolve_protocol(dataset: str, protocol: str, shot: str | None = None) -> str:
     """Registry name for a (dataset, protocol, shot) given on the command line.
 
-    ``protocol`` is a registry name ("sysu-all", "regdb-t2v", ...) or its short form without
-    the dataset ("all", "indoor", "openset", "v2t", "t2v"); ``shot="multi"`` selects the
-    multi-shot variant of a SYSU search protocol.
+    ``protocol`` is a protocol's full name or one of its aliases (its short form without the
+    data set, e.g. "all", "t2v"); ``shot="multi"`` selects the multi-shot variant of a
+    protocol that has one. ConfigError naming the data set's protocols otherwise.
     """
-    name = protocol if protocol in PROTOCOLS else f"{dataset}-{protocol}"
-    proto = get_protocol(name)
-    if proto.dataset != dataset:
-        raise ConfigError(f"protocol {name} belongs to dataset {proto.dataset}, not {dataset}")
-    if shot not in (None, "single", "multi"):
-        raise ConfigError(f"shot must be 'single' or 'multi', got {shot!r}")
-    if shot == "multi" and not name.endswith("-multi"):
-        multi = f"{name}-multi"
-        if multi not in PROTOCOLS:
-            raise ConfigError(f"protocol {name} has no multi-shot variant")
-        name = multi
-    elif shot == "single" and name.endswith("-multi"):
-        raise ConfigError(f"protocol {name} is multi-shot but --shot single was given")
-    return name
+    return get_dataset(dataset).protocol(protocol, shot).name
 
 
 def split_lists(
@@ -151,7 +94,7 @@ def split_lists(
     "gallery": [...]}``, paths relative to the dataset root (``/`` separators), in the order
     the protocol builds them (the order features are extracted and ranked in)."""
     name = resolve_protocol(dataset, protocol, shot)
-    ds = ds if ds is not None else load_dataset(dataset, root)
+    ds = ds if ds is not None else get_dataset(dataset).load(root)
     split = build_split(name, ds, trial)
     return {
         "query": [[r.path, r.pid, r.camid] for r in split.query],

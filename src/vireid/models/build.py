@@ -1,5 +1,8 @@
 """The full model: DSCSN backbone + CCN + shared ID classifier, built from a Config.
 
+The backbone is the entry ``model.arch`` of :data:`vireid.models.backbones.BACKBONES`; its
+channels and feature-map size (from the entry, no forward pass) size the CCN and classifier.
+
 With ``model.bnneck`` (AGW, not in the paper) a BNNeck sits between the global feature G and
 the classifier: BatchNorm1d with a frozen zero bias (:class:`vireid.models.agw.BNNeck`,
 weights ``neck.bn.*``). Training losses get G before the neck (triplet losses use it as AGW
@@ -18,8 +21,8 @@ from torch import Tensor, nn
 from vireid.models.agw import BNNeck
 from vireid.models.assets import ASSETS, resolve_pretrained
 from vireid.models.ccn import CCN
+from vireid.models.backbones import get_backbone
 from vireid.models.dscsn import DSCSN
-from vireid.models.resnet import feature_hw
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +91,11 @@ def build_model(cfg: Any, num_classes: int, load_pretrained: bool = True) -> ReI
     pretrained = m.pretrained if load_pretrained else None
     if pretrained in ASSETS:  # weights packaged with vireid, checked against their digest
         pretrained = str(resolve_pretrained(pretrained, m.arch, m.width))
-    backbone = DSCSN(m.arch, shared_stages=m.shared_stages, last_stride=m.last_stride,
-                     width=m.width, pretrained=pretrained, pool=m.pool, non_local=m.non_local,
-                     shared_bn=m.shared_bn)
-    hw = feature_hw(cfg.data.height, cfg.data.width, m.last_stride)
+    backbone = DSCSN(get_backbone(m.arch), shared_stages=m.shared_stages,
+                     last_stride=m.last_stride, width=m.width, pretrained=pretrained, pool=m.pool,
+                     non_local=m.non_local, shared_bn=m.shared_bn)
+    # The CCN's FC needs the map size; the backbone entry knows it without a forward pass.
+    hw = backbone.feature_hw(cfg.data.height, cfg.data.width)
     ccn = CCN(backbone.out_channels, hw, **_ccn_kwargs(cfg))
     return ReIDModel(backbone, ccn, num_classes, bnneck=m.bnneck)
 

@@ -1,30 +1,25 @@
 """DSCSN: the dual-path, spatial-structure-preserving common space network (paper Sec. III-A).
 
-Each modality ("rgb", "ir") has its own copy of the first parts of a ResNet; the remaining
-parts are shared and embed both into one common space. The split is one config value
-(paper Table III):
+Each modality ("rgb", "ir") has its own copy of the first stages of a backbone; the remaining
+stages are shared and embed both into one common space. The backbone is a registered entry
+(:mod:`vireid.models.backbones`, ``model.arch``) that names its stages in order; the split is
+one config value, ``model.shared_stages``, the number of stages shared counted from the end
+(paper Table III; the table of values is in :mod:`vireid.models.backbones`). For the ResNets
+the stages are ``stem`` (conv1/bn1/relu/maxpool), ``layer1`` … ``layer4``, and ``3-4`` (the
+paper's choice) shares layer3 and layer4.
 
-==============  ============================================  ==========================
-shared_stages   modality-specific parts                       shared parts
-==============  ============================================  ==========================
-``none``        stem, layer1, layer2, layer3, layer4          (nothing: two networks)
-``4``           stem, layer1, layer2, layer3                  layer4
-``3-4``         stem, layer1, layer2                          layer3, layer4 (paper)
-``2-4``         stem, layer1                                  layer2 … layer4
-``1-4``         stem                                          layer1 … layer4
-``all``         (nothing: one network)                        stem, layer1 … layer4
-==============  ============================================  ==========================
+Options of the DSCSN itself, for every backbone (AGW, not in the paper): ``pool="gem"``
+makes G the generalised mean (p = 3) of F instead of its average; ``shared_bn`` chooses the
+batch-norm statistics of the shared stages (:meth:`DSCSN.forward_pair`). ``non_local=True``
+asks the backbone entry to insert AGW's non-local blocks (for the ResNets: after the last 2
+blocks of layer2 and the last 3 of layer3, keys ``<path>.layerK.nl.<i>.*``, the residual
+blocks keeping their keys) before the stages are split, so a modality-specific stage gets
+its own copy. Both paths start from the same weights: the specific stages of the IR path are
+deep copies of the RGB path's after pretrained weights are loaded.
 
-"stem" is conv1/bn1/relu/maxpool. AGW options (not in the paper): ``pool="gem"`` makes G the
-generalised mean (p = 3) of F instead of its average; ``non_local=True`` inserts AGW's
-non-local blocks (:func:`vireid.models.agw.insert_non_local`) after the last 2 blocks of
-layer2 and the last 3 of layer3, before the parts are split, so a modality-specific stage
-gets its own copy (keys ``<path>.layerK.nl.<i>.*``; the residual blocks keep their keys). Both paths start from the same weights: the specific parts
-of the IR path are deep copies of the RGB path's after ImageNet weights are loaded.
-
-Parameter names: ``rgb.<part>.…``, ``ir.<part>.…`` for specific parts and ``shared.<part>.…``
-for shared ones, where ``<part>`` is ``stem`` (a Sequential ``conv1, bn1, relu, maxpool``
-→ ``stem.0``, ``stem.1``) or ``layerK`` with torchvision's inner names.
+Parameter names: ``rgb.<stage>.…``, ``ir.<stage>.…`` for specific stages and
+``shared.<stage>.…`` for shared ones, with the module names the backbone gives each stage
+(ResNet: ``stem.0`` = conv1, ``stem.1`` = bn1, ``layerK`` with torchvision's inner names).
 """
 from __future__ import annotations
 
@@ -35,15 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from vireid.errors import ConfigError
-from vireid.models.agw import AGW_NON_LAYERS, GeM, insert_non_local
-from vireid.models.resnet import ResNet, load_imagenet_weights
-
-PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
-
-#: shared_stages value -> index in PARTS of the first shared part.
-SHARED_STAGES: dict[str, int] = {
-    "none": len(PARTS), "4": 4, "3-4": 3, "2-4": 2, "1-4": 1, "all": 0,
-}
+from vireid.models.agw import GeM
+from vireid.models.backbones import BackboneOptions, BackboneSpec, get_backbone
 
 MODALITIES = ("rgb", "ir")
 
@@ -51,64 +39,57 @@ MODALITIES = ("rgb", "ir")
 POOLS = ("avg", "gem")
 
 
-def _parts_of(net: ResNet) -> dict[str, nn.Module]:
-    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-    return {"stem": stem, "layer1": net.layer1, "layer2": net.layer2,
-            "layer3": net.layer3, "layer4": net.layer4}
-
-
 class DSCSN(nn.Module):
-    """Dual-path ResNet with a configurable shared tail.
+    """Dual-path backbone with a configurable shared tail.
 
     Args:
-        arch: 18/34/50 or "resnetXX".
-        shared_stages: one of ``none, 4, 3-4, 2-4, 1-4, all`` (table in the module docstring).
-        last_stride: stride of layer4 (1 or 2).
-        width: ResNet base-width multiplier (1.0 for ImageNet weights).
-        pretrained: ``None`` (random init), ``"imagenet"`` or a local torchvision-keyed file.
+        arch: a registered backbone name (``model.arch``, e.g. ``"resnet50"``) or its
+            :class:`~vireid.models.backbones.BackboneSpec`.
+        shared_stages: ``none, 4, 3-4, 2-4, 1-4, all`` (those the backbone supports).
+        last_stride: stride of the backbone's last stage (1 or 2).
+        width: width multiplier (1.0 for ImageNet weights).
+        pretrained: ``None`` (random init), ``"imagenet"`` or a local weights file, loaded
+            by the backbone entry.
         pool: ``"avg"`` (G = GAP(F), the paper) or ``"gem"`` (G = GeM(F), p = 3, AGW).
         non_local: insert AGW's non-local blocks (module docstring).
+        shared_bn: ``"joint"`` or ``"per_modality"`` (:meth:`forward_pair`).
 
     forward(x, modality): x (B, 3, H, W) -> F (B, C, h, w), G (B, C) = pool(F).
     """
 
-    def __init__(self, arch: int | str = 50, shared_stages: str = "3-4", last_stride: int = 2,
-                 width: float = 1.0, pretrained: str | os.PathLike | None = None,
-                 pool: str = "avg", non_local: bool = False, shared_bn: str = "joint") -> None:
+    def __init__(self, arch: str | BackboneSpec = "resnet50", shared_stages: str = "3-4",
+                 last_stride: int = 2, width: float = 1.0,
+                 pretrained: str | os.PathLike | None = None, pool: str = "avg",
+                 non_local: bool = False, shared_bn: str = "joint") -> None:
         super().__init__()
+        spec = arch if isinstance(arch, BackboneSpec) else get_backbone(arch)
         key = str(shared_stages)
-        if key not in SHARED_STAGES:
-            raise ConfigError(
-                f"model.shared_stages: expected one of {', '.join(SHARED_STAGES)}, got {shared_stages!r}"
-            )
+        spec.check(key, pretrained, non_local)
         if pool not in POOLS:
             raise ConfigError(f"model.pool: expected one of {', '.join(POOLS)}, got {pool!r}")
-        self.shared_stages = key
         if shared_bn not in ("joint", "per_modality"):
             raise ConfigError(f"model.shared_bn: expected joint or per_modality, got {shared_bn!r}")
+        self.shared_stages = key
         self.shared_bn = shared_bn
-        net = ResNet(arch, last_stride=last_stride, width=width, num_classes=None)
-        if pretrained not in (None, "", "none", False):
-            load_imagenet_weights(net, None, pretrained)
-        if non_local:
-            # AGW's counts are for ResNet-50's 3/4/6/3 blocks; ResNet-18 has 2 per stage.
-            stages = ("layer1", "layer2", "layer3", "layer4")
-            counts = [min(c, len(getattr(net, s))) for c, s in zip(AGW_NON_LAYERS, stages)]
-            insert_non_local(net, counts, stages)
+        self.spec = spec
+        self.options = BackboneOptions(width=float(width), last_stride=int(last_stride))
+        parts = spec.make_stages(self.options, pretrained, non_local)
         # GeM keeps p as a buffer (key ``pool.p``): a GeM checkpoint never loads into an
         # average-pooling model unnoticed.
         self.pool = GeM() if pool == "gem" else None
-        self.arch = net.arch
-        self.out_channels = net.out_channels
-        parts = _parts_of(net)
-        first_shared = SHARED_STAGES[key]
-        specific = PARTS[:first_shared]
+        self.arch = spec.name
+        self.out_channels = int(spec.out_channels(self.options))
+        specific, shared = spec.split(key)
         self.specific_parts: tuple[str, ...] = specific
-        self.shared_parts: tuple[str, ...] = PARTS[first_shared:]
+        self.shared_parts: tuple[str, ...] = shared
         self.rgb = nn.ModuleDict({p: parts[p] for p in specific})
         # deepcopy so both paths start from identical (possibly pretrained) weights.
         self.ir = nn.ModuleDict({p: copy.deepcopy(parts[p]) for p in specific})
-        self.shared = nn.ModuleDict({p: parts[p] for p in self.shared_parts})
+        self.shared = nn.ModuleDict({p: parts[p] for p in shared})
+
+    def feature_hw(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) of F for a height×width input, as the backbone entry computes it."""
+        return self.spec.feature_size(height, width, self.options)
 
     def _path(self, modality: str) -> nn.ModuleDict:
         if modality == "rgb":

@@ -105,6 +105,18 @@ def arch_name(depth: int | str) -> str:
         ) from None
 
 
+def _base_width(width: float) -> int:
+    """Channels of the stem for a width multiplier (64 at width 1)."""
+    return max(1, int(round(64 * width)))
+
+
+def resnet_out_channels(depth: int | str, width: float = 1.0) -> int:
+    """C of layer4's map: 512·expansion channels at width 1 (512 for ResNet-18/34, 2048 for
+    ResNet-50), scaled through the stem width ``round(64·width)``."""
+    block, _ = _SPECS[arch_name(depth)]
+    return _base_width(width) * 8 * block.expansion
+
+
 class ResNet(nn.Module):
     """torchvision-keyed ResNet.
 
@@ -129,7 +141,7 @@ class ResNet(nn.Module):
         self.width = float(width)
         self.last_stride = int(last_stride)
         block, layers = _SPECS[self.arch]
-        base = max(1, int(round(64 * width)))
+        base = _base_width(width)
         self.inplanes = base
         self.conv1 = nn.Conv2d(3, base, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(base)
@@ -139,7 +151,7 @@ class ResNet(nn.Module):
         self.layer2 = self._make_layer(block, base * 2, layers[1], 2)
         self.layer3 = self._make_layer(block, base * 4, layers[2], 2)
         self.layer4 = self._make_layer(block, base * 8, layers[3], self.last_stride)
-        self.out_channels = base * 8 * block.expansion
+        self.out_channels = resnet_out_channels(self.arch, width)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(self.out_channels, num_classes) if num_classes else None
         self._init_weights()

@@ -7,28 +7,69 @@ so that the rename itself survives a power cut. If anything fails on the way —
 (ENOSPC), a read-only file system (EROFS), a permission error, or an exception in the caller's
 writer — the temporary file is removed and the previous file is left byte-identical.
 
+Where a write goes (:func:`output_target`):
+
+* a symbolic link (or a chain of them) is followed and its final target is written
+  atomically; the link itself stays a link (a dangling link creates its target);
+* a standard stream — ``/dev/stdout``, ``/dev/stderr``, ``/dev/fd/N``, ``/proc/PID/fd/N`` or a
+  link to one — and an existing target that is neither a regular file nor a folder (a FIFO, a
+  terminal, ``/dev/null``, a socket) is written *in place*: opened for appending, never
+  replaced, truncated or renamed over (so such a write cannot be atomic).
+
+Interrupts: the clean-up of a temporary file or folder after an error or Ctrl-C runs to the
+end even when a second Ctrl-C arrives (:func:`remove_tree`: SIGINT is ignored while it runs,
+and a KeyboardInterrupt raised anyway restarts the removal instead of abandoning it). Whole
+folders are built in a temporary folder beside the target and renamed into place at the end
+(:func:`atomic_dir`), so a crash leaves only that temporary folder; its name carries the host
+and process id of its writer, and the next :func:`atomic_dir` for the same target removes the
+ones whose process has gone.
+
 OS errors are re-raised as :class:`OutputWriteError` (a :class:`~vireid.errors.VireidError`,
 so the CLI prints one ``error: …`` line and exits 2) naming the path and the OS's reason.
 Other exceptions (bugs, KeyboardInterrupt) propagate unchanged after the same cleanup.
 
 Public API::
 
+    output_target(path)               -> (Path to write, written in place?)
     atomic_path(path)                 context manager -> temp Path to write to by name
     atomic_open(path, mode="wb")      context manager -> open file object
     atomic_write_bytes(path, data)    -> Path
     atomic_write_text(path, text)     -> Path
     atomic_save_torch(obj, path)      -> Path
-    atomic_dir(path, overwrite=False) context manager -> temp folder, renamed into place
+    atomic_dir(path, overwrite=False, *, merge=False, stale=(), last=(), sync=True)
+                                      context manager -> temp folder, renamed (or merged) into place
+    remove_tree(path)                 removal that survives a second Ctrl-C
+    remove_stale_temps(path)          temp folders of `path` whose writer has gone -> removed
+    undo_new_folders(path)            context manager: folders it created go on an error
+    note_file_written()               the test hook of many-file writers (below)
+
+Test hooks (environment variables, read at each call; for tests that interrupt a writer
+deterministically, from inside, instead of sending a signal at a guessed moment):
+
+* ``VIREID_TEST_INTERRUPT_AFTER_FILES=N``: :func:`note_file_written`, which every atomic
+  file write and every many-file writer (synthetic images, ONNX files) calls after a file is
+  complete, raises KeyboardInterrupt when this process has written its N-th file (the main
+  process only: pool workers never raise);
+* ``VIREID_TEST_INTERRUPT_IN_CLEANUP=1``: :func:`remove_tree` raises one KeyboardInterrupt
+  after removing its first entry, as a second Ctrl-C in the middle of the clean-up would.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
+import multiprocessing
 import os
+import re
 import secrets
 import shutil
-from collections.abc import Iterator
+import signal
+import socket
+import stat
+import sys
+import threading
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import IO, Any, Union
 
@@ -102,6 +143,88 @@ def _tmp_name(path: Path) -> Path:
     return path.parent / f".{path.name}.{secrets.token_hex(4)}{TMP_MARK}{path.suffix}"
 
 
+# --------------------------------------------------------------------------- where a write goes
+#: Folders whose entries are the process's standard streams (or devices): written in place.
+_STREAM_DIRS = re.compile(r"^/(dev|dev/fd|proc/(self|thread-self|\d+)/fd)$")
+#: Names of this process's own descriptors: dup'ed instead of re-opened (re-opening
+#: /proc/self/fd/N fails for a socket and would start a pipe or file at another offset).
+_OWN_FD = re.compile(r"^/(dev/(?P<stream>stdout|stderr)|dev/fd/(?P<fd>\d+)"
+                     r"|proc/(?P<pid>self|thread-self|\d+)/fd/(?P<pfd>\d+))$")
+
+
+def output_target(path: PathLike) -> tuple[Path, bool]:
+    """Where a write to ``path`` goes: ``(target, in_place)``.
+
+    A symbolic link (chain) is followed: ``target`` is the file it finally names, written
+    atomically like any regular file (the link stays). ``in_place`` is true for a standard
+    stream (``/dev/stdout``, ``/dev/stderr``, ``/dev/fd/N``, ``/proc/PID/fd/N``, anything
+    directly in ``/dev``, or a link to one of them) and for an existing target that is neither
+    a regular file nor a folder (a FIFO, a character device, a socket); ``target`` is then
+    the stream's name (``/dev/stdout`` for a link to it) or ``path`` itself, to be opened and
+    written as it is, never replaced.
+
+    Raises:
+        OutputWriteError: a loop of symbolic links.
+    """
+    given = Path(path)
+    hop = Path(os.path.abspath(os.fspath(path)))
+    for _ in range(40):  # the kernel's own limit on links in a path
+        if os.name == "posix" and _STREAM_DIRS.match(hop.parent.as_posix()):
+            return hop, True  # e.g. /dev/stdout, also when reached through a link
+        if not hop.is_symlink():
+            break
+        link = os.readlink(hop)
+        hop = Path(os.path.normpath(os.path.join(os.path.realpath(hop.parent), link)))
+    else:
+        raise _write_error(given, OSError(errno.ELOOP, os.strerror(errno.ELOOP)))
+    # Only a link in the last component needs resolving: a temp file made through a linked
+    # folder already lies in the real folder, beside the target (and messages keep the name
+    # the user gave).
+    target = Path(os.path.realpath(given)) if given.is_symlink() else given
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:  # nothing there yet (or a dangling link): a new regular file
+        return target, False
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return target, False
+    return given, True
+
+
+def _own_descriptor(path: Path) -> int | None:
+    """The descriptor number of this process that ``path`` names (/dev/stdout → 1,
+    /dev/fd/N and /proc/self/fd/N → N), or None."""
+    m = _OWN_FD.match(os.path.abspath(os.fspath(path)))
+    if m is None:
+        return None
+    if m["stream"]:
+        return 1 if m["stream"] == "stdout" else 2
+    if m["pid"] not in (None, "self", "thread-self", str(os.getpid())):
+        return None  # another process's descriptor: open it by name
+    return int(m["fd"] or m["pfd"])
+
+
+@contextlib.contextmanager
+def _open_in_place(path: Path, mode: str, encoding: str | None) -> Iterator[IO[Any]]:
+    """Append to a stream or device at ``path`` (see :func:`output_target`)."""
+    for stream in (sys.stdout, sys.stderr):  # keep what was printed before it in order
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    own = _own_descriptor(path)
+    try:
+        fd = os.dup(own) if own is not None else os.open(path, os.O_WRONLY | os.O_APPEND)
+        fh = os.fdopen(fd, mode, encoding=encoding)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
+    try:
+        with fh:
+            yield fh
+            fh.flush()
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
+
+
 def fsync_dir(folder: PathLike) -> None:
     """fsync a folder so a rename inside it is durable. Best effort: some platforms and file
     systems (Windows, some network mounts) cannot open or fsync a folder."""
@@ -125,16 +248,126 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _remove_quietly(path: Path) -> None:
+# --------------------------------------------------------------------------- interrupts
+#: Test hooks (see the module docstring).
+ENV_INTERRUPT_AFTER_FILES = "VIREID_TEST_INTERRUPT_AFTER_FILES"
+ENV_INTERRUPT_IN_CLEANUP = "VIREID_TEST_INTERRUPT_IN_CLEANUP"
+_hook_state = {"files": 0, "cleanup_fired": False}
+
+
+def note_file_written() -> None:
+    """Count one complete output file; the test hook ``VIREID_TEST_INTERRUPT_AFTER_FILES=N``
+    raises KeyboardInterrupt at this process's N-th file (never in a pool worker, where a
+    KeyboardInterrupt would kill the worker instead of reaching the command)."""
+    limit = os.environ.get(ENV_INTERRUPT_AFTER_FILES)
+    if not limit or multiprocessing.parent_process() is not None:
+        return
+    _hook_state["files"] += 1
+    if _hook_state["files"] == int(limit):
+        raise KeyboardInterrupt(f"test hook {ENV_INTERRUPT_AFTER_FILES}={limit}")
+
+
+def _cleanup_hook() -> None:
+    if os.environ.get(ENV_INTERRUPT_IN_CLEANUP) and not _hook_state["cleanup_fired"]:
+        _hook_state["cleanup_fired"] = True
+        raise KeyboardInterrupt(f"test hook {ENV_INTERRUPT_IN_CLEANUP}")
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT meanwhile (only the main thread may change signal handlers; elsewhere,
+    and where the previous handler was not set from Python, nothing is changed)."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        try:
+            if signal.getsignal(signal.SIGINT) is not None:
+                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except (ValueError, OSError):
+            previous = None
     try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _remove_entries(path: Path) -> None:
+    """Remove ``path`` (a file, a link or a folder tree) entry by entry, deepest first."""
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+        _cleanup_hook()
+        return
+    for folder, dirs, files in os.walk(path, topdown=False):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+            try:
+                os.unlink(os.path.join(folder, name))
+            except FileNotFoundError:
+                pass
+            _cleanup_hook()
+        for name in dirs:
+            sub = os.path.join(folder, name)
+            if not os.path.islink(sub):
+                try:
+                    os.rmdir(sub)
+                except FileNotFoundError:
+                    pass
+    try:
+        os.rmdir(path)
     except FileNotFoundError:
         pass
-    except OSError as exc:  # e.g. the folder went read-only meanwhile; nothing more to do
-        log.warning("could not remove temporary %s: %s", path, exc)
+
+
+def remove_tree(path: PathLike) -> None:
+    """Remove a file, link or folder tree and finish even through Ctrl-C.
+
+    SIGINT is ignored while the removal runs, and a KeyboardInterrupt raised anyway (one
+    already pending when it began, or the test hook) restarts the removal instead of
+    abandoning it half-way; the caller is leaving because of an error or a first Ctrl-C and
+    re-raises that. An OSError (a folder gone read-only) is logged: nothing more can be done.
+    """
+    path = Path(path)
+    with _sigint_ignored():
+        for _ in range(100):
+            try:
+                _remove_entries(path)
+                return
+            except KeyboardInterrupt:
+                log.warning("interrupted again while removing %s; finishing the clean-up first",
+                            path)
+            except OSError as exc:
+                log.warning("could not remove temporary %s: %s", path, exc)
+                return
+
+
+@contextlib.contextmanager
+def undo_new_folders(path: PathLike) -> Iterator[Path]:
+    """On an error or Ctrl-C in the block, remove ``path`` and its parents that did not exist
+    when the block began, if they hold no file by then (empty folders inside a new ``path``
+    go too): a command that writes its files through :func:`atomic_dir` then leaves no empty
+    folder either. SIGINT is ignored meanwhile."""
+    path = Path(path)
+    new: list[Path] = []
+    probe = path
+    while not os.path.lexists(probe) and probe != probe.parent:
+        new.append(probe)
+        probe = probe.parent
+    try:
+        yield path
+    except BaseException:
+        with _sigint_ignored():
+            if new and os.path.isdir(path) and not os.path.islink(path):
+                for folder, _, _ in os.walk(path, topdown=False):
+                    if folder != os.fspath(path):
+                        with contextlib.suppress(OSError):
+                            os.rmdir(folder)  # only an empty one goes
+            for folder in new:  # deepest first
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty (someone else's files), or already gone
+                    break
+        raise
 
 
 @contextlib.contextmanager
@@ -143,13 +376,18 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
 
     The temporary file is created empty (mode 0o666 minus the umask, like ``open``) before
     the body runs, so the caller may write it by name with any writer (``np.save``,
-    ``faiss.write_index``, ``torch.onnx.export``…).
+    ``faiss.write_index``, ``torch.onnx.export``…). A symbolic link is followed and its
+    target replaced; a stream or device (:func:`output_target`) is yielded as it is, for the
+    writer to write in place.
 
     Raises:
         OutputWriteError: an OSError while creating, writing, syncing or renaming; the temp
             file is gone and ``path`` is unchanged.
     """
-    path = Path(path)
+    path, in_place = output_target(path)
+    if in_place:  # a stream or device: the writer writes it by name, nothing to replace
+        yield path
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = _tmp_name(path)
@@ -163,24 +401,31 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     except OSError as exc:
         err = _write_error(path, exc)  # before the clean-up frees the space it looks at
-        _remove_quietly(tmp)
+        remove_tree(tmp)
         raise err from exc
     except BaseException:
-        _remove_quietly(tmp)
+        remove_tree(tmp)
         raise
     fsync_dir(path.parent)
+    note_file_written()
 
 
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
     """``open`` for writing, atomically: the file appears at ``path`` only once the block
     ends without an exception. ``mode`` is ``"wb"`` or ``"w"`` (text; ``encoding`` defaults
-    to UTF-8)."""
+    to UTF-8). A stream or device (``/dev/stdout``, a FIFO; :func:`output_target`) is opened
+    for appending and written in place."""
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_open: mode must be 'wb' or 'w', got {mode!r}")
     if mode == "w" and encoding is None:
         encoding = "utf-8"
-    with atomic_path(path) as tmp:
+    target, in_place = output_target(path)
+    if in_place:
+        with _open_in_place(target, mode, encoding) as fh:
+            yield fh
+        return
+    with atomic_path(target) as tmp:
         with open(tmp, mode, encoding=encoding) as fh:
             yield fh
             fh.flush()
@@ -207,6 +452,17 @@ def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Pat
     return atomic_write_bytes(path, text.encode(encoding))
 
 
+#: Test hook: with this environment variable set to N, a :func:`atomic_save_torch` sends
+#: its own process a real SIGINT once N bytes of the file are written, i.e. a Ctrl-C that
+#: surely lands mid-write (tests/test_cli_reliability.py). Unset, nothing happens.
+SIGINT_AFTER_BYTES_ENV = "VIREID_TEST_SIGINT_AFTER_BYTES"
+
+
+def _sigint_after_bytes() -> int | None:
+    text = os.environ.get(SIGINT_AFTER_BYTES_ENV, "").strip()
+    return int(text) if text.isdigit() else None
+
+
 class _RecordingWriter:
     """A file object for ``torch.save`` that remembers the first exception its ``write`` raised.
 
@@ -214,16 +470,25 @@ class _RecordingWriter:
     ``RuntimeError: [enforce fail at inline_container.cc…] unexpected pos …``, losing the
     cause: a full disk (ENOSPC) or a Ctrl-C (KeyboardInterrupt, delivered while Python code
     runs, i.e. inside this ``write``). Recording it lets :func:`atomic_save_torch` re-raise
-    the real cause.
+    the real cause. ``sigint_after``: see :data:`SIGINT_AFTER_BYTES_ENV`.
     """
 
-    def __init__(self, fh: IO[bytes]):
+    def __init__(self, fh: IO[bytes], sigint_after: int | None = None):
         self._fh = fh
         self.error: BaseException | None = None
+        self._sigint_after = sigint_after
+        self._written = 0
 
     def write(self, data: Any) -> int:
         try:
-            return self._fh.write(data)
+            n = self._fh.write(data)
+            self._written += n
+            if self._sigint_after is not None and self._written >= self._sigint_after:
+                self._sigint_after = None  # once
+                # raise_signal runs the Python handler before it returns: the
+                # KeyboardInterrupt surfaces here, as a real Ctrl-C during a write would.
+                signal.raise_signal(signal.SIGINT)
+            return n
         except BaseException as exc:
             if self.error is None:
                 self.error = exc
@@ -246,7 +511,7 @@ def atomic_save_torch(obj: Any, path: PathLike) -> Path:
 
     path = Path(path)
     with atomic_open(path, "wb") as fh:
-        writer = _RecordingWriter(fh)
+        writer = _RecordingWriter(fh, _sigint_after_bytes())
         try:
             torch.save(obj, writer)
         except BaseException as exc:
@@ -281,8 +546,58 @@ def check_output_dir(path: PathLike, overwrite: bool = False) -> None:
                                 f"choose another folder or pass --overwrite to replace it")
 
 
+# --------------------------------------------------------------------------- whole folders
+def _host_tag() -> str:
+    """4 hex digits of this machine's name: a temp folder's writer is known only on its host."""
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:4]
+
+
+def _side_name(path: Path, kind: str) -> Path:
+    """``.NAME.HOST-PID-RANDOM.tmp`` (or ``.old``) beside ``path``: hidden, unique, and
+    naming its writer so that a leftover of a process that has gone can be recognised."""
+    return path.parent / f".{path.name}.{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}.{kind}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, someone else's
+        return True
+    return True
+
+
+def remove_stale_temps(path: PathLike) -> list[Path]:
+    """Remove the temp and backup folders that :func:`atomic_dir` left beside ``path`` in a
+    process that has gone (SIGKILL, a power cut); returns them. Only leftovers written on
+    this host whose process no longer exists are removed: another host's, or a running
+    writer's, are left alone."""
+    path = Path(path)
+    pattern = re.compile(r"^\." + re.escape(path.name)
+                         + r"\.(?P<host>[0-9a-f]{4})-(?P<pid>\d+)-[0-9a-f]{8}\.(?P<kind>tmp|old)$")
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    host = _host_tag()
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if not m or m["host"] != host or _pid_alive(int(m["pid"])):
+            continue
+        if m["kind"] == "old" and not path.exists():
+            continue  # killed between its two renames: the previous output is all there is
+        log.info("removing %s, left by an interrupted writer (process %s)", entry.path, m["pid"])
+        remove_tree(entry.path)
+        removed.append(Path(entry.path))
+    return removed
+
+
 @contextlib.contextmanager
-def atomic_dir(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(path: PathLike, overwrite: bool = False, *, merge: bool = False,
+               stale: Collection[str] = (), last: Collection[str] = (),
+               sync: bool = True) -> Iterator[Path]:
     """Build a whole output folder in a temp folder next to ``path``, then move it into place.
 
     An existing non-empty folder is refused unless ``overwrite`` (checked before the body
@@ -291,32 +606,52 @@ def atomic_dir(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     is renamed back. Files written into the yielded folder should be complete when the block
     ends (each is fsynced here before the rename).
 
+    With ``merge`` (for outputs that share a folder with other files: ``--overwrite`` removes
+    only what the command itself writes), an existing non-empty folder is not replaced: each
+    file of the new folder is moved into it (``os.replace``, replacing a file of the same
+    relative name), the names in ``last`` after all others (a manifest that commits the
+    rest), the relative names in ``stale`` (files an earlier run of the command wrote that
+    this one does not) are removed, and every other file stays. An interrupt during the moves
+    leaves some files new and some old, with the previous ``last`` file.
+
+    ``sync=False`` skips the fsync of every file (for outputs that are cheap to make again,
+    such as a generated dataset of thousands of images).
+
+    On an error or Ctrl-C only the temp folder exists, and it is removed by
+    :func:`remove_tree` (which survives a second Ctrl-C); a temp folder that a killed process
+    left is removed by the next call for the same ``path`` (:func:`remove_stale_temps`).
+
     Raises:
         OutputExistsError: see :func:`check_output_dir`.
         OutputWriteError: an OSError on the way; the temp folder is removed and ``path``
-            is unchanged.
+            is unchanged (with ``merge``: unless the OSError came during the moves).
     """
     path = Path(path)
     check_output_dir(path, overwrite)
+    remove_stale_temps(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{TMP_MARK}"
+        tmp = _side_name(path, "tmp")
         tmp.mkdir()
     except OSError as exc:
         raise _write_error(path, exc, "folder") from exc
     try:
         yield tmp
-        for f in sorted(tmp.rglob("*")):
-            if f.is_file():
-                _fsync_file(f)
-        fsync_dir(tmp)
-        _move_dir_into_place(tmp, path, overwrite)
+        if sync:
+            for f in sorted(tmp.rglob("*")):
+                if f.is_file():
+                    _fsync_file(f)
+            fsync_dir(tmp)
+        if merge and path.is_dir() and not _is_empty_dir(path):
+            _merge_dir_into_place(tmp, path, stale, last)
+        else:
+            _move_dir_into_place(tmp, path, overwrite)
     except OSError as exc:
         err = _write_error(path, exc, "folder")
-        _remove_quietly(tmp)
+        remove_tree(tmp)
         raise err from exc
     except BaseException:
-        _remove_quietly(tmp)
+        remove_tree(tmp)
         raise
     fsync_dir(path.parent)
 
@@ -330,11 +665,36 @@ def _move_dir_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
     if _is_empty_dir(path):
         os.replace(tmp, path)  # rename(2) may replace an empty folder
         return
-    old = path.parent / f".{path.name}.{secrets.token_hex(4)}.old"
+    old = _side_name(path, "old")
     os.replace(path, old)
     try:
         os.replace(tmp, path)
     except BaseException:
         os.replace(old, path)  # put the previous output back
         raise
-    _remove_quietly(old)
+    remove_tree(old)
+
+
+def _plain_relative(name: str) -> bool:
+    """A relative name inside a folder: no absolute path, no ``..``, no empty part."""
+    parts = Path(name).parts
+    return bool(parts) and not Path(name).is_absolute() and ".." not in parts
+
+
+def _merge_dir_into_place(tmp: Path, path: Path, stale: Collection[str],
+                          last: Collection[str]) -> None:
+    files = [f for f in sorted(tmp.rglob("*")) if f.is_file() or f.is_symlink()]
+    files.sort(key=lambda f: f.relative_to(tmp).as_posix() in last)  # stable: `last` ones last
+    written = {f.relative_to(tmp).as_posix() for f in files}
+    for name in stale:
+        if not _plain_relative(name) or name in written:
+            continue
+        old = path / name
+        if old.is_symlink() or old.is_file():
+            old.unlink()
+    for f in files:
+        dest = path / f.relative_to(tmp)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(f, dest)
+    fsync_dir(path)
+    remove_tree(tmp)

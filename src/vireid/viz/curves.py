@@ -1,4 +1,10 @@
-"""Loss curves and CMC curves as PNG files (matplotlib, Agg backend, atomic writes)."""
+"""Loss curves and CMC curves as PNG files (matplotlib's Agg canvas, atomic writes).
+
+Figures are ``matplotlib.figure.Figure`` objects drawn by their own ``FigureCanvasAgg``, never
+through pyplot: importing or calling this module leaves the process's matplotlib backend as it
+was (a notebook keeps its inline plots), needs no display, and each figure is freed with its
+last reference (pyplot would keep it until closed).
+"""
 from __future__ import annotations
 
 import os
@@ -7,13 +13,12 @@ from pathlib import Path
 from typing import Any, Union
 
 import matplotlib
+import matplotlib.ticker
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # headless: no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
-
-from vireid.utils.atomic import atomic_path  # noqa: E402
+from vireid.utils.atomic import atomic_path
 
 PathLike = Union[str, os.PathLike]
 
@@ -21,16 +26,26 @@ PathLike = Union[str, os.PathLike]
 LOSS_KEYS = ("loss", "pbce", "id", "vl", "rkl", "kvl")
 
 
-def save_figure(fig: "matplotlib.figure.Figure", path: PathLike, dpi: int = 110) -> Path:
-    """Save ``fig`` as PNG via a temp file in the same folder and ``os.replace``; closes it."""
+def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float],
+               squeeze: bool = True) -> tuple[Figure, Any]:
+    """A figure with an ``nrows`` × ``ncols`` grid of axes, drawn by the Agg canvas.
+
+    Returns ``(fig, axes)`` like ``pyplot.subplots`` (``axes``: one Axes, or an array of them,
+    2-D when ``squeeze`` is False), but the figure is not registered with pyplot and no
+    backend is selected, so nothing global changes.
+    """
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)  # attaches itself as fig.canvas: savefig renders PNG with Agg
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
+
+
+def save_figure(fig: Figure, path: PathLike, dpi: int = 110) -> Path:
+    """Save ``fig`` as PNG via a temp file in the same folder and ``os.replace``."""
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
     return path
 
 
@@ -42,8 +57,8 @@ def plot_loss_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: Path
     (``"loss"`` and optional components such as ``"pbce"``, ``"id"``). The total loss is
     drawn solid, components dashed. Per-epoch records (``"type": "epoch"``) are skipped.
     """
-    fig, ax = plt.subplots(figsize=(7, 4))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = new_figure(figsize=(7, 4))
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     part_styles = iter(["--", ":", "-.", (0, (5, 1)), (0, (1, 3))] * 4)
     for i, (label, records) in enumerate(runs.items()):
         steps = [r for r in records if r.get("type", "step") == "step"]
@@ -79,8 +94,8 @@ def plot_diagnostics(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: Path
     loss part sends into the backbone (``grad_<part>``, log scale), the PBCE pair accuracy on
     positive and negative pairs (``acc_pos``, ``acc_neg``) against iteration, and the held-out
     rank-1 / mAP of every checkpoint (``val_rank1``, ``val_mAP`` of epoch records)."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = new_figure(1, 3, figsize=(15, 4))
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, records) in enumerate(runs.items()):
         color = colors[i % len(colors)]
         steps = [r for r in records if r.get("type", "step") == "step"]
@@ -119,7 +134,7 @@ def plot_cmc_curves(curves: Mapping[str, Sequence[float]], path: PathLike,
 
     curves: ``{label: cmc}`` with ``cmc[k-1]`` = rank-k in percent.
     """
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = new_figure(figsize=(6, 4))
     for label, cmc in curves.items():
         y = np.asarray(cmc, dtype=float)[:max_rank]
         ax.plot(np.arange(1, len(y) + 1), y, marker="o", markersize=3, label=label)
@@ -147,7 +162,7 @@ def plot_metric_sweep(rows: Sequence[Mapping[str, Any]], path: PathLike, title: 
         raise ValueError("expected table rows with an 'axis' value (a fig3 or table7 result), "
                          "found none")
     label = pts[0]["axis"].get("label", "value")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    fig, axes = new_figure(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for mode in dict.fromkeys(r.get("scoring", "") for r in pts):
             line = sorted((float(r["axis"]["value"]), r["ours"].get(metric), r["ours"].get(f"{metric}_std", 0.0))
@@ -166,3 +181,15 @@ def plot_metric_sweep(rows: Sequence[Mapping[str, Any]], path: PathLike, title: 
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def mode_label(mode: str, result: Any) -> str:
+    """The short label of a scoring mode's curve ("S", "F", a plugin's): the ``"label"`` an
+    evaluation result carries, or, for results written before labels were stored, the
+    registered mode's label (the mode's name when it is not registered)."""
+    if isinstance(result, Mapping) and result.get("label"):
+        return str(result["label"])
+    # Late: only old result files need the registry, and importing it loads torch.
+    from vireid.scoring.scorers import SCORING_MODES
+
+    return (SCORING_MODES.get(mode).label or mode) if mode in SCORING_MODES else mode

@@ -1,4 +1,5 @@
-"""The paper's qualitative figures, as PNG files (matplotlib Agg, atomic writes).
+"""The paper's qualitative figures, as PNG files (matplotlib's Agg canvas without pyplot, so
+the process's backend is left alone; atomic writes).
 
 * Fig. 2 — :func:`plot_tsne_panels`: t-SNE of common-space global features G of 10 identities,
   one colour per identity, marker per modality (dot = RGB, cross = IR), one panel per model
@@ -23,19 +24,17 @@ from pathlib import Path
 from typing import Optional, Union
 
 import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as nnf  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
+from vireid.errors import DataError
 from vireid.utils.atomic import atomic_path
-from vireid.errors import DataError  # noqa: E402
-from vireid.viz.curves import plot_cmc_curves, plot_metric_sweep, save_figure  # noqa: E402
-from vireid.viz.tsne import tsne  # noqa: E402
+from vireid.viz.curves import (mode_label, new_figure, plot_cmc_curves, plot_metric_sweep,
+                               save_figure)
+from vireid.viz.tsne import tsne
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +76,9 @@ def plot_tsne_panels(panels: Mapping[str, tuple[np.ndarray, np.ndarray, Sequence
     if not panels:
         raise ValueError("plot_tsne_panels: no panels given")
     all_ids = sorted({int(p) for _, pids, _ in panels.values() for p in np.asarray(pids)})
-    cmap = plt.get_cmap("tab10" if len(all_ids) <= 10 else "tab20")
+    cmap = matplotlib.colormaps["tab10" if len(all_ids) <= 10 else "tab20"]
     color = {pid: cmap(i % cmap.N) for i, pid in enumerate(all_ids)}
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.8), squeeze=False)
+    fig, axes = new_figure(1, len(panels), figsize=(5.0 * len(panels), 4.8), squeeze=False)
     for ax, (title, (g, pids, mods)) in zip(axes[0], panels.items()):
         g = np.asarray(g, dtype=np.float64)
         g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
@@ -141,7 +140,7 @@ def plot_contrastive_maps(query_img: np.ndarray, gallery_imgs: Sequence[np.ndarr
         raise ValueError("plot_contrastive_maps: no gallery images")
     vmax = float(max(np.max(maps_query), np.max(maps_gallery)))
     vmin = float(min(np.min(maps_query), np.min(maps_gallery)))
-    fig, axes = plt.subplots(m, 4, figsize=(6.4, 2.6 * m), squeeze=False)
+    fig, axes = new_figure(m, 4, figsize=(6.4, 2.6 * m), squeeze=False)
     hq, wq = query_img.shape[:2]
     im = None
     for r in range(m):
@@ -176,7 +175,7 @@ def plot_ranked_lists(query_imgs: Sequence[np.ndarray], ranked_imgs: Sequence[Se
     if q == 0:
         raise ValueError("plot_ranked_lists: no queries")
     k = max(len(r) for r in ranked_imgs)
-    fig, axes = plt.subplots(q, k + 1, figsize=(1.1 * (k + 1), 2.3 * q), squeeze=False)
+    fig, axes = new_figure(q, k + 1, figsize=(1.1 * (k + 1), 2.3 * q), squeeze=False)
     for i in range(q):
         ax = axes[i][0]
         ax.imshow(query_imgs[i])
@@ -221,7 +220,6 @@ def cmc_curves_from_results(paths: Sequence[PathLike],
     top-level ``cmc``, or ``{mode: result}``; labelled by the file name). ``select`` keeps only
     these labels (in the given order).
     """
-    suffix = {"simplified": "S", "full": "F", "rerank": "R"}
     curves: dict[str, list[float]] = {}
     for p in paths:
         p = Path(p)
@@ -230,13 +228,13 @@ def cmc_curves_from_results(paths: Sequence[PathLike],
             for name, run in obj["runs"].items():
                 for mode, res in (run.get("eval") or {}).items():
                     if isinstance(res, dict) and res.get("cmc"):
-                        curves[f"{name}-{suffix.get(mode, mode)}"] = [float(v) for v in res["cmc"]]
+                        curves[f"{name}-{mode_label(mode, res)}"] = [float(v) for v in res["cmc"]]
         elif isinstance(obj, dict) and obj.get("cmc"):
             curves[p.stem] = [float(v) for v in obj["cmc"]]
         elif isinstance(obj, dict):
             for mode, res in obj.items():
                 if isinstance(res, dict) and res.get("cmc"):
-                    curves[f"{p.stem}-{suffix.get(mode, mode)}"] = [float(v) for v in res["cmc"]]
+                    curves[f"{p.stem}-{mode_label(mode, res)}"] = [float(v) for v in res["cmc"]]
     if select:
         missing = [s for s in select if s not in curves]
         if missing:

@@ -1,17 +1,23 @@
 """One self-contained HTML page for one or several run folders (``vireid report``).
 
-For each RUN_DIR the page shows, when present:
+For each RUN_DIR the page shows, when present, results first and the configuration last:
 
-* ``config.yaml`` (the resolved config), verbatim;
-* every ``*.json`` file whose content looks like results: an evaluation result (a mapping
-  with ``"mean"``, and optionally ``"std"``, ``"per_trial"``) becomes a metrics table; a
-  ``vireid reproduce`` table (``"rows"`` with ``"ours"`` / ``"paper"``) becomes its table;
-  other JSON is shown flattened (first 200 leaves);
-* ``metrics.jsonl``: a loss-curve plot drawn here and the per-epoch records as a table;
-* every ``*.png`` in the folder and its ``figures/`` sub-folder, inlined.
+1. **Results**: the evaluations that ``vireid eval`` kept in the run folder
+   (``RUN/eval/PROTOCOL-SCORING.json``, see :func:`eval_result_path`), then every ``*.json``
+   file of the folder itself that looks like results: an evaluation result (a mapping with
+   ``"mean"``, and optionally ``"std"``, ``"per_trial"``) becomes a metrics table; a
+   ``vireid reproduce`` table (``"rows"`` with ``"ours"`` / ``"paper"``) becomes its table;
+   other JSON is shown flattened (first 200 leaves);
+2. **Training**: from ``metrics.jsonl``, the loss curve and the diagnostics curves drawn
+   here, and the per-epoch records as a table;
+3. **Figures**: every ``*.png`` in the folder and its ``figures/`` sub-folder, inlined;
+4. **Configuration**: ``config.yaml`` (the resolved config), verbatim, folded.
 
 The page needs no server, no script and no network: CSS is inline, images are base64
-``data:`` URIs, and every piece of text from the run folders is HTML-escaped.
+``data:`` URIs, and every piece of text from the run folders is HTML-escaped. Only regular
+files inside the run folder are read: an entry whose real path (links resolved) leaves the
+folder, or that is not a regular file (a FIFO, a device), is skipped with a warning, so that
+a link such as ``loss_curve.png -> ~/.ssh/id_rsa`` never puts another file into the page.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import html
 import json
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -28,7 +35,9 @@ from typing import Any, Union
 
 from vireid.utils.atomic import atomic_write_text
 from vireid.errors import DataError
-from vireid.viz.curves import has_diagnostics, plot_cmc_curves, plot_diagnostics, plot_loss_curves
+from vireid.viz.curves import (has_diagnostics, mode_label, plot_cmc_curves, plot_diagnostics,
+                               plot_loss_curves)
+from vireid.viz.tables import delta_text, per_seed_text  # the cells a markdown table shares
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +47,7 @@ _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;
 color:#222;line-height:1.4;padding:0 1em}
 h1{font-size:1.6em}h2{border-bottom:2px solid #ccc;padding-bottom:.2em;margin-top:2em}
-h3{font-size:1.1em;margin-top:1.4em}
+h3{font-size:1.1em;margin-top:1.4em}h4{font-size:1em;margin:1em 0 .3em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f2f2f2}td.l,th.l{text-align:left}
@@ -49,6 +58,22 @@ details summary{cursor:pointer}
 """
 
 MAX_FLAT = 200
+#: Sub-folder of a run folder where ``vireid eval`` keeps its results (one JSON per protocol
+#: and scoring mode), shown first by the report.
+EVAL_DIR = "eval"
+
+
+def eval_result_path(run_dir: PathLike, result: Mapping[str, Any]) -> Path:
+    """Where ``vireid eval`` keeps one scoring mode's ``result`` of a run folder:
+    ``RUN/eval/PROTOCOL-SCORING[-flip][-kreciprocal].json`` (the settings that change the
+    numbers without changing the protocol or the mode; the file records every setting)."""
+    name = f"{result['protocol']}-{result['scoring']}"
+    if result.get("flip"):
+        name += "-flip"
+    if result.get("kreciprocal"):
+        name += "-kreciprocal"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return Path(run_dir) / EVAL_DIR / f"{safe}.json"
 
 
 def _e(x: Any) -> str:
@@ -116,21 +141,6 @@ def render_eval(obj: Mapping[str, Any]) -> str:
     return _table(header, rows) + extra
 
 
-def per_seed_text(ours: Mapping[str, Any], metric: str) -> str:
-    """A seeded table cell's per-seed values, e.g. ``29.5 / 32.4 / 31.7`` ("" if none)."""
-    return " / ".join(f"{v:.1f}" for v in ours.get(f"{metric}_seeds", []))
-
-
-def delta_text(row: Mapping[str, Any]) -> str:
-    """A seeded row's per-seed difference to its reference, e.g. ``+1.8/+1.0 · -0.4/+0.2 (vs
-    ours)`` (Δ rank-1 / Δ mAP per seed; "" if the row has no reference)."""
-    delta = row.get("delta")
-    if not delta:
-        return ""
-    return (" · ".join(f"{a:+.1f}/{b:+.1f}" for a, b in zip(delta.get("rank1", []), delta.get("mAP", [])))
-            + f" (vs {row['reference']['variant']})")
-
-
 def render_reproduce(obj: Mapping[str, Any]) -> str:
     """Table of a ``vireid reproduce`` result (rows with ``ours`` and ``paper`` metrics), its
     provenance (budget, overrides, trials, seeds) and the CMC curves of its runs. A
@@ -188,12 +198,11 @@ def render_reproduce(obj: Mapping[str, Any]) -> str:
 
 def _cmc_png(obj: Mapping[str, Any]) -> bytes | None:
     """CMC curves (rank 1..20) of every run × scoring mode of a reproduce result, if stored."""
-    suffix = {"simplified": "S", "full": "F", "rerank": "R"}
     runs = obj.get("runs") or {}
     if obj.get("std_over") == "seeds":  # one curve per variant: that of the first seed
         first = min((r.get("seed", 0) for r in runs.values()), default=0)
         runs = {n: r for n, r in runs.items() if r.get("seed", 0) == first}
-    curves = {f"{name}-{suffix.get(mode, mode)}": res["cmc"]
+    curves = {f"{name}-{mode_label(mode, res)}": res["cmc"]
               for name, run in runs.items()
               for mode, res in ((run or {}).get("eval") or {}).items()
               if isinstance(res, Mapping) and res.get("cmc")}
@@ -241,33 +250,62 @@ def _loss_curve_png(records: list[dict[str, Any]], label: str) -> bytes | None:
         return p.read_bytes()
 
 
+def _inside(run_real: Path, path: Path) -> bool:
+    """Whether ``path`` is a regular file whose real path (links resolved) lies inside the
+    run folder ``run_real`` (itself resolved); a warning names what is skipped and why."""
+    try:
+        real = path.resolve()
+        mode = real.stat().st_mode
+    except (OSError, RuntimeError):  # a dangling link, a loop, no permission
+        log.warning("report: skipping %s: not readable", path)
+        return False
+    if real != run_real and run_real not in real.parents:
+        log.warning("report: skipping %s: it leads outside the run folder (to %s)", path, real)
+        return False
+    if not stat.S_ISREG(mode):
+        log.warning("report: skipping %s: not a regular file", path)
+        return False
+    return True
+
+
+def _files(run_real: Path, folder: Path, pattern: str) -> list[Path]:
+    """The regular files matching ``pattern`` in ``folder`` that lie inside the run folder."""
+    return [p for p in sorted(folder.glob(pattern)) if _inside(run_real, p)]
+
+
 def render_run(run_dir: PathLike) -> str:
-    """HTML section of one run folder."""
+    """HTML section of one run folder: results, training curves, figures, then the
+    configuration, folded (see the module docstring)."""
     run = Path(run_dir)
     if not run.is_dir():
         raise DataError(f"run folder not found: {run}")
-    parts = [f"<h2>{_e(run.name)}</h2>", f'<p class="muted">{_e(run.resolve())}</p>']
-    figures = run / "figures"
-    if not (any(run.glob("*.json")) or any(run.glob("*.png")) or any(figures.glob("*.png"))
-            or (run / "config.yaml").is_file() or (run / "metrics.jsonl").is_file()):
+    run_real = run.resolve()
+    parts = [f"<h2>{_e(run.name)}</h2>", f'<p class="muted">{_e(run_real)}</p>']
+    evals = _files(run_real, run / EVAL_DIR, "*.json")
+    jsons = _files(run_real, run, "*.json")
+    pngs = _files(run_real, run, "*.png") + _files(run_real, run / "figures", "*.png")
+    cfg, metrics = run / "config.yaml", run / "metrics.jsonl"
+    has_cfg = os.path.lexists(cfg) and _inside(run_real, cfg)
+    has_metrics = os.path.lexists(metrics) and _inside(run_real, metrics)
+    if not (evals or jsons or pngs or has_cfg or has_metrics):
         # An empty folder or a dataset folder would make an empty page with exit 0.
         found = sorted(p.name for p in run.iterdir())
         raise DataError(f"{run}: expected a run or reproduce output folder (config.yaml, "
                         f"metrics.jsonl, *.json or *.png), found "
                         f"{found[:8] if found else 'an empty folder'}")
-    cfg = run / "config.yaml"
-    if cfg.is_file():
-        parts.append("<h3>Configuration</h3><details open><summary>config.yaml</summary>"
-                     f"<pre>{_e(cfg.read_text(errors='replace'))}</pre></details>")
-    for js in sorted(run.glob("*.json")):
+    results = []
+    for js in evals + jsons:
         try:
             obj = json.loads(js.read_text(errors="replace"))
         except json.JSONDecodeError:
             log.warning("%s: not valid JSON, skipped", js)
             continue
-        parts.append(f"<h3>{_e(js.name)}</h3>{render_json(obj)}")
-    metrics = run / "metrics.jsonl"
-    if metrics.is_file():
+        label = js.relative_to(run).as_posix()
+        results.append(f"<h4>{_e(label)}</h4>{render_json(obj)}")
+    if results:
+        parts.append("<h3>Results</h3>")
+        parts += results
+    if has_metrics:
         recs = _read_jsonl(metrics)
         png = _loss_curve_png(recs, run.name)
         parts.append("<h3>Training</h3>")
@@ -281,11 +319,13 @@ def render_run(run_dir: PathLike) -> str:
         if epochs:
             keys = [k for k in epochs[-1] if k != "type" and isinstance(epochs[-1][k], (int, float, str))]
             parts.append(_table(keys, [[r.get(k, "") for k in keys] for r in epochs], left=0))
-    pngs = sorted(run.glob("*.png")) + sorted((run / "figures").glob("*.png"))
     if pngs:
         parts.append("<h3>Figures</h3>")
         for p in pngs:
             parts.append(f"<p class='muted'>{_e(p.relative_to(run))}</p>{_img_tag(p.read_bytes(), p.name)}")
+    if has_cfg:
+        parts.append("<h3>Configuration</h3><details><summary>config.yaml</summary>"
+                     f"<pre>{_e(cfg.read_text(errors='replace'))}</pre></details>")
     return "\n".join(parts)
 
 
