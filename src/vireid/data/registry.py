@@ -5,19 +5,24 @@ A data set is one module that calls :func:`register_dataset` once with a
 sub-folder that marks the layout, its evaluation protocols (:class:`Protocol`: query and
 gallery lists per trial, their modalities and the metric rule), which training split
 ``data.trial`` picks (:class:`TrialRule`), its counts for ``vireid data summary`` and,
-optionally, how ``vireid synth`` writes a synthetic copy (:class:`SyntheticLayout`).
+optionally, how ``vireid synth`` writes a synthetic copy (:class:`SyntheticLayout`) and how
+``vireid data check`` finds every problem of a folder at once (``check``, returning
+:class:`DataProblem` s that :func:`describe_problems` counts by kind in one line).
 Nothing else in vireid names a data set or a protocol: training, evaluation, summaries,
 recipes, figures and the command line read these entries.
 
 The built-in data sets register themselves in :mod:`vireid.data.sysu`,
-:mod:`vireid.data.regdb` and :mod:`vireid.data.llcm`; the package :mod:`vireid.data`
-imports them (in that order), so they are registered whenever anything under
+:mod:`vireid.data.regdb`, :mod:`vireid.data.llcm` and :mod:`vireid.data.listfile` (your own
+data as plain-text lists); the package :mod:`vireid.data` imports them (in that order), so
+they are registered whenever anything under
 ``vireid.data`` is imported. A plugin module registers its own the same way (see
 ``docs/architecture.md``, "How to add a data set").
 
 Protocols are plain data here (layer 3): a protocol names its metric by a rule
 (``"sysu"``, ``"regdb"``, ``"llcm"``, ``"open"``) that :mod:`vireid.evaluation.metrics`
-resolves, or carries the metric function itself.
+resolves, or carries the metric function itself. A protocol whose folder defines some of its
+fields (the list data set's trials and metric rule) carries ``from_folder``; code that holds a
+loaded folder asks :meth:`Protocol.on` for the protocol as that folder defines it.
 """
 from __future__ import annotations
 
@@ -197,7 +202,8 @@ class DataProblem:
     detail: str = ""
 
     def __str__(self) -> str:
-        return f"{self.where} {self.detail}".strip()
+        # one line, whatever the detail holds (a YAML parser's message spans several)
+        return " ".join(f"{self.where} {self.detail}".split())
 
 
 def describe_problems(problems: Sequence[DataProblem], what: str, examples: int = 3) -> str:
