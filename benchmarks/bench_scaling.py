@@ -8,9 +8,10 @@ Random features (non-negative, like post-ReLU maps) at two geometries:
 and a randomly initialised CCN of that geometry (3×3 kernels, stride 1, padding 1; the cost
 does not depend on the weights). For each gallery size N it times, for Q queries:
 
-* ``simplified-torch`` / ``simplified-faiss``: cosine top-k (vireid.apps.search.simplified_topk)
+* ``simplified-torch`` / ``simplified-faiss``: cosine top-k (the simplified mode's ``topk``,
+  :func:`vireid.scoring.topk.cosine_topk`)
 * ``full``: D_RI of all Q × N pairs (vireid.scoring.fastccn/scoring ``score_full``)
-* ``rerank``: simplified top-K then D_RI of the Q × K candidates (vireid.apps.search.rerank_topk)
+* ``rerank``: simplified top-K then D_RI of the Q × K candidates (the rerank mode's ``topk``)
 
 Under ``torchrun --nproc_per_node=R`` it times the sharded full mode instead
 (``score_sharded``, query rows split across ranks); rank 0 writes the JSON.
@@ -35,10 +36,12 @@ import torch
 
 from vireid.utils import distributed as D
 from vireid.scoring import fastccn
-from vireid.scoring.scorers import score_full
+from vireid.scoring.inputs import Features
+from vireid.scoring.scorers import SCORING_MODES, full_pair_fn, score_full
 from vireid.scoring.sharded import score_sharded
+from vireid.scoring.topk import faiss_available
 from vireid.models.ccn import CCN
-from vireid.apps.search import ArrayGallery, faiss_available, rerank_topk, simplified_topk
+from vireid.apps.search import ArrayGallery
 
 GEOMETRIES = {"paper": (2048, 8, 4), "cpu": (128, 8, 4)}
 
@@ -99,6 +102,8 @@ def run_single(args: argparse.Namespace) -> list[dict[str, Any]]:
                                                                   dtype=np.float32))
         qF = features(args.queries, shape, 2)
         qG = qF.mean(axis=(2, 3))
+        simplified, rerank_mode = SCORING_MODES["simplified"], SCORING_MODES["rerank"]
+        q_all = Features(torch.from_numpy(qF), torch.from_numpy(qG))
         for n in sizes_s:
             gG = gG_all[:n]
             for backend in ("torch", "faiss") if faiss_available() else ("torch",):
@@ -106,24 +111,31 @@ def run_single(args: argparse.Namespace) -> list[dict[str, Any]]:
                     # A fresh gallery object: the first search also normalises G (and fills
                     # the FAISS index); later searches reuse that ("warm", the serving case).
                     fresh = PooledGallery(gF_all, gG)
+                    q_nq = Features(G=torch.from_numpy(qG[:nq]))
                     t0 = time.perf_counter()
-                    simplified_topk(qG[:nq], fresh, args.topk, backend=backend)
+                    simplified.topk(q_nq, fresh, args.topk, search_backend=backend)
                     cold = time.perf_counter() - t0
-                    t = best_time(lambda: simplified_topk(qG[:nq], fresh, args.topk,
-                                                          backend=backend), args.repeats)
+                    t = best_time(lambda: simplified.topk(q_nq, fresh, args.topk,
+                                                          search_backend=backend), args.repeats)
                     out.append(record(geom, f"simplified-{backend}", nq, n, t, topk=args.topk,
                                       first_search_seconds=round(cold, 5)))
                     print(out[-1], flush=True)
             gal = PooledGallery(gF_all, gG)
-            simplified_topk(qG, gal, 1)  # warm the cache
-            _, cand, _ = simplified_topk(qG, gG, args.rerank_k, backend="torch")
+            simplified.topk(q_all, gal, 1)  # warm the cache
+            _, cand = simplified.topk(q_all, gal, args.rerank_k, search_backend="torch")
+            # The CCN part alone: D_RI of the Q x K candidate pairs, each candidate read once.
+            uniq, inverse = np.unique(cand.numpy(), return_inverse=True)
+            g_cand = torch.from_numpy(gal.take_F(uniq))
+            qi = torch.arange(args.queries).repeat_interleave(cand.shape[1])
+            gi = torch.from_numpy(inverse.reshape(-1).astype(np.int64))
 
             def rerank() -> None:
-                _, c, _ = simplified_topk(qG, gG, args.rerank_k, backend="auto")
-                rerank_topk(ccn, qF, gal, c, "b")
+                rerank_mode.topk(q_all, gal, args.rerank_k, ccn=ccn, query_side="b",
+                                 topk=args.rerank_k)
 
             t = best_time(rerank, args.repeats)
-            t_ccn = best_time(lambda: rerank_topk(ccn, qF, gal, cand, "b"), args.repeats)
+            t_ccn = best_time(lambda: full_pair_fn(ccn, q_all.F, g_cand, "b")(qi, gi),
+                              args.repeats)
             out.append(record(geom, "rerank", args.queries, n, t, args.queries * args.rerank_k,
                               rerank_k=args.rerank_k, ccn_seconds=round(t_ccn, 5)))
             print(out[-1], flush=True)

@@ -5,23 +5,26 @@ what was found, exit code 2, and no half-written output.
 Classes: config files; output paths that are files, unwritable or on a full disk (a real
 tmpfs); option values out of range; two runs into one folder; file names with odd bytes;
 dangling symlinks; a closed stdout; -q/-v after the sub-command; --help texts; a real SIGINT
-during a checkpoint write.
+during a checkpoint write. Issue 23: files vireid wrote itself (checkpoints, feature files,
+index manifests and shards) checked field by field; an unexpected exception is one line and
+exit 1; every check a run can make before it starts is made before its folder exists, and
+a run that fails before its first step leaves no folder and no file behind.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import io
 import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -177,20 +180,24 @@ def test_real_full_disk(env, small_disk, tmp_path):
 
 
 def test_sigint_during_a_checkpoint_write_is_an_interrupt_and_keeps_the_previous_file(tmp_path):
-    """A real SIGINT while torch writes a ~400 MB checkpoint: KeyboardInterrupt (not torch's
-    inline_container RuntimeError), no temp file, the previous file byte-identical."""
+    """A real SIGINT while torch writes a checkpoint: KeyboardInterrupt (not torch's
+    inline_container RuntimeError), no temp file, the previous file byte-identical.
+
+    Deterministic: the writer's test hook (utils/atomic.SIGINT_AFTER_BYTES_ENV) sends the
+    process SIGINT once the first bytes of the new file are written, so the signal always
+    lands mid-write; the test never polls or sleeps."""
     script = tmp_path / "saver.py"
     script.write_text(
-        "import sys, torch\n"
-        "from vireid.utils.atomic import atomic_save_torch\n"
+        "import os, sys, torch\n"
+        "from vireid.utils.atomic import SIGINT_AFTER_BYTES_ENV, atomic_save_torch\n"
         "path = sys.argv[1]\n"
         "atomic_save_torch({'v': torch.arange(10)}, path)\n"
         "print('ready', flush=True)\n"
-        "big = {'x': [torch.randn(1_000_000) for _ in range(100)]}\n"
+        "os.environ[SIGINT_AFTER_BYTES_ENV] = '1'  # after the first chunk of the next save\n"
+        "big = {'x': [torch.randn(100_000) for _ in range(20)]}\n"
         "try:\n"
-        "    while True:\n"
-        "        atomic_save_torch(big, path)\n"
-        "        print('saved', flush=True)\n"
+        "    atomic_save_torch(big, path)\n"
+        "    print('saved', flush=True)\n"
         "except KeyboardInterrupt:\n"
         "    print('KeyboardInterrupt', flush=True)\n"
         "except BaseException as exc:\n"
@@ -198,29 +205,29 @@ def test_sigint_during_a_checkpoint_write_is_an_interrupt_and_keeps_the_previous
     d = tmp_path / "ck"
     d.mkdir()
     target = d / "last.pt"
-    proc = subprocess.Popen([sys.executable, str(script), str(target)], stdout=subprocess.PIPE,
-                            text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert proc.stdout.readline().strip() == "ready"
-    before = target.read_bytes()
-    deadline, sent = time.time() + 60, False
-    while time.time() < deadline and proc.poll() is None:
-        tmps = [p for p in d.iterdir() if TMP_MARK in p.name]
-        try:
-            if tmps and tmps[0].stat().st_size > 40_000_000:  # mid-write of ~400 MB
-                proc.send_signal(signal.SIGINT)
-                sent = True
-                break
-        except FileNotFoundError:
-            pass
-        time.sleep(0.001)
-    out = proc.communicate(timeout=60)[0].split()
-    assert sent
-    assert out[-1] == "KeyboardInterrupt", out
+    proc = subprocess.run([sys.executable, str(script), str(target)], capture_output=True,
+                          text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=120)
+    out = proc.stdout.split()
+    assert out[:1] == ["ready"], f"the first save did not happen:\n{proc.stdout}\n{proc.stderr}"
+    assert out[1:] == ["KeyboardInterrupt"], f"{proc.stdout}\n{proc.stderr}"
     assert [p.name for p in d.iterdir()] == ["last.pt"]  # no temp file left
-    if "saved" not in out:
-        assert target.read_bytes() == before
-    else:  # a whole save finished first: the file is that complete save
-        assert torch.load(target, weights_only=True)["x"][0].shape == (1_000_000,)
+    assert torch.equal(torch.load(target, weights_only=True)["v"], torch.arange(10))
+
+
+def test_sigint_during_a_training_checkpoint_exits_130_without_a_temp_file(env, tmp_path):
+    """The same hook through `vireid train`: Ctrl-C while the first checkpoint is written
+    prints `interrupted` (no traceback), exits 130, and leaves no temp file and no
+    half-written last.pt."""
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "vireid", "train", "--config", str(env["cfg"]),
+                           "--data-root", str(env["root"]), "-o", str(run), "--threads", "1",
+                           "--no-progress", f"data.cache_dir={tmp_path / 'cache'}"],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1",
+                                   VIREID_TEST_SIGINT_AFTER_BYTES="1"))
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.rstrip().endswith("interrupted") and "Traceback" not in proc.stderr
+    assert no_temp(tmp_path) and not (run / "checkpoints" / "last.pt").exists()
 
 
 # --------------------------------------------------------------------------- option ranges
@@ -414,3 +421,262 @@ def test_usage_errors_are_one_error_line():
     line = fails("eval", "--trials", "x")
     assert line.startswith("error: vireid eval: ")
     fails("synth", "--layout", "market", "--out", "x", needles=("--layout",))
+
+
+# --------------------------------------------------------------------------- issue 23, class 1
+def _save_ckpt(obj: dict, path: Path) -> Path:
+    torch.save(obj, path)
+    return path
+
+
+def test_checkpoints_are_checked_field_by_field(env, tmp_path):
+    """A checkpoint with a field removed or of the wrong kind: one line naming the file and
+    the field, for every command that reads checkpoints (was KeyError / TypeError)."""
+    good = torch.load(env["ckpt"], weights_only=True)
+    images = env["root"] / "cam1" / "0003"
+    cases = [("config", lambda d: d.pop("config"), "is missing"),
+             ("model", lambda d: d.pop("model"), "is missing"),
+             ("num_classes", lambda d: d.pop("num_classes"), "is missing"),
+             ("num_classes", lambda d: d.__setitem__("num_classes", "three"), "'three'"),
+             ("model", lambda d: d.__setitem__("model", [1, 2]), "state dict"),
+             ("config", lambda d: d.__setitem__("config", None), "found null"),
+             ("epoch", lambda d: d.__setitem__("epoch", -1), "≥ 0"),
+             ("extra", lambda d: d.__setitem__("extra", "x"), "a mapping")]
+    for k, (field, mutate, hint) in enumerate(cases):
+        obj = copy.copy(good)
+        mutate(obj)
+        bad = _save_ckpt(obj, tmp_path / f"bad{k}.pt")
+        needles = (str(bad), f"field '{field}'", hint)
+        fails("index", "build", "--checkpoint", bad, "--images", images, "-o",
+              tmp_path / f"ix{k}", "--no-progress", needles=needles)
+        assert not (tmp_path / f"ix{k}").exists()
+        if k < 3:  # the same reader behind eval and export
+            fails("eval", "--checkpoint", bad, "--data-root", env["root"], needles=needles)
+            fails("export", "--checkpoint", bad, "-o", tmp_path / f"onnx{k}", needles=needles)
+
+
+def test_a_resumed_checkpoint_needs_its_training_state(env, tmp_path):
+    run = tmp_path / "run"
+    rc, _, err = cli("train", "--config", env["cfg"], "--data-root", env["root"], "-o", run,
+                     "--threads", "1", "--no-progress", f"data.cache_dir={tmp_path / 'c'}")
+    assert rc == 0, err
+    last = run / "checkpoints" / "last.pt"
+    good = torch.load(last, weights_only=True)
+    for field, mutate in (("optimizer", lambda d: d.__setitem__("optimizer", None)),
+                          ("rng", lambda d: d.pop("rng")),
+                          ("sampler.position", lambda d: d.__setitem__("sampler", {"epoch": 1})),
+                          ("rng.numpy.keys", lambda d: d["rng"]["numpy"].__setitem__("keys", 5))):
+        obj = copy.deepcopy(good)
+        mutate(obj)
+        _save_ckpt(obj, last)
+        before = _digest(run)
+        fails("train", "--resume", run, "--threads", "1", "--no-progress", "train.epochs=2",
+              needles=(str(last), f"'{field}'"))
+        assert _digest(run) == before  # nothing of the run changed
+    # right kinds, wrong content: an optimizer state of another parameter count
+    obj = copy.deepcopy(good)
+    obj["optimizer"]["param_groups"][0]["params"] = [0]
+    _save_ckpt(obj, last)
+    fails("train", "--resume", run, "--threads", "1", "--no-progress", "train.epochs=2",
+          needles=(str(last), "field 'optimizer'", "cannot restore"))
+
+
+@pytest.fixture(scope="module")
+def features(env):
+    path = env["t"] / "feats.pt"
+    rc, _, err = cli("eval", "--checkpoint", env["ckpt"], "--data-root", env["root"],
+                     "--trials", "0", "--save-features", path)
+    assert rc == 0, err
+    return path
+
+
+def test_feature_files_are_checked_field_by_field(env, features, tmp_path):
+    good = torch.load(features, weights_only=True)
+    n = len(good["features"]["paths"])
+
+    def feats(d):
+        return d["features"]
+
+    cases = [("features", lambda d: d.pop("features"), "is missing"),
+             ("features.G", lambda d: feats(d).pop("G"), "is missing"),
+             ("features.F", lambda d: feats(d).__setitem__("F", feats(d)["F"][0]), "(N, C, h, w)"),
+             ("features.G", lambda d: feats(d).__setitem__("G", feats(d)["G"][:2]), "shape"),
+             ("features.pids", lambda d: feats(d).__setitem__("pids", feats(d)["pids"].double()),
+              "integer tensor"),
+             ("features.paths", lambda d: feats(d)["paths"].pop(), f"{n} items"),
+             ("features.modalities", lambda d: feats(d)["modalities"].__setitem__(0, "uv"),
+              "one of"),
+             ("flip", lambda d: d.__setitem__("flip", None), "found null"),
+             ("dataset.splits[0].query",
+              lambda d: d["dataset"]["splits"][0]["query"].append(n), f"0..{n - 1}"),
+             ("dataset.splits[0].gallery",
+              lambda d: d["dataset"]["splits"][0]["gallery"].append(-1), f"0..{n - 1}")]
+    for k, (field, mutate, hint) in enumerate(cases):
+        obj = copy.deepcopy(good)
+        mutate(obj)
+        bad = _save_ckpt(obj, tmp_path / f"f{k}.pt")
+        fails("eval", "--checkpoint", env["ckpt"], "--features", bad, "--trials", "0",
+              needles=(str(bad), f"field '{field}'", hint))
+    # the untouched file still scores
+    rc, _, err = cli("eval", "--checkpoint", env["ckpt"], "--features", features, "--trials", "0")
+    assert rc == 0, err
+
+
+@pytest.fixture(scope="module")
+def index(env):
+    ix = env["t"] / "ix_good"
+    rc, _, err = cli("index", "build", "--checkpoint", env["ckpt"], "--images",
+                     env["root"] / "cam1", "-o", ix, "--no-progress", "--shard-size", "4")
+    assert rc == 0, err
+    return ix
+
+
+def _tampered_index(index: Path, dest: Path, mutate) -> Path:
+    shutil.copytree(index, dest)
+    m = json.loads((dest / "manifest.json").read_text())
+    mutate(m)
+    (dest / "manifest.json").write_text(json.dumps(m))
+    return dest
+
+
+def test_index_manifests_and_shards_are_checked_field_by_field(env, index, tmp_path):
+    query = env["root"] / "cam1" / "0003" / "0001.png"
+    cases = [("shards", lambda m: m.pop("shards"), "is missing"),
+             ("feature", lambda m: m.__setitem__("feature", None), "found null"),
+             ("count", lambda m: m.__setitem__("count", "sixty-one"), "'sixty-one'"),
+             ("count", lambda m: m.__setitem__("count", m["count"] + 1), "sum of the shards"),
+             ("feature.F_shape", lambda m: m["feature"].__setitem__("F_shape", [64, 4]), "3 items"),
+             ("feature.G_dim", lambda m: m["feature"].__setitem__("G_dim", 3), "channels"),
+             ("model.model_digest", lambda m: m["model"].pop("model_digest"), "is missing"),
+             ("modality", lambda m: m.__setitem__("modality", "uv"), "one of"),
+             ("shards[1].count", lambda m: m["shards"][1].__setitem__("count", 2.5), "≥ 0"),
+             ("shards[0].F", lambda m: m["shards"][0].__setitem__("F", "../../etc/passwd"),
+              "inside the index folder"),
+             ("shards[0].G", lambda m: m["shards"][0].__setitem__("G", "/etc/passwd"),
+              "inside the index folder"),
+             ("shards", lambda m: m["shards"][1].__setitem__("id", m["shards"][0]["id"]),
+              "distinct")]
+    for k, (field, mutate, hint) in enumerate(cases):
+        ix = _tampered_index(index, tmp_path / f"ix{k}", mutate)
+        needles = (str(ix / "manifest.json"), f"field '{field}'", hint)
+        fails("index", "info", "--index", ix, needles=needles)
+        fails("search", "--index", ix, "--query", query, needles=needles)
+    # A shard replaced: the message names the file that is wrong (G, not F).
+    ix = _tampered_index(index, tmp_path / "pickled", lambda m: None)
+    np.save(ix / "shards" / "G-00000.npy", np.array([{"a": 1}] * 4, dtype=object),
+            allow_pickle=True)
+    line = fails("search", "--index", ix, "--query", query, needles=("G-00000.npy",))
+    assert "F-00000.npy" not in line
+    ix = _tampered_index(index, tmp_path / "f64", lambda m: None)
+    F = np.load(index / "shards" / "F-00001.npy")
+    np.save(ix / "shards" / "F-00001.npy", F.astype(np.float64))
+    line = fails("search", "--index", ix, "--query", query,
+                 needles=("F-00001.npy", "float32", "float64"))
+    assert "G-00001.npy" not in line
+
+
+def test_an_unexpected_exception_is_one_line_exit_1_and_a_traceback_with_v(env, monkeypatch):
+    import vireid.commands.info as info
+
+    def boom(args):
+        raise KeyError("shards")
+
+    monkeypatch.setattr(info, "run", boom)
+    rc, out, err = cli("info", "--config", env["cfg"])
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert rc == 1 and len(lines) == 1, err
+    assert "KeyError" in lines[0] and "'shards'" in lines[0]
+    assert "this is a bug, please report it" in lines[0] and "-v" in lines[0]
+    assert "Traceback" not in err
+    rc, out, err = cli("info", "--config", env["cfg"], "-v")
+    assert rc == 1 and "Traceback" in err and "in boom" in err, err
+    assert err.splitlines()[-1].startswith("error: KeyError")  # the line comes last
+    # Ctrl-C and a closed stdout keep their own exit codes.
+    for exc, code in ((KeyboardInterrupt(), 130), (BrokenPipeError(), 141)):
+        def raiser(args, exc=exc):
+            raise exc
+        monkeypatch.setattr(info, "run", raiser)
+        rc, out, err = cli("info", "--config", env["cfg"])
+        assert rc == code and "error" not in err and "Traceback" not in err, (code, err)
+
+
+# --------------------------------------------------------------------------- issue 23, class 2
+def test_what_a_run_can_check_is_checked_before_its_folder_exists(env, tmp_path):
+    """Seeds, threads, the kernel against the feature map, id counts against the batch, the
+    data root and the pretrained file: exit 2, one line, and neither a new run folder nor a
+    change to an existing one (was: a traceback, a segfault, or the right message after the
+    data was cached, with config.yaml / metrics.jsonl / .train.lock left behind)."""
+    t = tmp_path
+    (t / "garbage.pth").write_bytes(b"\x80\x04 not a state dict")
+    torch.save({"not.a.resnet": torch.zeros(1)}, t / "keys.pth")
+    (t / "empty").mkdir()
+    pre = t / "pre"  # an output folder that exists, holding a run that never checkpointed
+    pre.mkdir()
+    (pre / "notes.txt").write_text("mine")
+    (pre / "config.yaml").write_text("name: earlier\n")
+    root = ["--data-root", env["root"]]
+    cases = [
+        (root + ["train.seed=-1"], ("train.seed", "0..4294967295", "-1")),
+        (root + [f"train.seed={2**64 + 1}"], ("train.seed", str(2**64 + 1))),
+        (root + ["train.threads=100000"], ("train.threads", "1..1024", "100000")),
+        (root + ["train.threads=0"], ("train.threads",)),
+        (["--threads", "100000", *root], ("--threads", "1..1024")),
+        (root + ["ccn.kernel_size=[9,9]"], ("ccn.kernel_size", "does not fit")),
+        (root + ["data.ids_per_batch=4", "data.neg_ratio=1"], ("data.ids_per_batch", "at most 3")),
+        (root + ["data.val_ids=2"], ("data.val_ids", "fewer than 2")),
+        (["--data-root", t / "nothere"], ("nothere",)),
+        (["--data-root", t / "empty"], ("cam1",)),
+        (["--data-root", t / "garbage.pth"], ("garbage.pth",)),
+        (root + [f"model.pretrained={t / 'missing.pth'}"], ("missing.pth", "not found")),
+        (root + [f"model.pretrained={t / 'garbage.pth'}"], ("garbage.pth",)),
+        (root + [f"model.pretrained={t / 'keys.pth'}"], ("keys.pth", "not.a.resnet")),
+        (root + ["loss.kind=nope"], ("loss.kind", "'nope'")),
+    ]
+    for extra, needles in cases:
+        before = _digest(pre)
+        for out in (t / "new" / "run", pre):
+            fails("train", "--config", env["cfg"], "-o", out, "--no-progress", *extra,
+                  needles=needles)
+            assert not (t / "new").exists(), extra
+            assert _digest(pre) == before, extra
+    assert sorted(p.name for p in pre.iterdir()) == ["config.yaml", "notes.txt"]
+    for option in (["pretrain", "--out", t / "pt"], ["sweep", "--data-root", env["root"],
+                                                      "-o", t / "sw"]):
+        fails(*option, "--threads", "100000", needles=("--threads", "1..1024"))
+    for option in (["demo", "-o", t / "demo"], ["pretrain", "--out", t / "pt"]):
+        fails(*option, "--seed", "-1", needles=("--seed", "0..4294967295"))
+    fails("reproduce", "table1", "--data-root", env["root"], "-o", t / "rep", "--tiny",
+          "--seeds", "0,-1", needles=("seed",))
+    assert not [p.name for p in t.iterdir() if p.name in ("pt", "sw", "demo", "rep")]
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_nothing(env, tmp_path):
+    """A corrupt training image is only found while the images are cached, after the run
+    folder is made: the folder the run created goes (with the parents it created), an
+    existing folder is left as it was, and a folder in use by another run is not touched."""
+    from vireid.engine.rundir import run_lock
+
+    root = tmp_path / "corrupt"
+    shutil.copytree(env["root"], root)
+    (root / "cam1" / "0001" / "0001.png").write_bytes(b"")
+    args = ["--config", env["cfg"], "--data-root", root, "--threads", "1", "--no-progress",
+            f"data.cache_dir={tmp_path / 'cache'}"]
+    fails("train", "-o", tmp_path / "a" / "b" / "run", *args, needles=("0001.png",))
+    assert not (tmp_path / "a").exists()
+    pre = tmp_path / "pre"
+    pre.mkdir()
+    (pre / "notes.txt").write_text("mine")
+    fails("train", "-o", pre, *args, needles=("0001.png",))
+    assert _digest(pre) == {"notes.txt": b"mine"} and [p.name for p in pre.iterdir()] == ["notes.txt"]
+    # Another process's run: its lock is held, so nothing is cleared, not even with --overwrite.
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "config.yaml").write_text("name: theirs\n")
+    (busy / "metrics.jsonl").write_text("")
+    lock = run_lock(busy).acquire()
+    try:
+        before = _digest(busy)
+        fails("train", "-o", busy, "--overwrite", *args, needles=("in use",))
+        assert _digest(busy) == before
+    finally:
+        lock.release()

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -62,6 +61,26 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_checkpoint(
     assert _no_temp_files(run)
 
 
+#: A training that SIGKILLs itself right after logging global iteration ``KILL_AT``: the
+#: kill lands at the same point on every run (a hook, not a watcher polling the log).
+KILLER = """\
+import os, signal, sys
+from vireid.config import load_config
+from vireid.engine.hooks import Hook, default_hooks
+from vireid.engine.trainer import train
+
+
+class KillAfter(Hook):
+    def after_step(self, s, rec):
+        if rec["iteration"] == int(sys.argv[3]):  # the metrics hook has logged this step
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+cfg = load_config(sys.argv[1], sys.argv[4:])
+train(cfg, sys.argv[2], progress=False, hooks=default_hooks(cfg, False) + [KillAfter()])
+"""
+
+
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_config,
                                                                    sysu_root):
     over = ["train.epochs=3", "train.iters_per_epoch=12", "train.log_every=1"]
@@ -74,24 +93,17 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, tin
           progress=False)
 
     run = tmp_path / "killed"
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "vireid", "train", "--config", str(tiny_config),
-                             "--data-root", str(sysu_root), "-o", str(run), *THREADS, *over],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = run / "metrics.jsonl"
-    deadline = time.time() + 60
-    killed_at = None
-    while time.time() < deadline and proc.poll() is None:
-        lines = metrics.read_text().splitlines() if metrics.exists() else []
-        recs = [json.loads(x) for x in lines if x.endswith("}")]
-        if any(r["type"] == "step" and r["epoch"] == 2 for r in recs):
-            os.kill(proc.pid, signal.SIGKILL)
-            killed_at = recs[-1]
-            break
-        time.sleep(0.005)
-    proc.wait()
-    assert killed_at is not None and proc.returncode == -signal.SIGKILL
+    proc = subprocess.run([sys.executable, str(script), str(tiny_config), str(run), "18",
+                           f"data.root={sysu_root}", "train.threads=1", *over],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    killed_at = recs[-1]
     assert killed_at["epoch"] == 2 and killed_at["type"] == "step"  # mid-epoch 2
+    assert killed_at["iteration"] == 18
     # At most one checkpoint interval is lost: epoch 1's checkpoint is there.
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
 
@@ -99,11 +111,15 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, tin
     got = _model(run / "checkpoints" / "last.pt")
     want = _model(ref / "checkpoints" / "last.pt")
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
-    steps = [json.loads(x)["iteration"] for x in metrics.read_text().splitlines()
+    steps = [json.loads(x)["iteration"] for x in metrics_lines(run)
              if json.loads(x)["type"] == "step"]
     assert steps == list(range(1, 37))  # the lines logged after the checkpoint were redone once
     assert json.loads((run / "summary.json").read_text())["finished"] is True
     assert _no_temp_files(run)
+
+
+def metrics_lines(run: Path) -> list[str]:
+    return (run / "metrics.jsonl").read_text().splitlines()
 
 
 def test_full_disk_while_writing_a_checkpoint(tmp_path, tiny_config, sysu_root, monkeypatch,

@@ -1,22 +1,28 @@
 """Fuzz-style robustness of the CLI: seeded random mutations of config files, RegDB index
-files (``idx/*.txt``), SYSU-MM01 id files (``exp/*_id.txt``) and command lines, fed to
-``vireid.cli.main`` in process. Every case must end with exit code 0 or 2 (usage and input
-errors are one ``error:`` line), never an uncaught exception or a traceback, within a bounded
-time. 64 cases in all, seeded, so a failure reproduces; the whole file takes ~20 s here.
+files (``idx/*.txt``), SYSU-MM01 id files (``exp/*_id.txt``) and command lines, and (issue 23)
+of the files vireid writes itself (checkpoints, feature files, gallery-index manifests) and
+of the values a training run checks before it starts, fed to ``vireid.cli.main`` in process.
+Every case must end with exit code 0 or 2 (usage and input errors are one ``error:`` line),
+never an uncaught exception, a traceback or exit 1 (a bug), within a bounded time; a refused
+training leaves no run folder. 112 cases in all, seeded, so a failure reproduces.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import random
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
+from test_sharded_eval import write_checkpoint
 from vireid.cli import main
 
 SEED = int(os.environ.get("VIREID_FUZZ_SEED", "16"))  # another seed explores further
@@ -183,3 +189,129 @@ def test_fuzz_command_lines(data, tmp_path, monkeypatch):
             elif i < len(args) and i > 0:
                 args[i] = rng.choice(TOKENS)
         check(args, f"command line case {k}")
+
+
+# --------------------------------------------------------------------------- files vireid wrote
+#: Values a structured mutation puts in place of a field: every JSON and torch kind, and
+#: numbers out of every range.
+VALUES: list[Any] = [None, "x", "", -1, 0, 3.5, True, 2**70, float("nan"), [], {}, [1, "a"],
+                     {"a": None}, "../../etc/passwd"]
+
+
+def _tensor_values() -> list[Any]:
+    return [torch.zeros(2), torch.zeros(0), torch.zeros(3, dtype=torch.int64), torch.tensor(1.0)]
+
+
+def mutate_tree(obj: Any, rng: random.Random, values: list[Any]) -> Any:
+    """One to three edits of a nested dict/list: a field deleted, replaced by a value of
+    another kind, or a list cut short. Returns the (copied and) edited object."""
+    import copy
+
+    obj = copy.deepcopy(obj)
+    for _ in range(rng.randint(1, 3)):
+        parent, key = None, None
+        node = obj
+        for _ in range(rng.randint(1, 4)):  # walk down a random path
+            if isinstance(node, dict) and node:
+                k = rng.choice(sorted(node, key=str))
+            elif isinstance(node, list) and node:
+                k = rng.randrange(len(node))
+            else:
+                break
+            parent, key, node = node, k, node[k]
+        if parent is None:
+            continue
+        op = rng.randrange(3)
+        if op == 0 and isinstance(parent, dict):
+            del parent[key]
+        elif op == 1 and isinstance(node, list) and node:
+            del node[rng.randrange(len(node)):]
+        else:
+            parent[key] = copy.deepcopy(rng.choice(values))  # never share the pool's objects
+    return obj
+
+
+@pytest.fixture(scope="module")
+def written(data) -> dict[str, Path]:
+    """A checkpoint, a feature file and a gallery index of it, as vireid writes them."""
+    t = data["t"]
+    ckpt = write_checkpoint(t / "ck.pt")
+    feats = t / "feats.pt"
+    assert run_case(["eval", "--checkpoint", ckpt, "--data-root", data["sysu"], "--trials", "0",
+                     "--save-features", feats])[0] == 0
+    images = sorted((data["sysu"] / "cam1").iterdir())[0]
+    ix = t / "ix"
+    assert run_case(["index", "build", "--checkpoint", ckpt, "--images", images, "-o", ix,
+                     "--no-progress", "--shard-size", "2"])[0] == 0
+    query = sorted(images.iterdir())[0]
+    return {"ckpt": ckpt, "feats": feats, "images": images, "ix": ix, "query": query}
+
+
+def test_fuzz_checkpoint_files(data, written):
+    rng = random.Random(SEED + 4)
+    good = torch.load(written["ckpt"], weights_only=True)
+    f = data["t"] / "fuzz_ck.pt"
+    for k in range(12):
+        torch.save(mutate_tree(good, rng, VALUES + _tensor_values()), f)
+        out = data["t"] / f"fuzz_ix{k}"
+        check(["index", "build", "--checkpoint", f, "--images", written["images"], "-o", out,
+               "--no-progress"], f"checkpoint case {k}")
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def test_fuzz_feature_files(data, written):
+    rng = random.Random(SEED + 5)
+    good = torch.load(written["feats"], weights_only=True)
+    f = data["t"] / "fuzz_feats.pt"
+    for k in range(12):
+        torch.save(mutate_tree(good, rng, VALUES + _tensor_values()), f)
+        check(["eval", "--checkpoint", written["ckpt"], "--features", f, "--trials", "0"],
+              f"feature file case {k}")
+
+
+def test_fuzz_index_manifests(data, written):
+    rng = random.Random(SEED + 6)
+    manifest = (written["ix"] / "manifest.json").read_bytes()
+    good = json.loads(manifest)
+    root = data["t"] / "ix_fuzz"
+    shutil.copytree(written["ix"], root)
+    for k in range(14):
+        # even cases: bytes mutated (broken JSON too); odd: fields deleted or replaced
+        text = (mutate(manifest, rng) if k % 2 == 0 else
+                json.dumps(mutate_tree(good, rng, [v for v in VALUES if v == v])).encode())
+        (root / "manifest.json").write_bytes(text)
+        cmd = (["index", "info", "--index", root] if k % 4 < 2 else
+               ["search", "--index", root, "--query", written["query"], "--json"])
+        check(cmd, f"index manifest case {k}: {text[:300]!r}")
+
+
+# --------------------------------------------------------------------------- checks before a run
+#: Overrides at and past the edges of what a training run checks before it starts.
+RUN_VALUES = ["train.seed=-1", "train.seed=4294967295", "train.seed=4294967296",
+              f"train.seed={2**64 + 1}", "train.threads=0", "train.threads=1025",
+              "train.threads=100000", "ccn.kernel_size=[5,2]", "ccn.kernel_size=[4,3]",
+              "ccn.kernel_size=[1,1]", "data.ids_per_batch=64", "data.ids_per_batch=2",
+              "data.val_ids=5", "data.val_ids=99", "model.pretrained=missing.pth",
+              "model.pretrained=ok.yaml.pt", "loss.kind=kvl", "data.neg_ratio=1",
+              "train.selection=val", "data.val_ids=2", "data.root=/proc/nothere"]
+
+
+def test_fuzz_training_checks(data, tmp_path, monkeypatch):
+    """Random combinations of the values above: a run starts and finishes (exit 0) or is
+    refused (exit 2, one line) before its folder exists."""
+    monkeypatch.chdir(tmp_path)  # relative pretrained paths resolve here
+    (tmp_path / "ok.yaml.pt").write_text(CONFIG)  # a file that is not a state dict
+    cfg = tmp_path / "ok.yaml"
+    cfg.write_text(CONFIG.replace("epochs: 2, iters_per_epoch: 2", "epochs: 1, iters_per_epoch: 1"))
+    rng = random.Random(SEED + 7)
+    seen = set()
+    for k in range(10):
+        run = tmp_path / f"run{k}"
+        overrides = rng.sample(RUN_VALUES, rng.randint(1, 3))
+        rc = check(["train", "--config", cfg, "--data-root", data["sysu"], "-o", run,
+                    "--no-progress", "-q", f"data.cache_dir={tmp_path / 'cache'}", *overrides],
+                   f"training case {k}: {overrides}")
+        seen.add(rc)
+        if rc == 2:
+            assert not run.exists(), f"training case {k}: {overrides} left {sorted(run.iterdir())}"
+    assert 2 in seen

@@ -166,8 +166,8 @@ def test_info_reads_a_shipped_preset(installed: Installed) -> None:
 def test_quick_demo_runs_end_to_end(installed: Installed) -> None:
     """Synthetic data → train the CCN and the ID-loss model (packaged weights) → evaluate all
     three scoring modes (rerank: scipy) → report, with the installed package only."""
-    installed.vireid("demo", "--quick", "--no-progress", "-o", "demo", timeout=600)
-    out = installed.workdir / "demo"
+    installed.vireid("demo", "--quick", "--no-progress", "-o", "demo-out", timeout=600)
+    out = installed.workdir / "demo-out"
     res = json.loads((out / "results.json").read_text())
     assert [(r["label"], r["scoring"]) for r in res["results"]] == [
         ("DSCSN+CCN", "simplified"), ("DSCSN+CCN", "full"), ("DSCSN+CCN", "rerank"),
@@ -176,3 +176,15 @@ def test_quick_demo_runs_end_to_end(installed: Installed) -> None:
         assert 0.0 <= r["mean"]["rank1"] <= 100.0 and 0.0 <= r["mean"]["mAP"] <= 100.0
     for png in ("cmc.png", "loss_curves.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_readme_library_example_runs_in_the_installed_package(installed: Installed) -> None:
+    """The README's "Use as a library" block, as written, on the quick demo's output."""
+    import re
+
+    if not (installed.workdir / "demo-out" / "runs" / "ccn").is_dir():
+        installed.vireid("demo", "--quick", "--no-progress", "-o", "demo-out", timeout=600)
+    section = (REPO / "README.md").read_text().split("## Use as a library", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    out = installed.run_python_snippet(code).stdout
+    assert re.search(r"'rank1': [\d.]+", out) and "'mAP'" in out

@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "vireid"
 
 #: Bottom to top. The key is the first component of the module path inside the package.
 LAYERS = ["errors", "utils", "config", "data", "models", "losses", "scoring", "evaluation",
-          "viz", "engine", "apps", "commands", "cli"]
+          "viz", "engine", "apps", "api", "commands", "cli"]
 ROOT_MODULES = {"__init__": "errors", "__main__": "cli"}
 
 

@@ -4,9 +4,9 @@ import numpy as np
 import torch
 
 from vireid.data.records import IR, RGB
-from vireid.engine.evaluate import MIXED, _score_full_blocks
 from vireid.engine.features import FeatureSet
-from vireid.scoring.scorers import score_full
+from vireid.scoring.inputs import as_features
+from vireid.scoring.scorers import MIXED, ScoringContext
 from vireid.models.ccn import CCN
 
 
@@ -26,8 +26,10 @@ def test_mixed_blocks_equal_the_direct_form_with_unshared_fc():
         ccn.fc_b.weight.normal_(0, 3.0, generator=gen)
     q = _features([RGB, IR, IR, RGB, IR], gen)
     g = _features([IR, RGB, RGB, IR, RGB, IR], gen)
+    ctx = ScoringContext(ccn=ccn, chunk_size=2)
+    assert ctx.side(as_features(q), as_features(g)) == MIXED  # each block on its own
     with torch.no_grad():
-        D = _score_full_blocks(score_full, ccn, q, g, MIXED, chunk_size=2, device="cpu")
+        D = ctx.d_ri(as_features(q), as_features(g))
         zero = torch.zeros(1, dtype=torch.long)
         for i, mq in enumerate(q.modalities):
             for j, mg in enumerate(g.modalities):

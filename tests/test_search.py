@@ -16,7 +16,8 @@ from vireid.engine.checkpoint import load_model_from_checkpoint
 from vireid.errors import CheckpointError, ConfigError
 from vireid.apps.index import build_index, embed_images, folder_labels
 from vireid.models.ccn import CCN
-from vireid.apps.search import ArrayGallery, resolve_backend, search, search_images, simplified_topk
+from vireid.apps.search import ArrayGallery, search, search_images
+from vireid.scoring.topk import cosine_topk, resolve_backend
 
 _threads = pytest.fixture(scope="module", autouse=True)(single_thread)
 
@@ -36,21 +37,21 @@ def test_faiss_and_torch_give_the_reference_topk():
     qG = rng.normal(size=(15, 32)).astype(np.float32)
     ref = _cosine_reference(qG, gG)
     ref_rows = np.argsort(-ref, axis=1)[:, :10]
-    s_t, r_t, used_t = simplified_topk(qG, gG, 10, backend="torch", block_elems=15 * 64)
-    s_f, r_f, used_f = simplified_topk(qG, gG, 10, backend="faiss")
+    s_t, r_t, used_t = cosine_topk(qG, gG, 10, backend="torch", block_elems=15 * 64)
+    s_f, r_f, used_f = cosine_topk(qG, gG, 10, backend="faiss")
     assert (used_t, used_f) == ("torch", "faiss")
     np.testing.assert_array_equal(r_t, ref_rows)
     np.testing.assert_array_equal(r_f, ref_rows)
     np.testing.assert_allclose(s_t, np.take_along_axis(ref, ref_rows, 1), atol=1e-5)
     np.testing.assert_allclose(s_f, s_t, atol=1e-5)
     # k beyond the gallery size returns the whole gallery, ranked.
-    assert simplified_topk(qG[:2], gG[:7], 50, backend="torch")[1].shape == (2, 7)
+    assert cosine_topk(qG[:2], gG[:7], 50, backend="torch")[1].shape == (2, 7)
 
 
 def test_faiss_stays_optional(monkeypatch):
-    import vireid.apps.search as vs
+    import vireid.scoring.topk as vt
 
-    monkeypatch.setattr(vs, "FAISS_MIN_GALLERY", 1000)
+    monkeypatch.setattr(vt, "FAISS_MIN_GALLERY", 1000)
     assert resolve_backend("auto", 10**4) == "faiss" and resolve_backend("auto", 999) == "torch"
     monkeypatch.setitem(sys.modules, "faiss", None)  # makes `import faiss` fail
     assert resolve_backend("auto", 10**7) == "torch"
@@ -165,3 +166,14 @@ def test_cli_table_json_plot_and_refusal(indexed, tmp_path, capsys):
     assert ix.model_digest in err and "rebuild" in err
     with pytest.raises(CheckpointError):
         search_images(ix, queries[:1], checkpoint=other)
+
+
+def test_importing_search_changes_no_matplotlib_state():
+    # A notebook's backend must survive `import vireid.apps.search` (no Agg switch, no pyplot).
+    import subprocess
+
+    code = ("import sys, matplotlib; matplotlib.use('pdf'); import vireid.apps.search; "
+            "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split()
+    assert out == ["pdf", "False"]

@@ -5,7 +5,9 @@ input (:class:`~vireid.errors.VireidError`) become one ``error: …`` line and e
 so do OS errors that reach this level (a full disk, a missing permission): they name the
 file and the errno. ``-v``/``-q`` work before and after the sub-command. A closed stdout
 (``vireid data split … | head``) ends the command quietly with exit code 141 (128 + SIGPIPE,
-what a shell reports for a program killed by SIGPIPE).
+what a shell reports for a program killed by SIGPIPE); Ctrl-C prints ``interrupted`` and
+exits 130. Any other exception is a bug of vireid: one ``error: … (this is a bug, please
+report it)`` line and exit code 1, the traceback only with ``-v``.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 import typing
 from typing import Iterator, Optional, Sequence
 
@@ -28,6 +31,10 @@ COMMANDS = ("info", "synth", "data", "train", "eval", "demo", "bench", "reproduc
 
 #: Exit code of a command whose stdout reader went away (128 + SIGPIPE).
 EXIT_BROKEN_PIPE = 141
+#: Exit code of an unexpected exception (a bug), as Python's own for an uncaught one.
+EXIT_BUG = 1
+#: Longest part of an unexpected exception's message printed on its error line.
+MAX_BUG_MESSAGE = 300
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -110,32 +117,25 @@ def _os_error_line(exc: OSError) -> str:
     return describe_os_error(exc)
 
 
+def _bug_line(exc: BaseException, verbose: bool) -> str:
+    """The one line of an unexpected exception: its type, the start of its message, and
+    that it is a bug (with -v the traceback follows)."""
+    text = " ".join(str(exc).split())
+    if len(text) > MAX_BUG_MESSAGE:
+        text = text[:MAX_BUG_MESSAGE] + f"… ({len(text)} characters)"
+    hint = "" if verbose else "; run with -v for the traceback"
+    return (f"error: {type(exc).__name__}{': ' + text if text else ''} (this is a bug, please "
+            f"report it{hint})")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
+    """Run one command; returns its exit code (0; 2 for bad input; 1 for a bug; 130 after
+    Ctrl-C; 141 after a closed stdout)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    # -v as given, until the parser has read it (the parser itself may be what fails).
+    seen = {"verbose": any(a in ("-v", "--verbose") for a in args_list)}
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version, or a usage error (already printed)
-        return exc.code if isinstance(exc.code, int) else 2
-    verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
-    args.verbose, args.quiet = verbose, quiet
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    # File names that are not valid UTF-8 reach Python as lone surrogates; print them back
-    # as the original bytes (as `ls` does) instead of failing with UnicodeEncodeError.
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure"):
-            try:
-                stream.reconfigure(errors="surrogateescape" if stream is sys.stdout
-                                   else "backslashreplace")
-            except (ValueError, OSError):
-                pass
-    try:
-        rc = int(args.func(args) or 0)
-        sys.stdout.flush()  # surface a broken pipe here, not in the interpreter's exit
-        return rc
+        return _main(args_list, seen)
     except BrokenPipeError:
         _quiet_stdout()
         return EXIT_BROKEN_PIPE
@@ -153,6 +153,39 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the last resort: a bug, reported in one line
+        if seen["verbose"]:
+            traceback.print_exc(file=sys.stderr)
+        print(_bug_line(exc, seen["verbose"]), file=sys.stderr)
+        return EXIT_BUG
+
+
+def _main(argv: list[str], seen: dict[str, bool]) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else 2
+    verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
+    args.verbose, args.quiet = verbose, quiet
+    seen["verbose"] = bool(verbose)
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    # File names that are not valid UTF-8 reach Python as lone surrogates; print them back
+    # as the original bytes (as `ls` does) instead of failing with UnicodeEncodeError.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="surrogateescape" if stream is sys.stdout
+                                   else "backslashreplace")
+            except (ValueError, OSError):
+                pass
+    rc = int(args.func(args) or 0)
+    sys.stdout.flush()  # surface a broken pipe here, not in the interpreter's exit
+    return rc
 
 
 if __name__ == "__main__":

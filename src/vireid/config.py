@@ -60,6 +60,12 @@ KERNEL_SOURCES = ("sample", "generator")
 SELECTIONS = ("last", "val")
 DEVICES = ("auto", "cpu", "cuda")
 AMPS = ("off", "bf16", "fp16")
+#: Seeds are below 2**32: numpy's legacy generator takes 0..2**32-1, torch's
+#: ``manual_seed`` -2**63..2**64-1, so every seed in 0..SEED_LIMIT-1 means the same to all.
+SEED_LIMIT = 2**32
+#: Most torch threads per process: far above any machine's cores, far below the count at
+#: which OpenMP fails to create its threads (100000 crashed the process, exit 139).
+MAX_THREADS = 1024
 
 
 @dataclass
@@ -486,7 +492,9 @@ def validate(cfg: Config) -> Config:
     _check("train.warmup_epochs", 0 <= t.warmup_epochs < t.epochs,
            f"an integer in 0..{t.epochs - 1}", t.warmup_epochs)
     _check_choice("train.device", t.device, DEVICES)
-    _check("train.threads", t.threads is None or t.threads >= 1, "null or an integer ≥ 1", t.threads)
+    _check("train.seed", 0 <= t.seed < SEED_LIMIT, f"an integer in 0..{SEED_LIMIT - 1}", t.seed)
+    _check("train.threads", t.threads is None or 1 <= t.threads <= MAX_THREADS,
+           f"null or an integer in 1..{MAX_THREADS}", t.threads)
     _check("train.checkpoint_every", t.checkpoint_every >= 1, "an integer ≥ 1", t.checkpoint_every)
     _check("train.log_every", t.log_every >= 1, "an integer ≥ 1", t.log_every)
     _check_choice("train.selection", t.selection, SELECTIONS)

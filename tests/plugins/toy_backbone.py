@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vireid.errors import ConfigError
-from vireid.models.backbones import BackboneOptions, register_backbone
+from vireid import BackboneOptions, ConfigError, register_backbone
 
 
 def _channels(width: float, base: int) -> int:

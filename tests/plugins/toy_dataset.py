@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from vireid.data.records import IR, RGB, EvalSplit, ImageRecord, TrainSplit
-from vireid.data.registry import Protocol, SyntheticLayout, register_dataset
+from vireid import EvalSplit, ImageRecord, Protocol, TrainSplit, register_dataset
+# The synthetic writer is optional and uses the generator's internal interface.
+from vireid.data.registry import SyntheticLayout
 from vireid.data.synthetic import SynthJob, SynthPlan, SynthRequest
 from vireid.data.synthetic_render import make_camera
 from vireid.errors import DataError
 from vireid.utils.atomic import atomic_write_text
 
+RGB, IR = "rgb", "ir"
 CAMERAS = {1: RGB, 2: RGB, 3: IR}
 
 

@@ -27,6 +27,10 @@ leaves the previous index valid (at worst an unreferenced shard file, which the 
 overwrites). Writers take an advisory lock (``INDEX/.lock``, POSIX ``flock``) so that two
 extends cannot interleave.
 
+Reading checks the manifest against :data:`MANIFEST_SCHEMA` (every key, its type, shard
+paths inside the folder, counts that add up) and every shard's dtype and shape, naming the
+file and the field that is wrong.
+
 Identity: an index is tied to the weights that produced it. Opening it with
 ``expect_digest`` (the weights' digest) or searching it with another checkpoint raises
 :class:`~vireid.errors.CheckpointError` naming both digests; so does a format version this
@@ -41,7 +45,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -57,6 +61,8 @@ from vireid.errors import CheckpointError, ConfigError, DataError
 from vireid.utils.atomic import atomic_dir, atomic_open, atomic_write_bytes, atomic_write_text
 from vireid.utils.digest import file_sha256
 from vireid.utils.locking import FolderLock
+from vireid.utils.schema import (BOOL, DICT, INT, NONNEG_INT, POS_INT, STR, Kind, check_fields,
+                                 describe, each, field_error, is_exactly, list_of, one_of, opt)
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +245,55 @@ def load_checkpoint_model(checkpoint: PathLike, device: Union[str, torch.device]
     return model, cfg, ident
 
 
+# --------------------------------------------------------------------------- the manifest
+def _inside(v: Any) -> bool:
+    if not isinstance(v, str) or not v:
+        return False
+    p = PurePosixPath(v)
+    return not p.is_absolute() and ".." not in p.parts and "\\" not in v
+
+
+#: A shard file named relative to the index folder, never outside it.
+_SHARD_PATH = Kind("a relative path inside the index folder", _inside)
+
+#: Every manifest key a reader uses (``vireid index info`` prints most of them).
+MANIFEST_SCHEMA = {
+    "created": STR,
+    "updated": STR,
+    "model": {"model_digest": STR, "config_digest": STR, "checkpoint": STR,
+              "checkpoint_sha256": STR, "epoch": INT},
+    opt("config"): DICT,
+    "modality": one_of(*MODALITIES),
+    "flip": BOOL,
+    "count": NONNEG_INT,
+    "labels": BOOL,
+    "feature": {"F_shape": list_of(POS_INT, 3), "G_dim": POS_INT, "dtype": one_of("float32")},
+    "shards": each({"id": NONNEG_INT, "F": _SHARD_PATH, "G": _SHARD_PATH, "count": NONNEG_INT}),
+}
+
+
+def _check_manifest(manifest: dict[str, Any], mpath: Path) -> None:
+    """Keys and types (:data:`MANIFEST_SCHEMA`), then the facts between them.
+
+    Raises:
+        CheckpointError: naming the manifest and the first field that is wrong.
+    """
+    where = f"index manifest {mpath}"
+    check_fields(manifest, MANIFEST_SCHEMA, where, CheckpointError)
+    feature = manifest["feature"]
+    if feature["G_dim"] != feature["F_shape"][0]:
+        raise field_error(where, "feature.G_dim", f"{feature['F_shape'][0]} (the channels of "
+                          f"feature.F_shape)", str(feature["G_dim"]), CheckpointError)
+    shards = manifest["shards"]
+    total = sum(s["count"] for s in shards)
+    if total != manifest["count"]:
+        raise field_error(where, "count", f"{total} (the sum of the shards' counts)",
+                          str(manifest["count"]), CheckpointError)
+    ids = [s["id"] for s in shards]
+    if len(set(ids)) != len(ids):
+        raise field_error(where, "shards", "distinct shard ids", str(ids), CheckpointError)
+
+
 # --------------------------------------------------------------------------- the index
 class GalleryIndex:
     """A read view of an index folder; see the module docstring for the format.
@@ -276,33 +331,32 @@ class GalleryIndex:
             manifest = json.loads(mpath.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot read index manifest {mpath}: {exc}") from exc
-        if not isinstance(manifest, dict) or manifest.get("format") != INDEX_FORMAT:
+        if not isinstance(manifest, dict) or not is_exactly(manifest.get("format"), INDEX_FORMAT):
             raise CheckpointError(f"{mpath} is not a vireid index manifest (expected "
-                                  f"format {INDEX_FORMAT!r}, found {manifest.get('format')!r})"
+                                  f"format {INDEX_FORMAT!r}, found "
+                                  f"{describe(manifest.get('format'))})"
                                   if isinstance(manifest, dict) else f"{mpath} is not a JSON object")
         version = manifest.get("format_version")
-        if version != INDEX_VERSION:
-            raise CheckpointError(f"index {path} has format version {version!r}; this vireid "
+        if not is_exactly(version, INDEX_VERSION):
+            raise CheckpointError(f"index {path} has format version {describe(version)}; this vireid "
                                   f"reads index format version {INDEX_VERSION}: rebuild it with "
                                   f"`vireid index build`")
-        model = manifest.get("model", {})
-        if expect_digest is not None and model.get("model_digest") != expect_digest:
+        _check_manifest(manifest, mpath)
+        model = manifest["model"]
+        if expect_digest is not None and model["model_digest"] != expect_digest:
             raise CheckpointError(
-                f"index {path} was built with model weights {model.get('model_digest')!r} "
-                f"(checkpoint {model.get('checkpoint')}), but the model in use has weights "
+                f"index {path} was built with model weights {model['model_digest']!r} "
+                f"(checkpoint {model['checkpoint']}), but the model in use has weights "
                 f"{expect_digest!r}: rebuild the index with this checkpoint")
-        count = int(manifest["count"])
+        count = manifest["count"]
         paths = _read_lines(path / PATHS_FILE, count, "paths")
-        labels = (_read_lines(path / LABELS_FILE, count, "labels")
-                  if manifest.get("labels") else None)
-        if sum(int(s["count"]) for s in manifest["shards"]) != count:
-            raise CheckpointError(f"index {path}: shard counts do not add up to count={count}")
+        labels = _read_lines(path / LABELS_FILE, count, "labels") if manifest["labels"] else None
         return cls(path, manifest, paths, labels)
 
     # ----------------------------------------------------------------- facts
     @property
     def count(self) -> int:
-        return int(self.manifest["count"])
+        return self.manifest["count"]
 
     def __len__(self) -> int:
         return self.count
@@ -346,18 +400,31 @@ class GalleryIndex:
 
     # ----------------------------------------------------------------- features
     def _shard_arrays(self, shard: dict[str, Any], mmap: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        mode = "r" if mmap else None
-        try:
-            F = np.load(self.path / shard["F"], mmap_mode=mode, allow_pickle=False)
-            G = np.load(self.path / shard["G"], mmap_mode=mode, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"index {self.path}: cannot read shard {shard['F']}: {exc}") from exc
-        n = int(shard["count"])
-        if F.shape != (n, *self.F_shape) or G.shape != (n, self.F_shape[0]):
-            raise CheckpointError(f"index {self.path}: shard {shard['F']} has shapes {F.shape}, "
-                                  f"{G.shape}; expected ({n}, {', '.join(map(str, self.F_shape))}) "
-                                  f"and ({n}, {self.F_shape[0]})")
+        n = shard["count"]
+        F = self._shard_file(shard["F"], (n, *self.F_shape), mmap)
+        G = self._shard_file(shard["G"], (n, self.F_shape[0]), mmap)
         return F, G
+
+    def _shard_file(self, rel: str, shape: tuple[int, ...], mmap: bool) -> np.ndarray:
+        """One shard array, refused (naming that file) unless it is a float32 array of
+        ``shape``; never unpickled."""
+        path = self.path / rel
+        try:
+            arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            # numpy's reason in one line: e.g. "Object arrays cannot be loaded when
+            # allow_pickle=False", "Failed to interpret file … as a pickle".
+            reason = " ".join(str(exc).split())[:160]
+            raise CheckpointError(f"index {self.path}: cannot read shard {path}: expected a "
+                                  f"float32 .npy array written by vireid index, found "
+                                  f"{type(exc).__name__}: {reason}") from None
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.float32 or arr.shape != shape:
+            found = (f"{arr.dtype} array of shape {arr.shape}" if isinstance(arr, np.ndarray)
+                     else type(arr).__name__)
+            raise CheckpointError(f"index {self.path}: shard {path}: expected a float32 array "
+                                  f"of shape {shape} (the manifest's count and feature shape), "
+                                  f"found a {found}")
+        return arr
 
     def iter_shards(self, mmap: bool = True) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Yield ``(start, F, G)`` per shard: rows ``start .. start + len(G)``; F memory-mapped

@@ -144,6 +144,8 @@ class Recipe:
     #: time feature extraction and each scoring mode instead of scoring the rows (the
     #: inference-cost table); the paper's seconds per step
     cost: bool = False
+    #: the scoring modes the cost table times, in its row order
+    cost_modes: tuple[str, ...] = ()
     paper_seconds: dict[str, float] = field(default_factory=dict)
     #: variant -> the variant its rows are compared with, seed by seed (default: "ours",
     #: where the table has it)
@@ -256,7 +258,7 @@ _COST = Recipe(
     {"ours": OURS}, (), note="Times are wall-clock seconds on this machine, on the test split of "
                              "the data given; the extrapolation scales per-pair/per-image time to "
                              "RegDB's 2060 queries × 2060 gallery images.",
-    cost=True, paper_seconds={"features": 24.8, "simplified": 0.5, "full": 5280.0})
+    cost=True, cost_modes=("simplified", "full", "rerank"), paper_seconds={"features": 24.8, "simplified": 0.5, "full": 5280.0})
 
 RECIPES: Registry[Recipe] = Registry("table", "TABLE")
 for _r in (_T1, _T3, _T4, _T6, _T7, _F3, _T8, _COST):

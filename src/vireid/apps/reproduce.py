@@ -157,18 +157,19 @@ def _num_classes(run_dir: Path) -> int:
 
 
 def measure_cost(checkpoint: Path, cfg: Config, protocol: str, trials: Optional[list[int]],
-                 paper_seconds: Optional[dict[str, float]] = None) -> dict[str, Any]:
-    """Seconds of feature extraction, simplified, full and rerank scoring (from one
-    ``evaluate(scoring="all")`` call on the first trial) and their extrapolation to RegDB's
+                 paper_seconds: Optional[dict[str, float]] = None,
+                 modes: Sequence[str] = ("simplified", "full", "rerank")) -> dict[str, Any]:
+    """Seconds of feature extraction and of each scoring mode in ``modes`` (from one
+    evaluation of every mode on the first trial) and their extrapolation to RegDB's
     2060 queries × 2060 gallery images (features per image, scoring per pair), beside the
     paper's ``paper_seconds`` per step."""
     proto = get_protocol(protocol)
     trial = (trials or [proto.trials[0]])[:1]
-    res = evaluate_run([checkpoint], cfg, ["simplified", "full", "rerank"], protocol, trial)
+    res = evaluate_run([checkpoint], cfg, list(modes), protocol, trial)
     split_q, split_g = _split_sizes(cfg, protocol, trial[0])
     n_img, n_pairs = split_q + split_g, split_q * split_g
-    secs = {"features": res["simplified"]["seconds"]["features"],
-            **{m: res[m]["seconds"]["scoring"] for m in ("simplified", "full", "rerank")}}
+    secs = {"features": res[modes[0]]["seconds"]["features"],
+            **{m: res[m]["seconds"]["scoring"] for m in modes}}
     regdb_imgs, regdb_pairs = 2 * 2060, 2060 * 2060
     extra = {k: (v / n_img * regdb_imgs if k == "features" else v / n_pairs * regdb_pairs)
              for k, v in secs.items()}
@@ -389,7 +390,7 @@ def _run_variants(recipe: Recipe, wanted: Sequence[str], out: Path, budget: str,
         if recipe.cost:
             runs[vname]["cost"] = measure_cost(checkpoints[0], cfgs[0], protocol,
                                                regdb_trials[:1] if regdb else ptrials,
-                                               recipe.paper_seconds)
+                                               recipe.paper_seconds, recipe.cost_modes)
         else:
             modes = sorted({r.scoring for r in recipe.rows if r.variant == vname})
             # RegDB: evaluate() pairs each checkpoint with its own trial

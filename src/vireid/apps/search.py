@@ -1,23 +1,29 @@
 """Search a gallery (an index, or features in memory) with query features.
 
-Three scorings, as in evaluation (docs/architecture.md, "Features and scoring"):
+Every scoring mode of :data:`vireid.scoring.scorers.SCORING_MODES` searches through its own
+entry (:meth:`~vireid.scoring.scorers.ScoringMode.topk`): the best ``topk`` gallery items of
+each query by the mode's distance, ties by lower gallery row (:mod:`vireid.scoring.topk`),
+reported with the mode's native score (:attr:`~vireid.scoring.scorers.ScoringMode.native`).
+The built-in modes (docs/architecture.md, "Features and scoring"):
 
 * ``simplified``: cosine similarity of the global features G; **higher = more similar**.
-  Two exact backends give the same ranking (ties aside): FAISS (``IndexFlatIP`` on
-  L2-normalised G, i.e. exact cosine; the optional ``faiss-cpu`` package, imported lazily)
-  and a chunked torch search (gallery blocks of about 2^24 / Q rows, running top-K).
-  ``backend="auto"`` picks FAISS for galleries of at least :data:`FAISS_MIN_GALLERY` images
-  when it is installed, else torch (see that constant for why it defaults to torch).
-* ``full``: the CCN's D_RI for every gallery item (:func:`vireid.scoring.scorers.score_full`,
-  gallery shard by shard); **lower = more similar** (D is the probability of "different").
+  Two exact backends give the same ranking: FAISS (``IndexFlatIP`` on L2-normalised G, the
+  optional ``faiss-cpu`` package, imported lazily) and a chunked torch search.
+  ``backend="auto"`` picks FAISS for galleries of at least
+  :data:`vireid.scoring.topk.FAISS_MIN_GALLERY` images when it is installed, else torch.
+* ``full``: the CCN's D_RI for every gallery item, gallery shard by shard; **lower = more
+  similar** (D is the probability of "different").
 * ``rerank``: the simplified top-``rerank_depth`` candidates (default: ``topk``) re-ordered by
-  D_RI; the score shown is D (lower = more similar). Ties in D keep the simplified order.
-  Candidates beyond the top-K are not returned (the eval-time rerank puts them behind, in
-  simplified order; search only shows the top).
+  D_RI; the score shown is D (lower = more similar). Candidates beyond the top-K are not
+  returned (the eval-time rerank puts them behind, in simplified order; search only shows
+  the top).
 
 Which side of the CCN a query takes (the CCN is not symmetric with ``share_fc=False`` and
 its sides are fixed by modality): side "a" is RGB, side "b" IR in cross-modality search; when
 query and gallery have the same modality the query is side "a" (the "first image").
+
+Pictures are drawn on a :class:`matplotlib.figure.Figure` with the Agg canvas, so importing
+this module changes no global matplotlib state (no backend switch, no pyplot).
 """
 from __future__ import annotations
 
@@ -28,30 +34,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Protocol, Union
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from vireid.apps.index import GalleryIndex, embed_images, load_checkpoint_model  # noqa: E402
-from vireid.data.images import decode_image  # noqa: E402
-from vireid.data.records import IR, RGB  # noqa: E402
-from vireid.errors import ConfigError, DataError  # noqa: E402
-from vireid.scoring.scorers import (SCORING_MODES, full_pair_fn, get_scoring,  # noqa: E402
-                                    query_side, score_full)
-from vireid.utils.atomic import atomic_path  # noqa: E402
+from vireid.apps.index import GalleryIndex, embed_images, load_checkpoint_model
+from vireid.data.images import decode_image
+from vireid.data.records import IR, RGB
+from vireid.errors import ConfigError, DataError
+from vireid.scoring.inputs import Features
+from vireid.scoring.scorers import SCORING_MODES, ScoringContext, get_scoring, query_side
+from vireid.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
-
-BACKENDS = ("auto", "faiss", "torch")
-#: ``backend="auto"`` uses FAISS (when installed) from this many gallery images on; None =
-#: never. Measured on the reference 2-core CPU (docs/scaling.md), the exact FAISS flat index
-#: (faiss-cpu 1.15, AVX2) was slower than the chunked torch search at every gallery size up
-#: to 10^6 and every batch size from 1 to 100 queries, so auto picks torch there. Set it
-#: where FAISS is faster (other CPUs, a FAISS GPU build), or pass backend="faiss".
-FAISS_MIN_GALLERY: Optional[int] = None
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -115,175 +111,6 @@ class Match:
     label: Optional[str] = None
 
 
-# --------------------------------------------------------------------------- helpers
-def _np32(x: ArrayLike) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
-def l2_normalize(x: ArrayLike, eps: float = 1e-12) -> np.ndarray:
-    """Rows of ``x`` (N, C) scaled to unit length (zero rows stay zero), float32."""
-    x = _np32(x)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norm, eps)
-
-
-def faiss_available() -> bool:
-    """True when the optional ``faiss`` module can be imported."""
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def resolve_backend(backend: str, gallery_size: int) -> str:
-    """``"faiss"`` or ``"torch"`` for a requested backend and gallery size.
-
-    Raises:
-        ConfigError: unknown backend, or ``faiss`` requested but not installed.
-    """
-    if backend not in BACKENDS:
-        raise ConfigError(f"search backend: expected one of {', '.join(BACKENDS)}, found {backend!r}")
-    if backend == "faiss":
-        if not faiss_available():
-            raise ConfigError("search backend faiss: the faiss module is not installed "
-                              "(pip install faiss-cpu, or `pip install vireid[faiss]`); "
-                              "use --backend torch")
-        return "faiss"
-    if backend == "torch":
-        return "torch"
-    if FAISS_MIN_GALLERY is not None and gallery_size >= FAISS_MIN_GALLERY and faiss_available():
-        return "faiss"
-    return "torch"
-
-
-def _merge_topk(best_s: Optional[torch.Tensor], best_i: Optional[torch.Tensor], s: torch.Tensor,
-                i: torch.Tensor, k: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Running top-k: keep the k best of the current best and a new block (Q, ·)."""
-    if best_s is not None:
-        s = torch.cat([best_s, s], dim=1)
-        i = torch.cat([best_i, i], dim=1)
-    kk = min(k, s.shape[1])
-    top_s, pos = torch.topk(s, kk, dim=1, largest=largest, sorted=True)
-    return top_s, torch.gather(i, 1, pos)
-
-
-def _order_rows(scores: torch.Tensor, idx: torch.Tensor, largest: bool
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic order of each row: by score, ties by gallery row (topk's tie order is
-    unspecified)."""
-    s, i = scores.numpy(), idx.numpy()
-    out_s, out_i = np.empty_like(s), np.empty_like(i)
-    for q in range(len(s)):
-        key = np.lexsort((i[q], -s[q] if largest else s[q]))
-        out_s[q], out_i[q] = s[q][key], i[q][key]
-    return out_s, out_i
-
-
-# --------------------------------------------------------------------------- simplified stage
-def simplified_topk(query_G: ArrayLike, gallery: Union[Gallery, ArrayLike], k: int,
-                    backend: str = "auto", block_elems: int = 1 << 24
-                    ) -> tuple[np.ndarray, np.ndarray, str]:
-    """Top-k cosine similarities of each query against the gallery's G.
-
-    query_G: (Q, C); gallery: a Gallery or a (N, C) array of global features.
-    block_elems: the torch backend scores gallery blocks of ``block_elems // Q`` rows
-    at a time, which bounds its memory to about 4·block_elems bytes.
-    Returns (scores (Q, k') float32 descending, rows (Q, k') int64, backend used),
-    k' = min(k, N). Ties are ordered by gallery row.
-    """
-    is_gallery = hasattr(gallery, "G") and callable(gallery.G)
-    gG = gallery.G() if is_gallery else _np32(gallery)
-    n = len(gG)
-    if n == 0:
-        raise DataError("the gallery is empty")
-    if k < 1:
-        raise ConfigError(f"topk: expected an integer ≥ 1, found {k}")
-    k = min(k, n)
-    used = resolve_backend(backend, n)
-    qn = l2_normalize(query_G)
-    # Normalising the gallery (and filling a FAISS index) costs about as much as one search
-    # of a 100-query batch: done once per gallery object and kept on it.
-    cache = _search_cache(gallery) if is_gallery else {}
-    if "Gn" not in cache:
-        cache["Gn"] = l2_normalize(gG)
-    gn = cache["Gn"]
-    if used == "faiss":
-        if "faiss" not in cache:
-            import faiss
-
-            cache["faiss"] = faiss.IndexFlatIP(gn.shape[1])
-            cache["faiss"].add(gn)
-        scores, rows = cache["faiss"].search(qn, k)
-        s, i = _order_rows(torch.from_numpy(scores), torch.from_numpy(rows.astype(np.int64)), True)
-        return s, i, used
-    qt = torch.from_numpy(qn)
-    # Blocks of gallery rows bound the (Q, rows) similarity block to ~block_elems values.
-    rows_per_block = max(1, block_elems // max(1, len(qt)))
-    best_s = best_i = None
-    for lo in range(0, n, rows_per_block):
-        gb = torch.from_numpy(gn[lo:lo + rows_per_block])
-        s, pos = torch.topk(qt @ gb.T, min(k, len(gb)), dim=1, largest=True, sorted=False)
-        best_s, best_i = _merge_topk(best_s, best_i, s, pos + lo, k, largest=True)
-    assert best_s is not None and best_i is not None
-    s, i = _order_rows(best_s, best_i, True)
-    return s, i, used
-
-
-def _search_cache(gallery: Any) -> dict[str, Any]:
-    """Per-gallery-object cache of search structures (normalised G, FAISS index); dropped
-    when the row count changes (an extended index is a new object anyway)."""
-    cache = getattr(gallery, "_search_cache_", None)
-    if cache is None or cache.get("count") != gallery.count:
-        cache = {"count": gallery.count}
-        try:
-            gallery._search_cache_ = cache
-        except AttributeError:  # an object that refuses attributes: no caching
-            pass
-    return cache
-
-
-# --------------------------------------------------------------------------- full stage
-def full_topk(ccn: torch.nn.Module, query_F: ArrayLike, gallery: Gallery, k: int, side: str,
-              chunk_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k smallest D_RI of each query over every gallery item, shard by shard.
-
-    query_F: (Q, C, h, w). Returns (D (Q, k') ascending, rows (Q, k') int64), ties by row.
-    """
-    qF = torch.from_numpy(_np32(query_F))
-    best_s = best_i = None
-    for start, F, _ in gallery.iter_shards():
-        # A writable in-memory copy of the (read-only, memory-mapped) shard.
-        gF = torch.from_numpy(np.array(F, dtype=np.float32))
-        with torch.no_grad():
-            D = torch.as_tensor(score_full(ccn, qF, gF, query_side=side, chunk_size=chunk_size)).float()
-        i = torch.arange(start, start + len(gF), dtype=torch.int64).expand(len(qF), -1)
-        best_s, best_i = _merge_topk(best_s, best_i, D, i, k, largest=False)
-    if best_s is None:
-        raise DataError("the gallery is empty")
-    return _order_rows(best_s, best_i, False)
-
-
-def rerank_topk(ccn: torch.nn.Module, query_F: ArrayLike, gallery: Gallery, cand: np.ndarray,
-                side: str) -> tuple[np.ndarray, np.ndarray]:
-    """Re-order each query's candidate rows ``cand`` (Q, K), given in simplified order, by D_RI.
-
-    Returns (D (Q, K) ascending, rows (Q, K)); equal D keeps the simplified order.
-    """
-    qF = torch.from_numpy(_np32(query_F))
-    uniq, inverse = np.unique(cand, return_inverse=True)
-    gF = torch.from_numpy(gallery.take_F(uniq))  # each candidate read once
-    nq, k = cand.shape
-    qi = torch.arange(nq, dtype=torch.int64).repeat_interleave(k)
-    gi = torch.from_numpy(inverse.reshape(-1).astype(np.int64))
-    d = torch.as_tensor(full_pair_fn(ccn, qF, gF, side)(qi, gi)).float()
-    d = d.reshape(nq, k).numpy()
-    order = np.argsort(d, axis=1, kind="stable")
-    return np.take_along_axis(d, order, 1), np.take_along_axis(cand, order, 1)
-
-
 # --------------------------------------------------------------------------- search
 def search(gallery: Gallery, query_F: Optional[ArrayLike], query_G: ArrayLike, *,
            scoring: str = "simplified", topk: int = 10, query_modality: Optional[str] = None,
@@ -306,34 +133,50 @@ def search(gallery: Gallery, query_F: Optional[ArrayLike], query_G: ArrayLike, *
     Returns:
         One list of :class:`Match` per query; ``score`` as :attr:`vireid.scoring.scorers.ScoringMode.native` says.
     """
+    return _search(gallery, query_F, query_G, scoring=scoring, topk=topk,
+                   query_modality=query_modality, ccn=ccn, backend=backend,
+                   rerank_depth=rerank_depth, chunk_size=chunk_size)[0]
+
+
+def _search(gallery: Gallery, query_F: Optional[ArrayLike], query_G: ArrayLike, *,
+            scoring: str, topk: int, query_modality: Optional[str], ccn: Optional[torch.nn.Module],
+            backend: str, rerank_depth: Optional[int], chunk_size: int
+            ) -> tuple[list[list[Match]], Optional[str]]:
+    """:func:`search`, and the cosine search backend that ran (None when none did)."""
     mode = get_scoring(scoring)
     if topk < 1:
         raise ConfigError(f"topk: expected an integer ≥ 1, found {topk}")
     qmod = query_modality or (IR if gallery.modality == RGB else RGB)
     side = query_side(qmod, gallery.modality)
-    if mode.needs_ccn:
-        if ccn is None:
-            raise ConfigError(f"scoring {scoring} needs the model's CCN (ccn=model.ccn)")
-        if query_F is None:
-            raise ConfigError(f"scoring {scoring} needs the queries' feature maps F")
-    if scoring == "simplified":
-        scores, rows, used = simplified_topk(query_G, gallery, topk, backend)
-        log.debug("simplified search with %s", used)
-    elif scoring == "full":
-        scores, rows = full_topk(ccn, query_F, gallery, topk, side, chunk_size)
-    else:
-        depth = topk if rerank_depth is None else int(rerank_depth)
-        if depth < topk:
-            raise ConfigError(f"rerank_depth: expected ≥ topk ({topk}), found {depth}")
-        _, cand, used = simplified_topk(query_G, gallery, depth, backend)
-        scores, rows = rerank_topk(ccn, query_F, gallery, cand, side)
-        scores, rows = scores[:, :topk], rows[:, :topk]
+    if mode.needs_ccn and ccn is None:
+        raise ConfigError(f"scoring {scoring} needs the model's CCN (ccn=model.ccn)")
+    if mode.uses_maps and query_F is None:
+        raise ConfigError(f"scoring {scoring} needs the queries' feature maps F")
+    depth = topk if rerank_depth is None else int(rerank_depth)
+    if mode.uses_topk and depth < topk:
+        raise ConfigError(f"rerank_depth: expected ≥ topk ({topk}), found {depth}")
+    if gallery.count == 0:
+        raise DataError("the gallery is empty")
+    q = Features(None if query_F is None else torch.from_numpy(_np32(query_F)),
+                 torch.from_numpy(_np32(query_G)))
+    ctx = ScoringContext(ccn=ccn, query_side=side, topk=depth, chunk_size=chunk_size,
+                         search_backend=backend)
+    dist, rows = mode.topk(q, gallery, topk, ctx)
+    scores = mode.native_score(dist).numpy()
+    rows = rows.numpy()
+    log.debug("%s search, cosine backend %s", scoring, ctx.backend_used)
     out = []
     for q in range(len(rows)):
         out.append([Match(r + 1, int(row), gallery.paths[int(row)], float(s),
                           gallery.labels[int(row)] if gallery.labels is not None else None)
                     for r, (row, s) in enumerate(zip(rows[q], scores[q]))])
-    return out
+    return out, ctx.backend_used
+
+
+def _np32(x: ArrayLike) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.array(x, dtype=np.float32, order="C")  # a writable copy: torch.from_numpy
 
 
 @dataclass
@@ -384,10 +227,10 @@ def search_images(index: Union[str, os.PathLike, Any], query_paths: Sequence[Uni
     qmod = query_modality or (IR if ix.modality == RGB else RGB)
     paths = [Path(p).resolve().as_posix() for p in query_paths]
     qF, qG = embed_images(model, cfg, paths, qmod, batch_size=batch_size, flip=ix.flip, device=device)
-    used = resolve_backend(backend, ix.count) if scoring != "full" else None
-    matches = search(ix, qF, qG, scoring=scoring, topk=topk, query_modality=qmod, ccn=model.ccn,
-                     backend=backend, rerank_depth=rerank_depth, chunk_size=chunk_size)
-    extra = {"rerank_depth": rerank_depth or topk} if scoring == "rerank" else {}
+    matches, used = _search(ix, qF, qG, scoring=scoring, topk=topk, query_modality=qmod,
+                            ccn=model.ccn, backend=backend, rerank_depth=rerank_depth,
+                            chunk_size=chunk_size)
+    extra = {"rerank_depth": rerank_depth or topk} if get_scoring(scoring).uses_topk else {}
     return SearchResult(paths, matches, scoring, qmod, ix.modality, str(ix.path), used, extra)
 
 
@@ -399,7 +242,9 @@ def save_match_figure(result: SearchResult, out: Union[str, os.PathLike], max_ma
     out = Path(out)
     nq = len(result.queries)
     ncol = 1 + min(max_matches, max((len(m) for m in result.matches), default=0))
-    fig, axes = plt.subplots(nq, ncol, figsize=(1.3 * ncol, 2.4 * nq), squeeze=False)
+    fig = Figure(figsize=(1.3 * ncol, 2.4 * nq))
+    FigureCanvasAgg(fig)  # the figure's own canvas: no pyplot, no global backend
+    axes = fig.subplots(nq, ncol, squeeze=False)
     for q, (qpath, ms) in enumerate(zip(result.queries, result.matches)):
         qlabel = Path(qpath).parent.name
         axes[q][0].imshow(decode_image(qpath, size))
@@ -424,9 +269,6 @@ def save_match_figure(result: SearchResult, out: Union[str, os.PathLike], max_ma
     fig.suptitle(f"{result.scoring}: {result.score_meaning}", fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-    finally:
-        plt.close(fig)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     return out

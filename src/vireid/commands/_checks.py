@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..config import MAX_THREADS, SEED_LIMIT
 from ..errors import ConfigError
 from ..utils.atomic import OutputWriteError, atomic_write_text, output_target
 
@@ -30,6 +31,27 @@ def int_at_least(lo: int) -> Callable[[str], int]:
         return value
     parse.__name__ = f"integer ≥ {lo}"
     return parse
+
+
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse ``type`` for an integer in ``lo..hi``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, found "
+                                             f"{text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, found {value}")
+        return value
+    parse.__name__ = f"integer in {lo}..{hi}"
+    return parse
+
+
+#: ``--threads``: the range of ``train.threads`` (config.MAX_THREADS).
+threads_type = int_in(1, MAX_THREADS)
+#: ``--seed`` of a training or of random picks: the range of ``train.seed`` (config.SEED_LIMIT).
+seed_type = int_in(0, SEED_LIMIT - 1)
 
 
 def check_device(device: str, option: str = "--device") -> str:

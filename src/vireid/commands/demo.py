@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._checks import check_output_folder
+from ._checks import check_output_folder, seed_type
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default="demo-out", help="report folder (default demo-out)")
     p.add_argument("--quick", action="store_true",
                    help="a 1-2 minute smoke run (tiny data and budget; numbers meaningless)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data and the training")
+    p.add_argument("--seed", type=seed_type, default=0, help="seed of the data and the training")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of progress bars")
     p.set_defaults(func=run)
 

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from ..utils.atomic import OutputWriteError, atomic_write_text
-from ._checks import check_device, check_output_file, int_at_least, is_stdout, write_text_output
+from ._checks import (RegistryChoices, check_device, check_output_file, int_at_least, is_stdout,
+                      write_text_output)
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +88,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a protocol of the checkpoint's data set, by name or short form "
                         "(sysu-all or all; `vireid data summary` lists them); default: the "
                         "data set's default protocol")
-    p.add_argument("--scoring", default="simplified",
-                   choices=("simplified", "full", "rerank", "all"),
-                   help="simplified = cosine of G; full = D_RI of every pair; rerank = full "
-                        "mode on the simplified top-K; all = the three from one extraction")
+    p.add_argument("--scoring", default="simplified", metavar="MODE",
+                   choices=RegistryChoices("vireid.scoring.scorers:SCORING_MODES",
+                                           extra=("all",)),
+                   help="scoring mode: %(choices)s (default simplified). simplified = cosine "
+                        "of G; full = D_RI of every pair; rerank = full mode on the "
+                        "simplified top-K; all = every mode the model supports, from one "
+                        "extraction; plugins may add modes (VIREID_PLUGINS)")
     p.add_argument("--topk", type=int_at_least(1), default=None,
                    help="rerank depth K (default: eval.topk of the checkpoint's config)")
     p.add_argument("--kreciprocal", action="store_true",

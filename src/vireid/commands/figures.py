@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
-from ._checks import check_device, check_output_folder, int_at_least
+from ._checks import check_device, check_output_folder, int_at_least, seed_type
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="queries in the ranked-list figure")
     p.add_argument("--topk", type=int_at_least(1), default=10,
                    help="gallery images per ranked list")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random picks")
+    p.add_argument("--seed", type=seed_type, default=0, help="seed of the random picks")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--cmc", nargs="+", default=None, metavar="JSON",
                    help="result JSON files (vireid reproduce tables, vireid eval --json): "

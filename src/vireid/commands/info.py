@@ -11,7 +11,11 @@ from ._checks import int_at_least
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="model size, feature map, CCN kernels and cost of a config")
-    p.add_argument("--config", required=True, help="YAML file or preset name (e.g. paper-sysu)")
+    p.add_argument("--config", default=None,
+                   help="YAML file or preset name (e.g. paper-sysu); required unless --registered")
+    p.add_argument("--registered", action="store_true",
+                   help="list every registered data set, protocol, loss, scoring mode, backbone "
+                        "and metric rule (plugins included: VIREID_PLUGINS) and exit")
     p.add_argument("--num-classes", type=int_at_least(1), default=None,
                    help="ID classes (default: the training identities of the data set's "
                         "standard split, e.g. 395 for SYSU-MM01)")
@@ -23,8 +27,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # late: keeps `vireid --help` fast (the library imports torch, ~1.7 s)
     from ..data.registry import get_dataset
+    from ..api import registered
     from ..models.build import model_info
 
+    if args.registered:
+        names = registered()
+        if args.json:
+            print(json.dumps(names, indent=2))
+        else:
+            for kind, values in names.items():
+                print(f"{kind:<13}{', '.join(values) or '(none)'}")
+        return 0
+    if args.config is None:
+        raise ConfigError("--config: expected a YAML file or a preset name (or --registered)")
     cfg = load_config(preset_or_path(args.config), args.overrides)
     num_classes = args.num_classes or get_dataset(cfg.data.dataset).train_classes
     if num_classes is None:

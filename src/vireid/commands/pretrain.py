@@ -5,6 +5,8 @@ import argparse
 import shlex
 import sys
 
+from ._checks import seed_type, threads_type
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -24,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--difficulty", type=float, default=None,
                    help="generator difficulty (default 0.7; the benchmarks use 1.0)")
     p.add_argument("--data-root", default=None, help="train on this dataset instead of generating one")
-    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--seed", type=seed_type, default=0, help="training seed (default 0)")
+    p.add_argument("--threads", type=threads_type, default=1,
                    help="torch threads (default 1; fixed so that a rebuild is bit-exact)")
     p.add_argument("--workers", type=int, default=1, help="generator processes (output does not depend on it)")
     p.add_argument("--name", default=None, help="file stem (default synthetic-<arch>w<width>)")

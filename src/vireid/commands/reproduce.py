@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._checks import RegistryChoices, check_output_folder
+from ._checks import RegistryChoices, check_output_folder, seed_type
 from .eval import parse_trials
 
 #: the tables and budgets are the records of vireid.apps.recipes (plugins may add more)
@@ -51,9 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def parse_seeds(text: str) -> list[int]:
     """``0,1,2`` or ``0-2`` -> [0, 1, 2] (argparse type)."""
     try:
-        return parse_trials(text)
+        seeds = parse_trials(text)
     except argparse.ArgumentTypeError as exc:
         raise argparse.ArgumentTypeError(str(exc).replace("trial", "seed")) from None
+    for s in seeds:  # the range of train.seed, checked here before any variant trains
+        seed_type(str(s))
+    return seeds
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,13 +7,14 @@ from pathlib import Path
 
 from ..data.images import without_skip_hint
 from ..errors import DataError
-from ._checks import check_device, check_output_file, int_at_least
+from ._checks import RegistryChoices, check_device, check_output_file, int_at_least
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="rank a gallery index for query images",
                        description="Embed the query images with the index's model and print "
-                                   "each query's best matches. Scores: simplified = cosine "
+                                   "each query's best matches, with the scoring mode's own "
+                                   "score (printed above the table): simplified = cosine "
                                    "similarity (higher = closer); full and rerank = CCN D_RI "
                                    "(lower = closer).")
     p.add_argument("--index", required=True, help="index folder (from `vireid index build`)")
@@ -21,9 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="query image(s) or folder(s) of images")
     p.add_argument("--modality", choices=("rgb", "ir"), default=None,
                    help="network path of the queries (default: the other one than the gallery's)")
-    p.add_argument("--scoring", choices=("simplified", "full", "rerank"), default="simplified",
-                   help="simplified: cosine of G; full: CCN of every pair; rerank: CCN on the "
-                        "simplified top candidates")
+    p.add_argument("--scoring", default="simplified", metavar="MODE",
+                   choices=RegistryChoices("vireid.scoring.scorers:SCORING_MODES"),
+                   help="scoring mode: %(choices)s (default simplified). simplified: cosine "
+                        "of G; full: CCN of every pair; rerank: CCN on the simplified top "
+                        "candidates; plugins may add modes (VIREID_PLUGINS)")
     p.add_argument("--topk", type=int_at_least(1), default=10, help="matches per query (default 10)")
     p.add_argument("--rerank-depth", type=int_at_least(1), default=None,
                    help="rerank: simplified candidates re-scored by the CCN (default: --topk)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._checks import threads_type
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -24,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="score (val rank-1 + mAP)/2 at the last epoch or at the best-rank-1 "
                         "epoch (default last)")
     p.add_argument("--jobs", type=int, default=1, help="points trained at once (default 1)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per point (default 1)")
+    p.add_argument("--threads", type=threads_type, default=1, help="torch threads per point (default 1)")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="fixed dotted overrides")
     p.set_defaults(func=run)

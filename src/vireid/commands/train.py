@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import load_config, preset_or_path
 from ..errors import ConfigError
-from ._checks import check_device, check_output_folder, int_at_least
+from ._checks import check_device, check_output_folder, int_at_least, threads_type
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-after", type=int_at_least(1), default=None, metavar="EPOCHS",
                    help="stop once this many epochs (≥ 1) are done (schedule unchanged; "
                         "--resume continues; default: train.epochs)")
-    p.add_argument("--threads", type=int_at_least(1), default=None,
+    p.add_argument("--threads", type=threads_type, default=None,
                    help="CPU threads for torch per process (sets train.threads; default: "
                         "torch's choice, or cores / processes under torchrun; fix it for runs "
                         "that must repeat bit for bit across machines)")

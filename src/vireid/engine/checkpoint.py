@@ -23,6 +23,10 @@ reads it (no pickled classes). Writing goes to a temporary file in the same fold
 fsync'ed and then ``os.replace``'d over the target: a crash leaves the previous file intact,
 never a half-written one.
 
+Reading checks every field a reader uses (:data:`CHECKPOINT_SCHEMA`; resuming also
+:data:`RESUME_SCHEMA`): a file with a field missing or of the wrong kind is refused naming
+the file and the field, never a ``KeyError`` later.
+
 Loading is strict: :func:`check_compatible` compares the fields that define the model
 (:data:`vireid.config.MODEL_IDENTITY`, the one list the config digest also reads), the
 class count and the format version, and :func:`load_state_strict` the state dict's keys
@@ -46,6 +50,8 @@ from vireid.models.build import build_model
 from vireid.utils.atomic import atomic_save_torch
 from vireid.utils.digest import state_digest
 from vireid.utils.runtime import capture_rng_state
+from vireid.utils.schema import (DICT, INT, NONNEG_INT, NUMBER, POS_INT, STR, Kind, check_fields,
+                                 describe, is_exactly, kind_of, list_of, opt, optional)
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +99,50 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- reading
+TENSOR = kind_of(torch.Tensor, "a tensor")
+STATE_DICT = Kind("a state dict (parameter name -> tensor)",
+                  lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, torch.Tensor)
+                                                        for k, x in v.items()))
+
+#: What every reader of a checkpoint uses (evaluation, export, index, figures). ``opt``
+#: fields are absent from older files of the same format version.
+CHECKPOINT_SCHEMA = {
+    "model": STATE_DICT,
+    "config": DICT,
+    "num_classes": POS_INT,
+    "epoch": NONNEG_INT,
+    "iteration": NONNEG_INT,
+    opt("model_digest"): STR,
+    opt("config_digest"): STR,
+    opt("dataset"): optional(DICT),
+    opt("history"): list_of(DICT),
+    opt("extra"): DICT,
+}
+
+#: What ``vireid train --resume`` also reads: optimizer, sampler and RNG states.
+RESUME_SCHEMA = {
+    "optimizer": {"state": DICT, "param_groups": list_of(DICT)},
+    "sampler": {"epoch": NONNEG_INT, "position": NONNEG_INT},
+    "rng": {"torch": TENSOR,
+            "numpy": {"name": STR, "keys": TENSOR, "pos": INT, "has_gauss": INT,
+                      "cached_gaussian": NUMBER},
+            "python": Kind("a list [version, state, gauss]",
+                           lambda v: isinstance(v, list) and len(v) == 3
+                           and isinstance(v[0], int) and isinstance(v[1], list)
+                           and all(isinstance(x, int) for x in v[1])),
+            opt("cuda"): list_of(TENSOR)},
+    "history": list_of(DICT),
+    "extra": DICT,
+}
+
+
 def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
     """Read and sanity-check a checkpoint file; returns its dict.
 
     Raises:
-        CheckpointError: missing/unreadable file, not a vireid checkpoint, or another
-            format version.
+        CheckpointError: missing/unreadable file, not a vireid checkpoint, another
+            format version, or a field of :data:`CHECKPOINT_SCHEMA` missing or of the
+            wrong kind (the message names the file and the field).
     """
     path = Path(path)
     if path.is_dir():
@@ -121,15 +165,27 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
         raise CheckpointError(f"cannot read checkpoint {path}: not a readable vireid checkpoint "
                               f"(expected a file written by vireid train; found "
                               f"{_short_reason(exc)})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+    if not isinstance(ckpt, dict) or not is_exactly(ckpt.get("format"), FORMAT):
         raise CheckpointError(f"{path} is not a vireid checkpoint (expected a dict with "
                               f"format={FORMAT!r})")
     version = ckpt.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {version}, this vireid reads "
-                              f"version {FORMAT_VERSION}")
+    if not is_exactly(version, FORMAT_VERSION):
+        raise CheckpointError(f"{path}: checkpoint format version {describe(version)}, this "
+                              f"vireid reads version {FORMAT_VERSION}")
+    check_fields(ckpt, CHECKPOINT_SCHEMA, f"checkpoint {path}", CheckpointError)
     ckpt["path"] = str(path)
     return ckpt
+
+
+def check_resumable(ckpt: dict[str, Any]) -> None:
+    """Refuse a checkpoint without the optimizer, sampler and RNG states a resumed run
+    reads (:data:`RESUME_SCHEMA`), naming the field.
+
+    Raises:
+        CheckpointError: e.g. ``checkpoint P: field 'optimizer': expected a mapping, found null``.
+    """
+    check_fields(ckpt, RESUME_SCHEMA, f"checkpoint {ckpt.get('path', '')}".rstrip(),
+                 CheckpointError)
 
 
 #: Longest part of torch's own error message quoted in a CheckpointError.

@@ -11,10 +11,15 @@ RegDB (one checkpoint per trial): the model of trial t is evaluated on trial t o
 checkpoint trained on another trial than the one requested, on another dataset, or with
 another model configuration than the others is refused (CheckpointError).
 
-Scoring modes (plug-ins of :mod:`vireid.scoring.scorers` over stored features):
-``simplified`` (cosine of G), ``full`` (D_RI of every pair), ``rerank`` (full mode on each
-query's simplified top-K, the rest behind in simplified order), or ``all``: the three from one
-feature extraction, returned as ``{"simplified": result, "full": result, "rerank": result}``.
+Scoring modes are the entries of :data:`vireid.scoring.scorers.SCORING_MODES` (built in:
+``simplified``, cosine of G; ``full``, D_RI of every pair; ``rerank``, full mode on each
+query's simplified top-K, the rest behind in simplified order; plugins may add more), each
+scored through its entry, never by name. ``all`` is every registered mode the model supports
+(a mode that needs the CCN is skipped, with the reason logged, only for a model without
+one), from one feature extraction, returned as ``{mode: result}``. The modes of one block
+share one :class:`~vireid.scoring.scorers.ScoringContext`, which keeps the cosine and D_RI
+matrices of the block's query set against its union gallery: each is computed once and each
+trial reads its columns.
 
 A result (percent) is::
 
@@ -24,15 +29,18 @@ A result (percent) is::
      "checkpoints": [...], "flip", "topk", "model_digests", "selection"}
 
 ``seconds.features`` is the extraction time (shared by all modes of ``all``), and
-``seconds.scoring`` the time of that mode's scoring and metrics.
+``seconds.scoring`` the time of that mode's scoring and metrics, including the shared
+matrices it reads (cosine, D_RI) even when another mode of ``all`` computed them first.
 
 k-reciprocal re-ranking (``kreciprocal``, Zhong et al. CVPR 2017; not in the paper) is a
 post-process of any mode: per trial, :func:`vireid.scoring.kreciprocal.rerank_distance` of the
 mode's query x gallery distance, with the query x query and gallery x gallery distances
-computed by the same mode on same-modality pairs:
+computed by the same mode on same-modality pairs (the entry's
+:meth:`~vireid.scoring.scorers.ScoringMode.self_distance`), each shifted by the entry's
+``kreciprocal_offset`` so that it is non-negative as the algorithm needs (it squares its
+input):
 
-* simplified: 1 - S (cosine distance of G; -S shifted by 1, the same ranking, but
-  non-negative as the algorithm needs: it squares its input);
+* simplified: 1 - S (cosine distance of G; -S shifted by 1, the same ranking);
 * full: D_RI of every pair (a same-modality pair puts its first image on CCN side "a", as
   the open-set protocol does);
 * rerank: the rerank distance (D_RI on the simplified top-K, 3 - S behind) of those pairs.
@@ -49,12 +57,12 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
 
-from vireid.data.records import IR, RGB, EvalSplit, ImageRecord
+from vireid.data.records import EvalSplit, ImageRecord
 from vireid.data.registry import get_dataset, load_dataset
 from vireid.engine.checkpoint import arch_differences, load_model_from_checkpoint
 from vireid.engine.features import (FeatureSet, drop_paths, extract_features, load_features,
@@ -64,9 +72,9 @@ from vireid.evaluation.protocols import (PROTOCOLS, aggregate, build_split, get_
                                          metric_summary, rank_metrics)
 from vireid.losses.registry import LOSSES
 from vireid.scoring.kreciprocal import KReciprocal
-from vireid.scoring.scorers import (SCORING_MODES, full_pair_fn, query_side,
-                                    score_full, score_rerank, score_simplified)
-from vireid.scoring.sharded import rerank_sharded, score_sharded
+from vireid.scoring.inputs import Features, as_features
+from vireid.scoring.scorers import SCORING_MODES, ScoringContext, ScoringMode, get_scoring
+from vireid.scoring.sharded import sharded_context
 from vireid.utils import distributed
 from vireid.utils.runtime import resolve_device
 
@@ -106,15 +114,15 @@ def _check_models(models: list[_Model]) -> None:
 
 
 def _resolve_protocol(dataset: str, protocol: Optional[str]) -> str:
-    name = protocol or get_dataset(dataset).default_protocol
-    if name not in PROTOCOLS and f"{dataset}-{name}" in PROTOCOLS:
-        name = f"{dataset}-{name}"
-    proto = get_protocol(name)
-    if proto.dataset != dataset:
-        raise CheckpointError(f"the checkpoint was trained on {dataset}, but protocol {proto.name} "
-                              f"evaluates {proto.dataset}; use a {dataset} protocol "
-                              f"({', '.join(p for p, v in PROTOCOLS.items() if v.dataset == dataset)})")
-    return proto.name
+    """The protocol name of ``protocol`` (a name or one of the data set's short forms; None:
+    its default), refused when it evaluates another data set."""
+    spec = get_dataset(dataset)
+    if protocol is not None and protocol in PROTOCOLS and get_protocol(protocol).dataset != dataset:
+        other = get_protocol(protocol)
+        raise CheckpointError(f"the checkpoint was trained on {dataset}, but protocol "
+                              f"{other.name} evaluates {other.dataset}; use a {dataset} protocol "
+                              f"({', '.join(spec.protocol_choices())})")
+    return spec.protocol(protocol).name
 
 
 def _load_dataset(dataset: str, root: PathLike, ckpt_path: str) -> Any:
@@ -126,91 +134,7 @@ def _load_dataset(dataset: str, root: PathLike, ckpt_path: str) -> Any:
 
 
 # --------------------------------------------------------------------------- scoring
-MIXED = "mixed"
-
-
-def _query_side(split: EvalSplit) -> str:
-    """CCN side of the queries (:func:`vireid.scoring.scorers.query_side`); "mixed" when query
-    or gallery holds both modalities (open set: each block is scored on its own)."""
-    q = {r.modality for r in split.query}
-    g = {r.modality for r in split.gallery}
-    if len(q) == 1 and len(g) == 1:
-        return query_side(q.pop(), g.pop())
-    return MIXED
-
-
-def _score_full_blocks(full_fn: Callable[..., Any], ccn: Any, q: FeatureSet, g: FeatureSet,
-                       side: str, chunk_size: int,
-                       device: Union[str, torch.device]) -> torch.Tensor:
-    """D (Q, G) of every query-gallery pair; with mixed modalities, one ``full_fn`` call per
-    (query modality, gallery modality) block, each with its own query side."""
-    if side != MIXED:
-        return torch.as_tensor(full_fn(ccn, q.F.to(device), g.F.to(device),
-                                       query_side=side, chunk_size=chunk_size)).cpu()
-    D = torch.empty(len(q), len(g))
-    qm, gm = np.asarray(q.modalities), np.asarray(g.modalities)
-    for mq in (RGB, IR):
-        qi = np.flatnonzero(qm == mq)
-        for mg in (RGB, IR):
-            gi = np.flatnonzero(gm == mg)
-            if qi.size and gi.size:
-                block = full_fn(ccn, q.F[qi].to(device), g.F[gi].to(device),
-                                query_side=query_side(mq, mg), chunk_size=chunk_size)
-                D[np.ix_(qi, gi)] = torch.as_tensor(block).cpu()
-    return D
-
-
-def _score_all_modes(modes: Sequence[str], model: Optional[torch.nn.Module], q: FeatureSet,
-                     g: FeatureSet, query_side: str, topk: int, chunk_size: int,
-                     device: Union[str, torch.device]) -> dict[str, tuple[Any, float]]:
-    """Similarity / distance matrices of query × gallery for each mode (union gallery).
-
-    Returns ``{mode: (M, seconds)}`` where M is S (Q, G) for "simplified" (higher = closer),
-    D (Q, G) for "full" (lower = closer) and, for "rerank", a function ``cols -> dist``
-    giving the rerank distance over a trial's gallery columns (top-K depends on the gallery).
-    """
-    out: dict[str, tuple[Any, float]] = {}
-    t0 = time.perf_counter()
-    S = torch.as_tensor(score_simplified(q.G, g.G))
-    t_s = time.perf_counter() - t0
-    out["simplified"] = (S, t_s)
-    D = None
-    if "full" in modes or ("rerank" in modes and query_side == MIXED):
-        if model is None:
-            raise CheckpointError("full-mode scoring needs the checkpoint (its CCN weights)")
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            if dist_world_size() > 1:
-                # Query rows split across ranks at chunk boundaries: bit-identical to one
-                # process; every rank gets the whole matrix (metrics are cheap).
-                full_fn = score_sharded
-            else:
-                full_fn = score_full
-            D = _score_full_blocks(full_fn, model.ccn, q, g, query_side, chunk_size, device)
-        out["full"] = (D, time.perf_counter() - t0)
-    if "rerank" in modes:
-        if model is None:
-            raise CheckpointError("rerank scoring needs the checkpoint (its CCN weights)")
-
-        def rerank(cols: np.ndarray) -> torch.Tensor:
-            idx = torch.from_numpy(cols)
-            s_t = S[:, idx]
-            if D is not None:
-                d_fn = _table_d_fn(D[:, idx])
-            else:  # rerank alone: D_RI of the top-K pairs only
-                d_fn = full_pair_fn(model.ccn, q.F.to(device), g.F[idx].to(device), query_side)
-                if dist_world_size() > 1:
-                    with torch.no_grad():
-                        out_t = rerank_sharded(s_t, d_fn, topk, chunk_size=chunk_size)
-                    assert out_t is not None
-                    return torch.as_tensor(out_t)
-            with torch.no_grad():
-                return torch.as_tensor(score_rerank(s_t, d_fn, topk))
-
-        # Mixed modalities: rerank reads the full table, so its time includes computing it.
-        t_d = out["full"][1] if query_side == MIXED else 0.0
-        out["rerank"] = (rerank, t_s + t_d)
-    return out
+ALL = "all"
 
 
 def dist_world_size() -> int:
@@ -218,12 +142,77 @@ def dist_world_size() -> int:
     return distributed.world_size()
 
 
-def _table_d_fn(D: torch.Tensor) -> Any:
-    """The pair function of ``score_rerank`` over a precomputed full matrix D (Q, G):
-    (qi (M,), gi (M,)) -> D[qi, gi] (M,)."""
-    def fn(qi: torch.Tensor, gi: torch.Tensor) -> torch.Tensor:
-        return D[qi.cpu(), gi.cpu()]
-    return fn
+def _modes(scoring: str) -> list[ScoringMode]:
+    """The modes ``scoring`` names: one registered mode, or every registered one ("all")."""
+    if scoring == ALL:
+        return [mode for _, mode in SCORING_MODES.items()]
+    if scoring not in SCORING_MODES:
+        raise ConfigError(f"scoring: expected one of {', '.join((*SCORING_MODES, ALL))}, "
+                          f"found {scoring!r}")
+    return [get_scoring(scoring)]
+
+
+def _supported(modes: list[ScoringMode], models: list[_Model], scoring: str
+               ) -> list[ScoringMode]:
+    """``modes`` the models can score: under "all" a mode that needs the CCN is skipped
+    (with the reason logged) when a model has none; a mode named alone is refused then."""
+    lacking = [m.path for m in models if getattr(m.model, "ccn", None) is None]
+    out = []
+    for mode in modes:
+        if mode.needs_ccn and lacking:
+            if scoring != ALL:
+                raise CheckpointError(f"{mode.name} scoring needs the model's CCN, which "
+                                      f"{lacking[0]} does not have")
+            log.warning("scoring all: skipping %s, which needs the CCN (%s has none)",
+                        mode.name, lacking[0])
+            continue
+        out.append(mode)
+    return out
+
+
+def _warn_untrained_ccn(model: _Model, modes: Sequence[ScoringMode]) -> None:
+    ccn_modes = [m.name for m in modes if m.needs_ccn]
+    if ccn_modes and not LOSSES.get(model.cfg.loss.kind).trains_ccn:
+        log.warning("%s was trained with loss.kind=%s, which does not train the CCN: its %s "
+                    "scores come from an untrained W_D (train loss.kind=agw+pbce or ccn for "
+                    "CCN scoring)", model.path, model.cfg.loss.kind, " and ".join(ccn_modes))
+
+
+def _context(model: torch.nn.Module, topk: int, chunk_size: int,
+             device: Union[str, torch.device]) -> ScoringContext:
+    """The scoring context of one block: it keeps the cosine and D_RI matrices that the
+    block's modes and trials share. Under torchrun, full-mode and rerank scoring split
+    their query rows across the ranks (bit-identical to one process; every rank gets the
+    whole matrix, metrics are cheap)."""
+    make = sharded_context if dist_world_size() > 1 else ScoringContext
+    return make(ccn=getattr(model, "ccn", None), topk=topk, chunk_size=chunk_size,
+                device=device, memo=True)
+
+
+def _score_block(modes: Sequence[ScoringMode], ctx: ScoringContext, q: Features,
+                 views: Sequence[Features], splits: Sequence[EvalSplit], proto: Any,
+                 kreciprocal: Optional[KReciprocal]
+                 ) -> dict[str, tuple[list[tuple[dict[str, float], np.ndarray]], float]]:
+    """Every mode on one block: ``{mode: ([(per-trial metrics, CMC curve) per split],
+    seconds)}``. ``views``: each split's gallery as rows of the block's union gallery."""
+    out = {}
+    for mode in modes:
+        ctx.begin_account()
+        t0 = time.perf_counter()
+        per_split = []
+        qq: Optional[np.ndarray] = None
+        for sp, g in zip(splits, views):
+            dist = mode.distance(q, g, ctx).numpy()
+            if kreciprocal is not None:
+                if qq is None:  # the query set is the block's: one q x q per mode
+                    qq = mode.self_distance(q, ctx)
+                dist = kreciprocal.apply(mode.kreciprocal_input(dist), qq,
+                                         mode.self_distance(g, ctx))
+            cmc, m_ap, m_inp = rank_metrics(dist, sp, proto)
+            per_split.append(({"trial": sp.trial, **metric_summary(cmc, m_ap, m_inp)},
+                              _cmc_curve(cmc)))
+        out[mode.name] = (per_split, time.perf_counter() - t0 + ctx.reused_seconds())
+    return out
 
 
 def _cmc_curve(cmc: np.ndarray) -> np.ndarray:
@@ -231,98 +220,6 @@ def _cmc_curve(cmc: np.ndarray) -> np.ndarray:
     out = np.full(20, float(cmc[-1]))
     out[:len(cmc)] = cmc[:20]
     return out * 100.0
-
-
-# --------------------------------------------------------------------------- k-reciprocal
-def _side_of(a: FeatureSet, b: FeatureSet) -> str:
-    """CCN query side of the rows of ``a`` against those of ``b`` (MIXED for mixed sets)."""
-    ma, mb = set(a.modalities), set(b.modalities)
-    return query_side(ma.pop(), mb.pop()) if len(ma) == 1 and len(mb) == 1 else MIXED
-
-
-class _SameSetDistances:
-    """Query x query and gallery x gallery distances of one group, per scoring mode, for
-    k-reciprocal re-ranking (module docstring), computed when first asked for and kept.
-
-    ``qq(mode)`` -> (Q, Q) numpy; ``gg(mode, cols)`` -> (len(cols), len(cols)) numpy over the
-    union gallery's columns ``cols``; both float32, diagonal 0, lower = closer.
-    """
-
-    def __init__(self, model: Optional[torch.nn.Module], q: FeatureSet, g: FeatureSet,
-                 topk: int, chunk_size: int, device: Union[str, torch.device]) -> None:
-        self.model, self.q, self.g = model, q, g
-        self.topk, self.chunk_size, self.device = topk, chunk_size, device
-        self._S: dict[str, torch.Tensor] = {}
-        self._D: dict[str, torch.Tensor] = {}
-        self._qq: dict[str, np.ndarray] = {}
-
-    def _set(self, which: str) -> FeatureSet:
-        return self.q if which == "q" else self.g
-
-    def S(self, which: str) -> torch.Tensor:
-        if which not in self._S:
-            fs = self._set(which)
-            self._S[which] = torch.as_tensor(score_simplified(fs.G, fs.G))
-        return self._S[which]
-
-    def D(self, which: str) -> torch.Tensor:
-        if which not in self._D:
-            if self.model is None:
-                raise CheckpointError("k-reciprocal re-ranking of full / rerank scoring needs "
-                                      "the checkpoint (its CCN weights)")
-            fs = self._set(which)
-            with torch.no_grad():
-                self._D[which] = _score_full_blocks(score_full, self.model.ccn, fs, fs,
-                                                    _side_of(fs, fs), self.chunk_size,
-                                                    self.device)
-        return self._D[which]
-
-    def _mode(self, mode: str, which: str, cols: Optional[np.ndarray]) -> np.ndarray:
-        idx = None if cols is None else torch.from_numpy(cols)
-        S = self.S(which)
-        S = S if idx is None else S[idx][:, idx]
-        if mode == "simplified":
-            out = 1.0 - S
-        elif mode == "full":
-            D = self.D(which)
-            out = D if idx is None else D[idx][:, idx]
-        else:
-            fs = self._set(which)
-            sub = fs if idx is None else fs.subset(cols)
-            side = _side_of(sub, sub)
-            if side == MIXED or which in self._D:
-                D = self.D(which)
-                d_fn = _table_d_fn(D if idx is None else D[idx][:, idx])
-            else:  # D_RI of the top-K pairs only
-                assert self.model is not None
-                d_fn = full_pair_fn(self.model.ccn, sub.F.to(self.device),
-                                    sub.F.to(self.device), side)
-            with torch.no_grad():
-                out = torch.as_tensor(score_rerank(S, d_fn, self.topk))
-        out = out.float().cpu().numpy().copy()
-        np.fill_diagonal(out, 0.0)
-        return out
-
-    def qq(self, mode: str) -> np.ndarray:
-        if mode not in self._qq:
-            self._qq[mode] = self._mode(mode, "q", None)
-        return self._qq[mode]
-
-    def gg(self, mode: str, cols: np.ndarray) -> np.ndarray:
-        return self._mode(mode, "g", cols)
-
-
-def _as_distance(mode: str, dist: np.ndarray) -> np.ndarray:
-    """A mode's query x gallery distance as k-reciprocal's input: -S becomes 1 - S."""
-    return 1.0 + dist if mode == "simplified" else dist
-
-
-def _warn_untrained_ccn(model: "_Model", modes: Sequence[str]) -> None:
-    spec = LOSSES.get(model.cfg.loss.kind)
-    if spec is not None and not spec.trains_ccn and set(modes) & {"full", "rerank"}:
-        log.warning("%s was trained with loss.kind=%s, which does not train the CCN: its full "
-                    "and rerank scores come from an untrained W_D (train loss.kind=agw+pbce "
-                    "or ccn for CCN scoring)", model.path, model.cfg.loss.kind)
 
 
 # --------------------------------------------------------------------------- runner
@@ -375,7 +272,8 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
         checkpoints: one checkpoint (or run folder) for SYSU; one per trial for RegDB.
         data_root: dataset folder (needed unless ``features_paths`` hold the splits).
         protocol: registry name or short form ("all", "indoor", "v2t", …); default per dataset.
-        scoring: "simplified", "full", "rerank" or "all".
+        scoring: a registered scoring mode ("simplified", "full", "rerank", or a plugin's)
+            or "all" (every mode the model supports; the result is then ``{mode: result}``).
         topk: rerank depth (default: the checkpoint config's eval.topk).
         trials: trials to run (default: all of the protocol for SYSU, the checkpoints' own
             trials for RegDB).
@@ -389,19 +287,18 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
             None = off.
 
     Under torchrun (a process group of several ranks, see :mod:`vireid.utils.distributed`)
-    every rank extracts the features and full / rerank scoring is split across the ranks by
-    query rows (:mod:`vireid.scoring.sharded`); every rank gets the same, single-process
-    result.
+    every rank extracts the features and the full-mode matrix and rerank distance (and so
+    every mode built on them) are split across the ranks by query rows
+    (:func:`vireid.scoring.sharded.sharded_context`); every rank gets the same,
+    single-process result.
     """
-    if scoring not in (*SCORING_MODES, "all"):
-        raise ConfigError(f"scoring: found {scoring!r}; allowed values: "
-                          f"{', '.join((*SCORING_MODES, 'all'))}")
-    modes = list(SCORING_MODES) if scoring == "all" else [scoring]
+    modes = _modes(scoring)
     if not checkpoints:
         raise ConfigError("expected at least one checkpoint (--checkpoint CKPT)")
     device = resolve_device(str(device))
     models = [_Model(p, device) for p in checkpoints]
     _check_models(models)
+    modes = _supported(modes, models, scoring)
     for m in models:
         _warn_untrained_ccn(m, modes)
     first = models[0]
@@ -417,18 +314,19 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
         proto = proto.on(ds)  # a folder may define its protocol's trials and metric (list)
 
     # Which model evaluates which trial.
-    if get_dataset(dataset).per_trial:
+    spec = get_dataset(dataset)
+    if spec.per_trial:
         by_trial: dict[int, _Model] = {}
         for m in models:
             if m.trial in by_trial:
-                raise CheckpointError(f"two checkpoints of RegDB trial {m.trial}: "
+                raise CheckpointError(f"two checkpoints of {spec.title} trial {m.trial}: "
                                       f"{by_trial[m.trial].path} and {m.path}")
             by_trial[int(m.trial)] = m
         wanted = list(trials) if trials else sorted(by_trial)
         for t in wanted:
             if t not in by_trial:
                 raise CheckpointError(
-                    f"RegDB trial {t} needs a model trained on trial {t} (mixing trials leaks "
+                    f"{spec.title} trial {t} needs a model trained on trial {t} (mixing trials leaks "
                     f"test ids into training); got checkpoints of trial(s) "
                     f"{', '.join(str(k) for k in sorted(by_trial))}")
         unused = sorted(set(by_trial) - set(wanted))
@@ -446,9 +344,10 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
                               f"{proto.trials[-1]}, got {t}")
 
     t_feat = 0.0
-    per_mode: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
-    cmcs: dict[str, list[np.ndarray]] = {m: [] for m in modes}
-    t_score = {m: 0.0 for m in modes}
+    names = [m.name for m in modes]
+    per_mode: dict[str, list[dict[str, float]]] = {m: [] for m in names}
+    cmcs: dict[str, list[np.ndarray]] = {m: [] for m in names}
+    t_score = {m: 0.0 for m in names}
     feats_in = list(features_paths or [])
     for gi, (model, group_trials) in enumerate(groups):
         stored = None
@@ -485,54 +384,37 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
             block = [splits[i] for i in members]
             g_union = sorted({int(r) for sp in block for r in feats.rows_of(sp.gallery)})
             g_pos = {r: i for i, r in enumerate(g_union)}
-            q, g = feats.subset(np.array(q_key, dtype=np.int64)), feats.subset(g_union)
-            side = _query_side(block[0]) if set(modes) & {"full", "rerank"} else "b"
-            mats = _score_all_modes(modes, model.model, q, g, side, topk, chunk_size, device)
-            same = (_SameSetDistances(model.model, q, g, topk, chunk_size, device)
-                    if kreciprocal is not None else None)
-            for i, sp in zip(members, block):
-                cols = np.array([g_pos[int(r)] for r in feats.rows_of(sp.gallery)],
-                                dtype=np.int64)
-                done[i] = {}
-                for mode in modes:
-                    t0 = time.perf_counter()
-                    mat, _ = mats[mode]
-                    if mode == "simplified":
-                        dist = (-mat[:, torch.from_numpy(cols)]).numpy()
-                    elif mode == "full":
-                        dist = mat[:, torch.from_numpy(cols)].numpy()
-                    else:
-                        dist = mat(cols).numpy()
-                    if same is not None:
-                        assert kreciprocal is not None
-                        dist = kreciprocal.apply(_as_distance(mode, dist), same.qq(mode),
-                                                 same.gg(mode, cols))
-                    cmc, m_ap, m_inp = rank_metrics(dist, sp, proto)
-                    done[i][mode] = ({"trial": sp.trial, **metric_summary(cmc, m_ap, m_inp)},
-                                     _cmc_curve(cmc))
-                    t_score[mode] += time.perf_counter() - t0
-            for mode in modes:  # matrix computation time, counted once per block
-                t_score[mode] += mats[mode][1]
+            q = as_features(feats.subset(np.array(q_key, dtype=np.int64)))
+            g = as_features(feats.subset(g_union))
+            views = [g.rows([g_pos[int(r)] for r in feats.rows_of(sp.gallery)]) for sp in block]
+            ctx = _context(model.model, topk, chunk_size, device)
+            scored = _score_block(modes, ctx, q, views, block, proto, kreciprocal)
+            for name, (per_split, seconds) in scored.items():
+                t_score[name] += seconds
+                for i, result in zip(members, per_split):
+                    done.setdefault(i, {})[name] = result
         for i in range(len(splits)):  # trial order, whatever the blocks
-            for mode in modes:
-                per_mode[mode].append(done[i][mode][0])
-                cmcs[mode].append(done[i][mode][1])
+            for name in names:
+                per_mode[name].append(done[i][name][0])
+                cmcs[name].append(done[i][name][1])
 
     results = {}
     for mode in modes:
-        mean, std = aggregate([{k: r[k] for k in METRIC_KEYS} for r in per_mode[mode]])
-        results[mode] = {
-            "dataset": dataset, "protocol": proto.name, "scoring": mode, "trials": wanted,
-            "mean": mean, "std": std, "per_trial": per_mode[mode],
-            "seconds": {"features": t_feat, "scoring": t_score[mode]},
-            "cmc": np.mean(cmcs[mode], axis=0).tolist(),
+        name = mode.name
+        mean, std = aggregate([{k: r[k] for k in METRIC_KEYS} for r in per_mode[name]])
+        results[name] = {
+            "dataset": dataset, "protocol": proto.name, "scoring": name,
+            "label": mode.label or name, "trials": wanted,
+            "mean": mean, "std": std, "per_trial": per_mode[name],
+            "seconds": {"features": t_feat, "scoring": t_score[name]},
+            "cmc": np.mean(cmcs[name], axis=0).tolist(),
             "checkpoints": [g[0].path for g in groups], "flip": bool(flip),
-            "topk": topk if mode == "rerank" else None,
+            "topk": topk if mode.uses_topk else None,
             "kreciprocal": kreciprocal.to_dict() if kreciprocal is not None else None,
             "model_digests": [g[0].digest for g in groups],
             "selection": sorted({g[0].selection for g in groups}),
         }
-    return results if scoring == "all" else results[scoring]
+    return results if scoring == ALL else results[scoring]
 
 
 # --------------------------------------------------------------------------- feature files

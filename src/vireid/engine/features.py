@@ -13,7 +13,9 @@ scoring: the CCN compares maps position by position.
 
 A feature file (``torch.save``, atomic) holds the FeatureSet, the digest of the model weights
 that produced it, the architecture digest of its config and the flip setting; loading it for
-a checkpoint with other weights is refused.
+a checkpoint with other weights is refused. Reading checks every field (keys, types, and
+that F, G, pids, camids, modalities and paths describe the same N images) and names the
+file and the field of the first one that is wrong.
 """
 from __future__ import annotations
 
@@ -31,10 +33,13 @@ from torch import nn
 
 from vireid.data.cache import ImageCache
 from vireid.data.images import decode_image
-from vireid.data.records import IR, RGB, ImageRecord
+from vireid.data.records import IR, MODALITIES, RGB, ImageRecord
 from vireid.data.transforms import EvalTransform
 from vireid.errors import CheckpointError, DataError
 from vireid.utils.atomic import atomic_save_torch
+from vireid.utils.schema import (BOOL, DICT, INT, STR, Kind, check_fields, describe, each,
+                                 field_error, is_exactly, kind_of, list_of, one_of, opt,
+                                 optional)
 
 log = logging.getLogger(__name__)
 
@@ -235,14 +240,15 @@ def load_features(path: PathLike, *, model_digest: Optional[str] = None,
         raise CheckpointError(f"cannot read feature file {path}: expected a file written by "
                               f"`vireid eval --save-features`, found {type(exc).__name__}: "
                               f"{first}") from None
-    if not isinstance(obj, dict) or obj.get("format") != FEATURES_FORMAT:
+    if not isinstance(obj, dict) or not is_exactly(obj.get("format"), FEATURES_FORMAT):
         found = f"a {type(obj).__name__}" if not isinstance(obj, dict) else \
-            f"format {obj.get('format')!r}"
+            f"format {describe(obj.get('format'))}"
         raise CheckpointError(f"{path} is not a vireid feature file: expected format "
                               f"{FEATURES_FORMAT!r}, found {found}")
-    if obj.get("format_version") != FEATURES_VERSION:
-        raise CheckpointError(f"{path}: feature file version {obj.get('format_version')}, this "
-                              f"vireid reads version {FEATURES_VERSION}")
+    if not is_exactly(obj.get("format_version"), FEATURES_VERSION):
+        raise CheckpointError(f"{path}: feature file version {describe(obj.get('format_version'))}"
+                              f", this vireid reads version {FEATURES_VERSION}")
+    _check_feature_file(obj, path)
     if model_digest is not None and obj["model_digest"] != model_digest:
         raise CheckpointError(f"{path} was extracted with model weights {obj['model_digest']}, "
                               f"but the checkpoint has weights {model_digest}")
@@ -250,3 +256,58 @@ def load_features(path: PathLike, *, model_digest: Optional[str] = None,
         raise CheckpointError(f"{path} was extracted with flip={obj['flip']}, requested flip={flip}")
     meta = {k: obj[k] for k in ("model_digest", "config_digest", "flip", "dataset")}
     return FeatureSet.from_dict(obj["features"]), meta
+
+
+_TENSOR = kind_of(torch.Tensor, "a tensor")
+
+#: The fields of a feature file (``dataset`` may be empty: features saved without splits).
+FEATURES_SCHEMA = {
+    "model_digest": STR,
+    "config_digest": STR,
+    "flip": BOOL,
+    "dataset": DICT,
+    "features": {"F": _TENSOR, "G": _TENSOR, "pids": _TENSOR, "camids": _TENSOR,
+                 "modalities": list_of(one_of(*MODALITIES)),
+                 "paths": list_of(STR)},
+}
+
+
+def _check_feature_file(obj: dict[str, Any], path: Path) -> None:
+    """Keys and types (:data:`FEATURES_SCHEMA`), then the shapes: F (N, C, h, w) and
+    G (N, C) floating point, pids and camids (N,) integers, N modalities and paths, and
+    the stored splits' rows within 0..N-1.
+
+    Raises:
+        CheckpointError: naming the file and the first field that is wrong.
+    """
+    where = f"feature file {path}"
+    check_fields(obj, FEATURES_SCHEMA, where, CheckpointError)
+    f = obj["features"]
+    F, G = f["F"], f["G"]
+
+    def bad(field: str, expected: str, found: str) -> CheckpointError:
+        return field_error(where, f"features.{field}", expected, found, CheckpointError)
+
+    if F.dim() != 4 or not F.is_floating_point():
+        raise bad("F", "a floating-point tensor (N, C, h, w)",
+                  f"{F.dtype} of shape {tuple(F.shape)}")
+    n, c = F.shape[0], F.shape[1]
+    if tuple(G.shape) != (n, c) or not G.is_floating_point():
+        raise bad("G", f"a floating-point tensor of shape ({n}, {c}) (N, C of F)",
+                  f"{G.dtype} of shape {tuple(G.shape)}")
+    for name in ("pids", "camids"):
+        t = f[name]
+        if tuple(t.shape) != (n,) or t.is_floating_point() or t.is_complex():
+            raise bad(name, f"an integer tensor of shape ({n},)",
+                      f"{t.dtype} of shape {tuple(t.shape)}")
+    for name in ("modalities", "paths"):
+        if len(f[name]) != n:
+            raise bad(name, f"{n} items (one per row of F)", f"{len(f[name])}")
+    row = Kind(f"a list of row numbers in 0..{n - 1}",
+               lambda v: isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool)
+                                                     and 0 <= i < n for i in v))
+    check_fields(obj["dataset"], {opt("name"): optional(STR), opt("trial"): optional(INT),
+                                  opt("protocol"): optional(STR),
+                                  opt("splits"): each({"trial": INT, "name": STR,
+                                                       "query": row, "gallery": row})},
+                 where, CheckpointError, "dataset.")

@@ -54,10 +54,18 @@ def _clear_run_files(run_dir: Path) -> None:
             p.unlink()
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Create RUN_DIR; refuse one that holds a run unless resuming or overwriting."""
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """The resume/overwrite rules of RUN_DIR, checked without writing anything (so that a
+    refused run leaves no trace); :func:`prepare_run_dir` checks them again under the lock.
+
+    Raises:
+        ConfigError: both flags; RUN_DIR is a file; it holds a run and neither flag is
+            given; resuming a folder without ``checkpoints/last.pt``.
+    """
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run folder {run_dir} exists and is not a folder")
     if resume:
         if not _holds_run(run_dir):
             left = any((run_dir / f).exists() for f in RUN_FILES)
@@ -65,13 +73,17 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
                               f"found none" + ("; the run in this folder stopped before its first "
                                                "checkpoint, so start it again without --resume"
                                                if left else ""))
+    elif _holds_run(run_dir) and not overwrite:
+        raise ConfigError(f"run folder {run_dir} already holds a run; use --resume to continue "
+                          f"it or --overwrite to start over")
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Create RUN_DIR; refuse one that holds a run unless resuming or overwriting."""
+    check_run_dir(run_dir, resume, overwrite)
+    if resume:
         return
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"run folder {run_dir} exists and is not a folder")
-    if _holds_run(run_dir):
-        if not overwrite:
-            raise ConfigError(f"run folder {run_dir} already holds a run; use --resume to continue "
-                              f"it or --overwrite to start over")
+    if _holds_run(run_dir):  # and overwrite (check_run_dir refused it otherwise)
         _clear_run_files(run_dir)
     elif any((run_dir / f).exists() for f in RUN_FILES):
         # A run that failed before its first checkpoint: nothing to resume, so its config,
@@ -203,6 +215,53 @@ def open_run_dir(run_dir: Path, resume: bool, overwrite: bool, lock: FolderLock)
     lock.acquire()  # before looking at the folder: a second process must not race us
     prepare_run_dir(run_dir, resume, overwrite)
     remove_stale_temp_files(run_dir)
+
+
+def first_missing_folder(path: Path) -> Optional[Path]:
+    """The outermost folder of ``path`` (``path`` itself or a parent) that does not exist
+    yet: what creating ``path`` creates. None when ``path`` exists."""
+    if path.exists():
+        return None
+    top = path
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    return top
+
+
+def discard_unstarted_run(run_dir: Path, created: Optional[Path], lock_existed: bool) -> None:
+    """Remove what a run that failed before its first step wrote, while its lock is held.
+
+    ``created``: the outermost folder this run created for RUN_DIR (see
+    :func:`first_missing_folder`), None when RUN_DIR existed. A created RUN_DIR holds only
+    this run's files and is removed with the created parents; in a folder that existed
+    only the run's own files go (:data:`RUN_FILES`, temporary files, and the lock file
+    unless it was there before), so it is left as it was. Files someone else put into a
+    created folder meanwhile are kept (and so is the folder). Best effort: an error here
+    is logged; the run's own error is what the caller reports.
+    """
+    try:
+        remove_stale_temp_files(run_dir)
+        _clear_run_files(run_dir)
+        if created is None:
+            if not lock_existed:
+                (run_dir / LOCK_NAME).unlink(missing_ok=True)
+            return
+        leftover = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME)
+        if leftover:
+            log.warning("run folder %s not removed: it holds files this run did not write "
+                        "(%s)", run_dir, ", ".join(leftover[:3]))
+            return
+        (run_dir / LOCK_NAME).unlink(missing_ok=True)
+        folder = run_dir
+        folder.rmdir()
+        while folder != created and folder.parent != folder:
+            folder = folder.parent
+            if any(folder.iterdir()):  # a created parent someone has put files into since
+                break
+            folder.rmdir()
+    except OSError as exc:
+        log.warning("could not clean up the run folder %s of a run that never started: %s",
+                    run_dir, describe_os_error(exc))
 
 
 def write_json(path: Path, obj: Any) -> None:

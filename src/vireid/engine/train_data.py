@@ -84,14 +84,24 @@ def carve_validation(split: TrainSplit, num_val: int, seed: int
                       [r for r in split.ir if r.pid not in vs], labels), val
 
 
-def prepare_data(cfg: Config, root: PathLike) -> TrainData:
-    """Load the split, carve validation ids, open the image cache over all training images.
+@dataclass
+class SplitPlan:
+    """The training split before any image is decoded: ``full`` as loaded, ``split`` after
+    carving the held-out ``val`` ids."""
 
-    With ``cfg.data.skip_corrupt`` undecodable images are dropped from the training and
-    validation lists (their cache rows are never used) and counted in a warning; the
-    validation ids are carved before that, so they do not depend on which files are corrupt.
-    An identity left without images keeps its class (the classifier's size stays that of
-    the split) and is simply never drawn by the sampler.
+    full: TrainSplit
+    split: TrainSplit
+    val: list[int]
+
+
+def plan_split(cfg: Config, root: PathLike) -> SplitPlan:
+    """Load the training split's records (the dataset's layout is checked, no image is
+    decoded), carve the validation ids, and check that a batch of ``data.ids_per_batch``
+    identities can be drawn: everything about the data a run can know before it starts.
+
+    Raises:
+        DataError: the folder is not the dataset's layout, or a modality has no images.
+        ConfigError: ``data.val_ids`` or ``data.ids_per_batch`` larger than the ids allow.
     """
     root = Path(root)
     full = load_train_split(cfg, root)
@@ -101,6 +111,28 @@ def prepare_data(cfg: Config, root: PathLike) -> TrainData:
     split, val = full, []
     if cfg.data.val_ids > 0:
         split, val = carve_validation(full, cfg.data.val_ids, cfg.train.seed)
+    both = {r.pid for r in split.rgb} & {r.pid for r in split.ir}
+    if cfg.data.ids_per_batch > len(both):
+        held = f" after holding out data.val_ids={len(val)}" if val else ""
+        raise ConfigError(f"data.ids_per_batch: expected at most {len(both)} (the training ids "
+                          f"of {cfg.data.dataset} at {root} with both RGB and IR images{held}), "
+                          f"found {cfg.data.ids_per_batch}")
+    return SplitPlan(full, split, val)
+
+
+def prepare_data(cfg: Config, root: PathLike, plan: Optional[SplitPlan] = None) -> TrainData:
+    """Load the split, carve validation ids, open the image cache over all training images
+    (``plan``: the split already loaded by :func:`plan_split`).
+
+    With ``cfg.data.skip_corrupt`` undecodable images are dropped from the training and
+    validation lists (their cache rows are never used) and counted in a warning; the
+    validation ids are carved before that, so they do not depend on which files are corrupt.
+    An identity left without images keeps its class (the classifier's size stays that of
+    the split) and is simply never drawn by the sampler.
+    """
+    root = Path(root)
+    plan = plan if plan is not None else plan_split(cfg, root)
+    full, split, val = plan.full, plan.split, plan.val
     # One cache over every training image (val ids included), RGB first then IR.
     images = open_images(root, full.rgb + full.ir, (cfg.data.height, cfg.data.width),
                          use_cache=cfg.data.cache, cache_dir=cfg.data.cache_dir or None,

@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,15 +39,17 @@ from vireid.config import Config, from_dict, save_config
 from vireid.data.registry import get_dataset
 from vireid.data.sampler import CrossModalitySampler
 from vireid.data.transforms import TrainTransform
-from vireid.engine.checkpoint import load_checkpoint, load_state_strict
+from vireid.engine.checkpoint import check_resumable, load_checkpoint, load_state_strict
 from vireid.engine.hooks import Hook, TrainState, default_hooks
-from vireid.engine.rundir import (check_resume_config, open_run_dir, run_lock, truncate_metrics,
-                                  write_json)
+from vireid.engine.resolve import resolve_names
+from vireid.engine.rundir import (LOCK_NAME, check_resume_config, check_run_dir,
+                                  discard_unstarted_run, first_missing_folder, open_run_dir,
+                                  run_lock, truncate_metrics, write_json)
 from vireid.engine.schedule import lr_at
-from vireid.engine.train_data import (LocalStep, StepSource, iterations_per_epoch, prepare_data,
-                                      resolve_pair_groups, to_device)
-from vireid.errors import ConfigError, TrainingError
-from vireid.losses.registry import LossFn, StepBatch, attach_loss_head, get_loss
+from vireid.engine.train_data import (LocalStep, SplitPlan, StepSource, iterations_per_epoch,
+                                      plan_split, prepare_data, resolve_pair_groups, to_device)
+from vireid.errors import CheckpointError, ConfigError, TrainingError
+from vireid.losses.registry import LossFn, LossSpec, StepBatch, attach_loss_head
 from vireid.models.build import build_model
 from vireid.utils import distributed as D
 from vireid.utils.runtime import (deterministic, resolve_device, restore_rng_state,
@@ -136,8 +139,13 @@ def train(cfg: Config, run_dir: PathLike, resume: bool = False, overwrite: bool 
         hooks: replaces :func:`vireid.engine.hooks.default_hooks` (checkpoints, metrics,
             validation, progress, loss plot, diagnostics).
 
+    Everything checkable without training is checked first (:func:`check_before_run`),
+    before ``run_dir`` is created or changed; a new run that fails before its first step
+    removes what it wrote (:func:`vireid.engine.rundir.discard_unstarted_run`).
+
     Raises:
-        ConfigError, DataError: bad config, run folder or data; the folder is in use.
+        ConfigError, DataError, CheckpointError: bad config, run folder, data or pretrained
+            weights; the folder is in use.
         TrainingError: the loss became NaN/inf (the last good checkpoint stays).
         OutputWriteError: a checkpoint, log or summary could not be written (disk full,
             read-only folder); the previous file stays intact.
@@ -146,43 +154,95 @@ def train(cfg: Config, run_dir: PathLike, resume: bool = False, overwrite: bool 
     run_dir = Path(run_dir)
     world, rank = D.world_size(), D.rank()
     io = D.RankZeroIO(rank == 0, world)
-    if not cfg.data.root:
-        raise ConfigError("data.root: expected the dataset folder (--data-root), found nothing")
-    spec = get_loss(cfg.loss.kind)
-    if cfg.data.same_modality_pairs and not spec.same_modality:
-        raise ConfigError(f"data.same_modality_pairs: not supported by loss.kind "
-                          f"{cfg.loss.kind!r}")
-    if stop_after is not None and stop_after < 1:
-        raise ConfigError(f"stop_after: expected a number of epochs >= 1, found {stop_after}")
+    plan = check_before_run(cfg, run_dir, resume=resume, overwrite=overwrite,
+                            stop_after=stop_after, pair_groups=pair_groups, world=world)
     if cfg.train.threads is not None:
         set_cpu_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
+    device = plan.device
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", D.local_rank() % max(torch.cuda.device_count(), 1))
-    if cfg.train.amp == "fp16" and device.type != "cuda":
-        raise ConfigError("train.amp: 'fp16' needs a CUDA device (its gradient scaler exists "
-                          "for fp16 on GPUs); use 'bf16' or 'off' on the CPU")
 
+    created = first_missing_folder(run_dir)
+    lock_existed = (run_dir / LOCK_NAME).exists()
     lock = run_lock(run_dir)
+    opened = False
+    state: Optional[TrainState] = None
     try:
         io.run(lambda: open_run_dir(run_dir, resume, overwrite, lock), f"run folder {run_dir}")
+        opened = True
         with deterministic(device):
             state, ckpt = _setup(cfg, run_dir, resume, stop_after, pair_groups, device, io,
-                                 world, rank)
+                                 world, rank, plan.split)
             loop_hooks = default_hooks(cfg, progress) if hooks is None else hooks
-            _loop(state, spec.fn, loop_hooks)
+            _loop(state, plan.loss.fn, loop_hooks)
         return _finish(state, ckpt, t_start)
+    except BaseException:
+        # A new run that stopped before its first step (Ctrl-C or an error while the data
+        # was cached, the model built, …) leaves nothing: no folder it created, no files
+        # in a folder that was there. Never after a failed open: the lock may be another's.
+        if opened and not resume and rank == 0 and (state is None or state.global_it == 0):
+            discard_unstarted_run(run_dir, created, lock_existed)
+        raise
     finally:
         lock.release()
 
 
+@dataclass
+class RunPlan:
+    """What :func:`check_before_run` found: the device, the loss and the training split."""
+
+    device: torch.device
+    loss: LossSpec
+    split: SplitPlan
+
+
+def check_before_run(cfg: Config, run_dir: Path, *, resume: bool = False,
+                     overwrite: bool = False, stop_after: Optional[int] = None,
+                     pair_groups: Optional[int] = None, world: int = 1) -> RunPlan:
+    """Everything a run can check before it creates or changes its folder: names against
+    their registries, the device, the run folder's resume/overwrite rules, the dataset's
+    layout and id counts (``data.val_ids``, ``data.ids_per_batch``, pair groups), and the
+    model (the CCN kernel against the feature map, a loss head, ``model.pretrained``
+    readable and fitting), built on the meta device (no memory, no weights kept).
+
+    Raises:
+        ConfigError, DataError, CheckpointError: naming what is wrong; nothing is written.
+    """
+    if not cfg.data.root:
+        raise ConfigError("data.root: expected the dataset folder (--data-root), found nothing")
+    names = resolve_names(cfg)
+    if cfg.data.same_modality_pairs and not names.loss.same_modality:
+        raise ConfigError(f"data.same_modality_pairs: not supported by loss.kind "
+                          f"{cfg.loss.kind!r}")
+    if stop_after is not None and stop_after < 1:
+        raise ConfigError(f"stop_after: expected a number of epochs >= 1, found {stop_after}")
+    device = resolve_device(cfg.train.device)
+    if cfg.train.amp == "fp16" and device.type != "cuda":
+        raise ConfigError("train.amp: 'fp16' needs a CUDA device (its gradient scaler exists "
+                          "for fp16 on GPUs); use 'bf16' or 'off' on the CPU")
+    check_run_dir(run_dir, resume, overwrite)
+    if pair_groups is not None or not resume:  # a resumed run may take the run's own value
+        resolve_pair_groups(cfg.data.ids_per_batch, world, pair_groups)
+    split = plan_split(cfg, cfg.data.root)
+    with warnings.catch_warnings(), torch.device("meta"):
+        # Loading pretrained weights into meta tensors is a no-op torch warns about, per
+        # tensor; the file is still read and its keys and shapes checked.
+        warnings.filterwarnings("ignore", message=".*non-meta parameter.*")
+        attach_loss_head(build_model(cfg, split.split.num_classes, load_pretrained=not resume),
+                         cfg)
+    return RunPlan(device, names.loss, split)
+
+
 def _setup(cfg: Config, run_dir: Path, resume: bool, stop_after: Optional[int],
            pair_groups: Optional[int], device: torch.device, io: D.RankZeroIO, world: int,
-           rank: int) -> tuple[TrainState, Optional[dict[str, Any]]]:
-    """Data, model, optimizer and sampler of a new run, or of the run being resumed."""
+           rank: int, split: Optional[SplitPlan] = None
+           ) -> tuple[TrainState, Optional[dict[str, Any]]]:
+    """Data, model, optimizer and sampler of a new run, or of the run being resumed
+    (``split``: the training split :func:`check_before_run` loaded)."""
     ckpt = None
     if resume:
         ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        check_resumable(ckpt)
         check_resume_config(ckpt["config"], cfg)
         from_dict(ckpt["config"])  # still valid for this vireid
         saved_groups = ckpt["extra"].get("pair_groups")
@@ -194,7 +254,7 @@ def _setup(cfg: Config, run_dir: Path, resume: bool, stop_after: Optional[int],
                     "weights) will differ from an uninterrupted run", groups,
                     ckpt["extra"].get("pair_groups", 1))
     seed_everything(cfg.train.seed)
-    data = prepare_data(cfg, cfg.data.root)
+    data = prepare_data(cfg, cfg.data.root, split)
     num_classes = data.split.num_classes
     iters = iterations_per_epoch(cfg, data.split)
     sampler = CrossModalitySampler(data.labels_rgb, data.labels_ir, cfg.data.ids_per_batch,
@@ -219,9 +279,9 @@ def _setup(cfg: Config, run_dir: Path, resume: bool, stop_after: Optional[int],
             raise ConfigError(f"cannot resume: the run has {ckpt['num_classes']} classes, the "
                               f"data now gives {num_classes}")
         load_state_strict(model, ckpt["model"], source=ckpt["path"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        sampler.load_state_dict(ckpt["sampler"])
-        restore_rng_state(ckpt["rng"])
+        _restore(ckpt, "optimizer", optimizer.load_state_dict)
+        _restore(ckpt, "sampler", sampler.load_state_dict)
+        _restore(ckpt, "rng", restore_rng_state)
         state.start_epoch, state.global_it = int(ckpt["epoch"]), int(ckpt["iteration"])
         state.history = list(ckpt["history"])
         state.best = dict(ckpt["extra"].get("best", {}))
@@ -243,6 +303,17 @@ def _setup(cfg: Config, run_dir: Path, resume: bool, stop_after: Optional[int],
              len(data.split.ir), iters, state.start_epoch + 1, state.end_epoch, total, device,
              torch.get_num_threads(), world, groups, cfg.data.workers, cfg.train.amp)
     return state, ckpt
+
+
+def _restore(ckpt: dict[str, Any], field: str, load: Any) -> None:
+    """``load(ckpt[field])``; a state of the right kinds that still does not fit (another
+    parameter count, an RNG state of the wrong length) is refused naming the field."""
+    try:
+        load(ckpt[field])
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {ckpt['path']}: field {field!r}: cannot restore "
+                              f"the {field} state ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:160]})") from exc
 
 
 def _param_groups(model: nn.Module, backbone_mult: float) -> list[dict[str, Any]]:

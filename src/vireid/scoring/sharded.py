@@ -12,21 +12,29 @@ Every rank must hold the same ``qF``/``gF`` (e.g. every rank extracted all featu
 0 broadcast them). With no process group (a plain run, or ``WORLD_SIZE=1``) every function
 here is the single-process computation.
 
-:func:`full_topk_sharded` splits the **gallery** instead, for searches over galleries too
-large for one process: each rank keeps the best k of its gallery block and the ranked lists
-are merged (ties ordered by gallery row, so the merge is exact as well).
+:func:`sharded_context` is a :class:`~vireid.scoring.scorers.ScoringContext` whose full-mode
+matrix and rerank distance are split this way, so that every scoring mode built on them
+(evaluation under torchrun) is.
+
+:func:`topk_sharded` splits the **gallery** instead, for searches over galleries too large for
+one process: each rank keeps the best k of its gallery block (the mode's own top-k) and the
+ranked lists are merged by :func:`vireid.scoring.topk.merge_topk` (equal distances by lower
+gallery row, so the merge is exact as well). :func:`full_topk_sharded` is that for full mode.
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from vireid.scoring.scorers import score_full, score_rerank
+from vireid.scoring.inputs import Features, as_features
+from vireid.scoring.scorers import (ScoringContext, ScoringMode, get_scoring, score_full,
+                                    score_rerank)
+from vireid.scoring.topk import merge_topk
 from vireid.utils import distributed as D
 
 log = logging.getLogger(__name__)
@@ -70,7 +78,8 @@ def gather_rows(compute: Callable[[int, int], Tensor], n_rows: int, n_cols: int,
 
 
 def score_sharded(ccn: nn.Module, qF: Tensor, gF: Tensor, query_side: str = "b",
-                  chunk_size: int = 256, *, dst: Optional[int] = None) -> Optional[Tensor]:
+                  chunk_size: int = 256, backend: str = "auto", *,
+                  dst: Optional[int] = None) -> Optional[Tensor]:
     """Full-mode distance D_RI, query rows split across ranks; same result as ``score_full``.
 
     qF: (Q, C, h, w), gF: (G, C, h, w) (identical on every rank); returns D: (Q, G),
@@ -81,7 +90,7 @@ def score_sharded(ccn: nn.Module, qF: Tensor, gF: Tensor, query_side: str = "b",
     def compute(lo: int, hi: int) -> Tensor:
         with torch.no_grad():
             return torch.as_tensor(score_full(ccn, qF[lo:hi], gF, query_side=query_side,
-                                              chunk_size=chunk_size))
+                                              chunk_size=chunk_size, backend=backend))
 
     log.debug("full-mode scoring of %d x %d pairs on %d ranks", len(qF), len(gF), D.world_size())
     return gather_rows(compute, len(qF), len(gF), align=chunk_size, dst=dst)
@@ -107,35 +116,46 @@ def rerank_sharded(S: Tensor, d_fn: Callable[[Tensor, Tensor], Tensor], topk: in
                        dtype=S.dtype if S.is_floating_point() else torch.float32)
 
 
-def _merge_topk(s: Tensor, i: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Per row: the k smallest ``s`` ascending, ties by smaller index ``i``. s, i: (Q, M)."""
-    # Sort by index first, then stably by value: equal values stay in index order.
-    by_idx = torch.argsort(i, dim=1, stable=True)
-    s, i = torch.gather(s, 1, by_idx), torch.gather(i, 1, by_idx)
-    by_val = torch.argsort(s, dim=1, stable=True)[:, :k]
-    return torch.gather(s, 1, by_val), torch.gather(i, 1, by_val)
+def sharded_context(**options: Any) -> ScoringContext:
+    """A :class:`~vireid.scoring.scorers.ScoringContext` of ``options`` whose full-mode matrix
+    (:func:`score_sharded`) and rerank distance (:func:`rerank_sharded`) split the query rows
+    across the ranks; every rank gets the single-process result. Every rank must make the
+    same calls in the same order (they are collectives)."""
+    ctx = ScoringContext(**options)
+    ctx.full_matrix = score_sharded
+    ctx.rerank_rows = rerank_sharded
+    return ctx
+
+
+def topk_sharded(mode: ScoringMode, q: Any, g: Any, k: int, ctx: ScoringContext
+                 ) -> tuple[Tensor, Tensor]:
+    """The best ``k`` gallery rows of each query by ``mode``, with the gallery ``g`` (a feature
+    set, identical on every rank) split across ranks.
+
+    Each rank runs ``mode.topk`` on its block of gallery rows; the lists are gathered and
+    merged. Returns on every rank (distance (Q, k') ascending, rows (Q, k') int64), k' =
+    min(k, G); equal distances by lower row.
+    """
+    world, me = D.world_size(), D.rank()
+    q, g = as_features(q), as_features(g)
+    lo, hi = D.shard_bounds(len(g), world, me)
+    if hi > lo:
+        d, idx = mode.topk(q, g.rows(range(lo, hi)), k, ctx)
+        d, idx = d.cpu(), idx + lo
+    else:
+        d, idx = torch.empty(len(q), 0), torch.empty(len(q), 0, dtype=torch.int64)
+    if world == 1:
+        return d, idx
+    return merge_topk(D.all_gather_object((d, idx)), k)
 
 
 def full_topk_sharded(ccn: nn.Module, qF: Tensor, gF: Tensor, k: int, query_side: str = "b",
                       chunk_size: int = 256) -> tuple[Tensor, Tensor]:
-    """The k gallery items of smallest D_RI per query, with the gallery split across ranks.
+    """The k gallery items of smallest D_RI per query, with the gallery split across ranks
+    (:func:`topk_sharded` of full mode).
 
     qF: (Q, C, h, w), gF: (G, C, h, w) (identical on every rank). Returns on every rank
     (D (Q, k') ascending, rows (Q, k') int64), k' = min(k, G); equal D are ordered by row.
     """
-    world, me = D.world_size(), D.rank()
-    n_q, n_g = len(qF), len(gF)
-    k = min(k, n_g)
-    lo, hi = D.shard_bounds(n_g, world, me)
-    if hi > lo:
-        with torch.no_grad():
-            d = torch.as_tensor(score_full(ccn, qF, gF[lo:hi], query_side=query_side,
-                                           chunk_size=chunk_size)).float().cpu()
-        idx = torch.arange(lo, hi, dtype=torch.int64).expand(n_q, -1)
-        d, idx = _merge_topk(d, idx, k)
-    else:
-        d, idx = torch.empty(n_q, 0), torch.empty(n_q, 0, dtype=torch.int64)
-    if world == 1:
-        return d, idx
-    parts = D.all_gather_object((d, idx))
-    return _merge_topk(torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1), k)
+    return topk_sharded(get_scoring("full"), Features(F=qF), Features(F=gF), k,
+                        ScoringContext(ccn=ccn, query_side=query_side, chunk_size=chunk_size))

@@ -63,6 +63,7 @@ import multiprocessing
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import stat
@@ -451,6 +452,17 @@ def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Pat
     return atomic_write_bytes(path, text.encode(encoding))
 
 
+#: Test hook: with this environment variable set to N, a :func:`atomic_save_torch` sends
+#: its own process a real SIGINT once N bytes of the file are written, i.e. a Ctrl-C that
+#: surely lands mid-write (tests/test_cli_reliability.py). Unset, nothing happens.
+SIGINT_AFTER_BYTES_ENV = "VIREID_TEST_SIGINT_AFTER_BYTES"
+
+
+def _sigint_after_bytes() -> int | None:
+    text = os.environ.get(SIGINT_AFTER_BYTES_ENV, "").strip()
+    return int(text) if text.isdigit() else None
+
+
 class _RecordingWriter:
     """A file object for ``torch.save`` that remembers the first exception its ``write`` raised.
 
@@ -458,16 +470,25 @@ class _RecordingWriter:
     ``RuntimeError: [enforce fail at inline_container.cc…] unexpected pos …``, losing the
     cause: a full disk (ENOSPC) or a Ctrl-C (KeyboardInterrupt, delivered while Python code
     runs, i.e. inside this ``write``). Recording it lets :func:`atomic_save_torch` re-raise
-    the real cause.
+    the real cause. ``sigint_after``: see :data:`SIGINT_AFTER_BYTES_ENV`.
     """
 
-    def __init__(self, fh: IO[bytes]):
+    def __init__(self, fh: IO[bytes], sigint_after: int | None = None):
         self._fh = fh
         self.error: BaseException | None = None
+        self._sigint_after = sigint_after
+        self._written = 0
 
     def write(self, data: Any) -> int:
         try:
-            return self._fh.write(data)
+            n = self._fh.write(data)
+            self._written += n
+            if self._sigint_after is not None and self._written >= self._sigint_after:
+                self._sigint_after = None  # once
+                # raise_signal runs the Python handler before it returns: the
+                # KeyboardInterrupt surfaces here, as a real Ctrl-C during a write would.
+                signal.raise_signal(signal.SIGINT)
+            return n
         except BaseException as exc:
             if self.error is None:
                 self.error = exc
@@ -490,7 +511,7 @@ def atomic_save_torch(obj: Any, path: PathLike) -> Path:
 
     path = Path(path)
     with atomic_open(path, "wb") as fh:
-        writer = _RecordingWriter(fh)
+        writer = _RecordingWriter(fh, _sigint_after_bytes())
         try:
             torch.save(obj, writer)
         except BaseException as exc:

@@ -9,12 +9,13 @@ the package (a plugin, see :mod:`vireid.utils.plugins`) is as good as a built-in
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Generic, Optional, TypeVar, overload
+from typing import Any, Generic, Optional, TypeVar, overload
 
 from vireid.errors import ConfigError
 from vireid.utils import plugins
 
 T = TypeVar("T")
+_MISSING: Any = object()
 
 
 class Registry(Generic[T]):
@@ -61,12 +62,15 @@ class Registry(Generic[T]):
         self._entries.pop(name, None)
 
     # ------------------------------------------------------------------ looking up
-    def get(self, name: str) -> T:
-        """The entry ``name``; :class:`ConfigError` listing the registered names otherwise."""
+    def get(self, name: str, default: Any = _MISSING) -> T:
+        """The entry ``name``; :class:`ConfigError` listing the registered names otherwise
+        (or ``default`` when one is given, as a mapping's ``get`` does)."""
         plugins.load_plugins()
         try:
             return self._entries[name]
         except (KeyError, TypeError):
+            if default is not _MISSING:
+                return default
             raise ConfigError(f"{self.key}: expected one of {', '.join(self.names())}, "
                               f"found {name!r}") from None
 

@@ -181,3 +181,15 @@ def plot_metric_sweep(rows: Sequence[Mapping[str, Any]], path: PathLike, title: 
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def mode_label(mode: str, result: Any) -> str:
+    """The short label of a scoring mode's curve ("S", "F", a plugin's): the ``"label"`` an
+    evaluation result carries, or, for results written before labels were stored, the
+    registered mode's label (the mode's name when it is not registered)."""
+    if isinstance(result, Mapping) and result.get("label"):
+        return str(result["label"])
+    # Late: only old result files need the registry, and importing it loads torch.
+    from vireid.scoring.scorers import SCORING_MODES
+
+    return (SCORING_MODES.get(mode).label or mode) if mode in SCORING_MODES else mode

@@ -32,7 +32,8 @@ from matplotlib.patches import Rectangle
 
 from vireid.errors import DataError
 from vireid.utils.atomic import atomic_path
-from vireid.viz.curves import new_figure, plot_cmc_curves, plot_metric_sweep, save_figure
+from vireid.viz.curves import (mode_label, new_figure, plot_cmc_curves, plot_metric_sweep,
+                               save_figure)
 from vireid.viz.tsne import tsne
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,6 @@ def cmc_curves_from_results(paths: Sequence[PathLike],
     top-level ``cmc``, or ``{mode: result}``; labelled by the file name). ``select`` keeps only
     these labels (in the given order).
     """
-    suffix = {"simplified": "S", "full": "F", "rerank": "R"}
     curves: dict[str, list[float]] = {}
     for p in paths:
         p = Path(p)
@@ -228,13 +228,13 @@ def cmc_curves_from_results(paths: Sequence[PathLike],
             for name, run in obj["runs"].items():
                 for mode, res in (run.get("eval") or {}).items():
                     if isinstance(res, dict) and res.get("cmc"):
-                        curves[f"{name}-{suffix.get(mode, mode)}"] = [float(v) for v in res["cmc"]]
+                        curves[f"{name}-{mode_label(mode, res)}"] = [float(v) for v in res["cmc"]]
         elif isinstance(obj, dict) and obj.get("cmc"):
             curves[p.stem] = [float(v) for v in obj["cmc"]]
         elif isinstance(obj, dict):
             for mode, res in obj.items():
                 if isinstance(res, dict) and res.get("cmc"):
-                    curves[f"{p.stem}-{suffix.get(mode, mode)}"] = [float(v) for v in res["cmc"]]
+                    curves[f"{p.stem}-{mode_label(mode, res)}"] = [float(v) for v in res["cmc"]]
     if select:
         missing = [s for s in select if s not in curves]
         if missing:

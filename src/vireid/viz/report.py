@@ -35,7 +35,8 @@ from typing import Any, Union
 
 from vireid.utils.atomic import atomic_write_text
 from vireid.errors import DataError
-from vireid.viz.curves import has_diagnostics, plot_cmc_curves, plot_diagnostics, plot_loss_curves
+from vireid.viz.curves import (has_diagnostics, mode_label, plot_cmc_curves, plot_diagnostics,
+                               plot_loss_curves)
 from vireid.viz.tables import delta_text, per_seed_text  # the cells a markdown table shares
 
 log = logging.getLogger(__name__)
@@ -197,12 +198,11 @@ def render_reproduce(obj: Mapping[str, Any]) -> str:
 
 def _cmc_png(obj: Mapping[str, Any]) -> bytes | None:
     """CMC curves (rank 1..20) of every run × scoring mode of a reproduce result, if stored."""
-    suffix = {"simplified": "S", "full": "F", "rerank": "R"}
     runs = obj.get("runs") or {}
     if obj.get("std_over") == "seeds":  # one curve per variant: that of the first seed
         first = min((r.get("seed", 0) for r in runs.values()), default=0)
         runs = {n: r for n, r in runs.items() if r.get("seed", 0) == first}
-    curves = {f"{name}-{suffix.get(mode, mode)}": res["cmc"]
+    curves = {f"{name}-{mode_label(mode, res)}": res["cmc"]
               for name, run in runs.items()
               for mode, res in ((run or {}).get("eval") or {}).items()
               if isinstance(res, Mapping) and res.get("cmc")}
