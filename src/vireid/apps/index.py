@@ -58,7 +58,8 @@ from vireid.data.listfile import read_list_file
 from vireid.engine.checkpoint import load_model_from_checkpoint
 from vireid.engine.features import RecordImages, extract_features
 from vireid.errors import CheckpointError, ConfigError, DataError
-from vireid.utils.atomic import atomic_dir, atomic_open, atomic_write_bytes, atomic_write_text
+from vireid.utils.atomic import atomic_open, atomic_write_bytes, atomic_write_text
+from vireid.utils.atomic_dir import atomic_dir
 from vireid.utils.digest import file_sha256
 from vireid.utils.locking import FolderLock
 from vireid.utils.schema import (BOOL, DICT, INT, NONNEG_INT, POS_INT, STR, Kind, check_fields,
