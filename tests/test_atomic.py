@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from vireid.utils import atomic
-from vireid.utils.atomic import (OutputExistsError, OutputWriteError, atomic_dir, atomic_open,
+from vireid.utils.atomic import (OutputExistsError, OutputWriteError, atomic_open,
                                   atomic_path, atomic_save_torch, atomic_write_bytes,
                                   atomic_write_text)
+from vireid.utils.atomic_dir import atomic_dir
 from vireid.errors import VireidError
 
 OLD = b"previous content \x00\x01\x02" * 100

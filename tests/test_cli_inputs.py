@@ -351,6 +351,29 @@ def test_echoed_values_are_cut_with_their_size(env, tmp_path):
     assert len(line) < SHORT_LINE
 
 
+def test_list_settings_file_reads_yaml_as_config_files_do(env, tmp_path):
+    # vireid-list.yaml (the list-file data set) goes through the same YAML reader: a key
+    # given twice is refused (YAML would keep the last rule silently), an alias bomb is not
+    # expanded, and an odd value is echoed cut with its size
+    root = tmp_path / "list"
+    generate("list", root, ids=6, seed=0, images_per_camera=(1, 2), rgb_size=(64, 32),
+             ir_size=(64, 32))
+    settings = root / "vireid-list.yaml"
+    check = ("data", "check", "--dataset", "list", "--root", root)
+    settings.write_text("metric: sysu\nmetric: regdb\n")
+    fails(*check, needles=("vireid-list.yaml", "key 'metric' is given twice",
+                           "line 1 and line 2"))
+    settings.write_text(_bomb(9).replace("model:\n  arch:", "metric:"))
+    line = fails(*check, needles=("vireid-list.yaml", "at most 10,000 YAML nodes"))
+    assert len(line) < SHORT_LINE
+    settings.write_text(_bomb(3).replace("model:\n  arch:", "metric:"))
+    line = fails(*check, needles=("metric: expected a metric rule", "… (a list of 3 items)"))
+    assert len(line) < SHORT_LINE
+    settings.write_text("metric: sysu\n")
+    rc, out, err = cli(*check)
+    assert rc == 0, err
+
+
 class _RunsACommand:
     """Pickled as a call of os.system: a loader that ran it would create ``MARK``."""
 

@@ -38,23 +38,11 @@ from vireid.cli import _all_parsers, build_parser, main
 from vireid.utils.atomic import (ENV_INTERRUPT_AFTER_FILES, ENV_INTERRUPT_IN_CLEANUP,
                                  TMP_MARK)
 
-TINY_YAML = """\
-name: tiny
-model: {arch: resnet18, width: 0.125, last_stride: 1, shared_stages: "3-4", pretrained: none}
-ccn: {kernel_size: [2, 2], stride: [1, 1], padding: 1}
-data: {dataset: sysu, height: 64, width: 32, pad: 2, ids_per_batch: 2, neg_ratio: 1}
-train: {epochs: 1, iters_per_epoch: 2, lr: 0.01, lr_milestones: [1], log_every: 1, seed: 0}
-eval: {batch_size: 64, chunk_size: 4, topk: 2}
-"""
+# the in-process CLI runner and the tiny config of the reliability tests, with 2 iterations
+from test_cli_reliability import TINY_YAML as _ONE_ITERATION, cli  # noqa: E402
 
-
-def cli(*args) -> tuple[int, str, str]:
-    """``vireid ARGS`` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    logging.root.handlers.clear()  # basicConfig binds the current sys.stderr
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main([str(a) for a in args])
-    return rc, out.getvalue(), err.getvalue()
+TINY_YAML = _ONE_ITERATION.replace("iters_per_epoch: 1,", "iters_per_epoch: 2,")
+assert TINY_YAML != _ONE_ITERATION
 
 
 def ok(*args) -> tuple[str, str]:
@@ -325,7 +313,7 @@ def test_a_temp_folder_left_by_a_killed_process_is_removed_next_time(tmp_path):
     output removes it. The kill comes from inside the writer, at a known point."""
     out = tmp_path / "s"
     script = ("import os, signal, sys\n"
-              "from vireid.utils.atomic import atomic_dir\n"
+              "from vireid.utils.atomic_dir import atomic_dir\n"
               "with atomic_dir(sys.argv[1]) as tmp:\n"
               "    (tmp / 'cam1').mkdir()\n"
               "    (tmp / 'cam1' / 'x.jpg').write_bytes(b'half')\n"

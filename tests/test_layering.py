@@ -154,3 +154,10 @@ def test_the_check_catches_an_upward_import(tmp_path, upward):
             test_imports_point_down_only()
     finally:
         fake.unlink()
+
+
+def test_no_module_is_over_650_lines() -> None:
+    # Small modules named for what they hold: a module past this size holds two concepts.
+    sizes = {p.relative_to(SRC).as_posix(): len(p.read_text().splitlines())
+             for p in SRC.rglob("*.py")}
+    assert {m: n for m, n in sizes.items() if n > 650} == {}

@@ -26,7 +26,7 @@ Export details:
   ``verify=False``, onnxruntime is run on a batch of a *different* size from the traced one
   and compared with PyTorch (recorded in the manifest under ``verification``).
 * The folder is built in a temp folder next to ``out_dir`` and renamed into place
-  (:func:`vireid.utils.atomic.atomic_dir`): a failed or interrupted export leaves no partial
+  (:func:`vireid.utils.atomic_dir.atomic_dir`): a failed or interrupted export leaves no partial
   folder. With ``overwrite``, only the export's own files are replaced (:data:`OWN_FILES`,
   and the files an earlier export's manifest lists); other files in ``out_dir`` stay, and
   ``manifest.json`` is moved in last.
@@ -50,7 +50,8 @@ from vireid import __version__
 from vireid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vireid.models.ccn_pair import CCNPairModule
 from vireid.utils.digest import file_sha256, state_digest
-from vireid.utils.atomic import atomic_dir, note_file_written
+from vireid.utils.atomic import note_file_written
+from vireid.utils.atomic_dir import atomic_dir
 from vireid.errors import VireidError
 
 log = logging.getLogger(__name__)
@@ -283,7 +284,7 @@ def export_onnx(model: nn.Module, cfg: Any, out_dir: PathLike, opset: int = 17, 
 
     Raises:
         ExportError: onnx/onnxruntime missing, a bad opset, a failed export or check.
-        OutputExistsError / OutputWriteError: see :func:`vireid.utils.atomic.atomic_dir`.
+        OutputExistsError / OutputWriteError: see :func:`vireid.utils.atomic_dir.atomic_dir`.
     """
     onnx, ort = require_onnx(with_runtime=verify)
     opset = _check_opset(opset)

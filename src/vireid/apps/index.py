@@ -54,10 +54,12 @@ import torch
 from vireid import __version__
 from vireid.data.records import MODALITIES, ImageRecord
 from vireid.data.images import show_path
+from vireid.data.listfile import read_list_file
 from vireid.engine.checkpoint import load_model_from_checkpoint
 from vireid.engine.features import RecordImages, extract_features
 from vireid.errors import CheckpointError, ConfigError, DataError
-from vireid.utils.atomic import atomic_dir, atomic_open, atomic_write_bytes, atomic_write_text
+from vireid.utils.atomic import atomic_open, atomic_write_bytes, atomic_write_text
+from vireid.utils.atomic_dir import atomic_dir
 from vireid.utils.digest import file_sha256
 from vireid.utils.locking import FolderLock
 from vireid.utils.schema import (BOOL, DICT, INT, NONNEG_INT, POS_INT, STR, Kind, check_fields,
@@ -113,6 +115,42 @@ def discover_images(root: PathLike) -> list[Path]:
         raise DataError(f"no images in {root}: expected files ending in "
                         f"{', '.join(IMAGE_EXTENSIONS)} (searched recursively)")
     return found
+
+
+@dataclass(frozen=True)
+class ListGallery:
+    """The images of one list file (``vireid index build --list``): absolute paths, the
+    list's pids as labels, and the one modality they share."""
+
+    paths: list[Path]
+    labels: list[str]
+    modality: str
+
+
+def list_gallery(list_file: PathLike, modality: Optional[str] = None) -> ListGallery:
+    """The images of a list file of the list data set (``gallery.txt``, ``gallery_3.txt``,
+    ...; format in :mod:`vireid.data.listfile`), paths relative to the file's folder.
+
+    Args:
+        list_file: the list.
+        modality: the network path the index is built for; None: the list's (it must hold
+            one modality). Given, it must be the list's.
+
+    Raises:
+        DataError: the list is malformed or names missing images (counted by kind).
+        ConfigError: the list holds both modalities, or another than ``modality``.
+    """
+    path = Path(list_file)
+    records = read_list_file(path)
+    mods = sorted({r.modality for r in records})
+    if len(mods) > 1:
+        counts = ", ".join(f"{sum(r.modality == m for r in records)} {m}" for m in mods)
+        raise ConfigError(f"--list {show_path(path)}: an index holds one modality, found "
+                          f"{counts} images; list each modality in its own file")
+    if modality is not None and modality != mods[0]:
+        raise ConfigError(f"--modality {modality}: {show_path(path)} lists {mods[0]} images")
+    root = path.parent.resolve()
+    return ListGallery([root / r.path for r in records], [str(r.pid) for r in records], mods[0])
 
 
 def folder_labels(paths: Sequence[PathLike]) -> list[str]:

@@ -1,4 +1,5 @@
-"""``vireid data summary`` and ``vireid data split``: dataset counts and exact protocol lists."""
+"""``vireid data summary``, ``vireid data split`` and ``vireid data check``: dataset counts,
+exact protocol lists, and every problem of a folder at once."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,8 @@ DATASET_CHOICES = RegistryChoices("vireid.data.registry:DATASETS")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="dataset summary and exact query/gallery lists of a protocol")
+    p = sub.add_parser("data", help="dataset summary, exact query/gallery lists of a protocol, "
+                                    "folder check")
     dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
 
     s = dsub.add_parser("summary", help="ids and images per split/camera/modality; protocol sizes")
@@ -39,6 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="write the output to this file instead of stdout; '-' is stdout "
                          "(default: stdout)")
     sp.set_defaults(func=run)
+
+    c = dsub.add_parser("check", help="every problem of a dataset folder at once, counted by "
+                                      "kind (one error line, exit 2), or a one-line summary")
+    c.add_argument("--dataset", required=True, choices=DATASET_CHOICES, metavar="NAME",
+                   help="layout of the folder, a registered data set: %(choices)s")
+    c.add_argument("--root", required=True, help="dataset folder")
+    c.set_defaults(func=run)
 
     p.set_defaults(func=run, _data_parser=p)
 
@@ -68,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
                     for part in ("query", "gallery") for path, pid, cam in lists[part]]
             text = "\n".join(["set\tpath\tpid\tcamid", *rows])
         _emit(text, args.out)
+        return 0
+    if args.data_command == "check":
+        print(summ.check_dataset(args.dataset, args.root))
         return 0
     args._data_parser.print_help()
     return 2

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Optional
 
 from ..data.images import without_skip_hint
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ._checks import check_device, check_output_folder, int_at_least
 
 
@@ -17,11 +17,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     b = isub.add_parser("build", help="embed a folder of gallery images into a new index")
     b.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
-    b.add_argument("--images", required=True,
-                   help="gallery folder (recursive: .jpg .jpeg .png .bmp) or one image")
+    src = b.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images",
+                     help="gallery folder (recursive: .jpg .jpeg .png .bmp) or one image")
+    src.add_argument("--list", metavar="FILE",
+                     help="a list of the list data set (e.g. ROOT/gallery.txt: 'PATH PID CAMID "
+                          "MODALITY' lines, paths relative to its folder): its images, "
+                          "labelled with their pid, through their modality's path")
     b.add_argument("-o", "--output", required=True, help="index folder to create")
-    b.add_argument("--modality", choices=("rgb", "ir"), default="rgb",
-                   help="network path of the gallery images (default rgb)")
+    b.add_argument("--modality", choices=("rgb", "ir"), default=None,
+                   help="network path of the gallery images (default: rgb; with --list the "
+                        "list's modality)")
     _common(b)
     b.add_argument("--flip", choices=("auto", "on", "off"), default="auto",
                    help="flip test-time averaging (auto: the checkpoint config's eval.flip)")
@@ -85,15 +91,22 @@ def _no_skip_hint() -> Iterator[None]:
 
 def run_build(args: argparse.Namespace) -> int:
     # late: keeps `vireid --help` fast (the library imports torch, ~1.7 s)
-    from ..apps.index import build_index, discover_images, folder_labels
+    from ..apps.index import build_index, discover_images, folder_labels, list_gallery
 
     check_output_folder(args.output, "-o")
     check_device(args.device)
-    paths = discover_images(args.images)
-    labels = folder_labels(paths) if args.labels_from_folders else None
+    if args.list is not None:
+        if args.labels_from_folders:
+            raise ConfigError("--labels-from-folders: with --list the labels are the list's ids")
+        gallery = list_gallery(args.list, args.modality)
+        paths, labels, modality = gallery.paths, gallery.labels, gallery.modality
+    else:
+        paths = discover_images(args.images)
+        labels = folder_labels(paths) if args.labels_from_folders else None
+        modality = args.modality or "rgb"
     flip = None if args.flip == "auto" else args.flip == "on"
     with _no_skip_hint(), _progress(not args.no_progress, "indexing") as cb:
-        ix = build_index(args.checkpoint, paths, args.output, args.modality, labels=labels,
+        ix = build_index(args.checkpoint, paths, args.output, modality, labels=labels,
                          batch_size=args.batch_size, progress=cb, shard_size=args.shard_size,
                          flip=flip, device=args.device, overwrite=args.overwrite)
     print(f"index {ix.path}: {ix.count} {ix.modality} images, F {'x'.join(map(str, ix.F_shape))}, "

@@ -6,6 +6,7 @@ Importing this package registers the built-in data sets (each module registers i
 from vireid.data.sysu import IR_CAMERAS, RGB_CAMERAS, SysuDataset, load_sysu
 from vireid.data.regdb import RegdbDataset, load_regdb
 from vireid.data.llcm import LlcmDataset, load_llcm
+from vireid.data.listfile import ListDataset, load_list
 from vireid.data.cache import ImageCache
 from vireid.data.images import decode_image
 from vireid.data.records import IR, MODALITIES, RGB, EvalSplit, ImageRecord, TrainSplit
@@ -16,5 +17,6 @@ __all__ = [
     "IR", "RGB", "MODALITIES", "ImageRecord", "TrainSplit", "EvalSplit",
     "decode_image", "ImageCache", "TrainTransform", "EvalTransform",
     "load_sysu", "SysuDataset", "RGB_CAMERAS", "IR_CAMERAS",
-    "load_regdb", "RegdbDataset", "load_llcm", "LlcmDataset", "generate",
+    "load_regdb", "RegdbDataset", "load_llcm", "LlcmDataset", "load_list", "ListDataset",
+    "generate",
 ]

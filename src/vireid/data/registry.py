@@ -5,19 +5,24 @@ A data set is one module that calls :func:`register_dataset` once with a
 sub-folder that marks the layout, its evaluation protocols (:class:`Protocol`: query and
 gallery lists per trial, their modalities and the metric rule), which training split
 ``data.trial`` picks (:class:`TrialRule`), its counts for ``vireid data summary`` and,
-optionally, how ``vireid synth`` writes a synthetic copy (:class:`SyntheticLayout`).
+optionally, how ``vireid synth`` writes a synthetic copy (:class:`SyntheticLayout`) and how
+``vireid data check`` finds every problem of a folder at once (``check``, returning
+:class:`DataProblem` s that :func:`describe_problems` counts by kind in one line).
 Nothing else in vireid names a data set or a protocol: training, evaluation, summaries,
 recipes, figures and the command line read these entries.
 
 The built-in data sets register themselves in :mod:`vireid.data.sysu`,
-:mod:`vireid.data.regdb` and :mod:`vireid.data.llcm`; the package :mod:`vireid.data`
-imports them (in that order), so they are registered whenever anything under
+:mod:`vireid.data.regdb`, :mod:`vireid.data.llcm` and :mod:`vireid.data.listfile` (your own
+data as plain-text lists); the package :mod:`vireid.data` imports them (in that order), so
+they are registered whenever anything under
 ``vireid.data`` is imported. A plugin module registers its own the same way (see
 ``docs/architecture.md``, "How to add a data set").
 
 Protocols are plain data here (layer 3): a protocol names its metric by a rule
 (``"sysu"``, ``"regdb"``, ``"llcm"``, ``"open"``) that :mod:`vireid.evaluation.metrics`
-resolves, or carries the metric function itself.
+resolves, or carries the metric function itself. A protocol whose folder defines some of its
+fields (the list data set's trials and metric rule) carries ``from_folder``; code that holds a
+loaded folder asks :meth:`Protocol.on` for the protocol as that folder defines it.
 """
 from __future__ import annotations
 
@@ -38,6 +43,8 @@ MetricFn = Callable[..., tuple[Any, float, float]]
 #: What a protocol's query or gallery holds: one modality, or both (open set).
 PROTOCOL_MODALITIES = (RGB, IR, MIXED)
 SHOTS = ("single", "multi")
+#: The fields of a :class:`Protocol` that a folder may set (:attr:`Protocol.from_folder`).
+FOLDER_FIELDS = ("trials", "metric", "query_modality", "gallery_modality", "description")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +71,10 @@ class Protocol:
         shot: ``"single"`` or ``"multi"`` (a multi-shot gallery).
         multi_shot: the name of this protocol's multi-shot variant (``--shot multi``), if any.
         dataset: the data set's name; :func:`register_dataset` fills it in.
+        from_folder: for a data set whose folders define their own protocol (the list data
+            set, :mod:`vireid.data.listfile`): ``from_folder(ds) -> {field: value}``, the
+            fields among :data:`FOLDER_FIELDS` that the loaded folder ``ds`` sets;
+            :meth:`on` applies them. None: the fields above hold for every folder.
     """
 
     name: str
@@ -77,6 +88,8 @@ class Protocol:
     shot: str = "single"
     multi_shot: Optional[str] = None
     dataset: str = ""
+    from_folder: Optional[Callable[[Any], Mapping[str, Any]]] = field(default=None,
+                                                                      compare=False)
 
     def __post_init__(self) -> None:
         where = f"protocol {self.name!r}"
@@ -109,6 +122,20 @@ class Protocol:
         """The metric rule's name (a function's ``__name__``), as summaries report it."""
         return self.metric if isinstance(self.metric, str) else getattr(
             self.metric, "__name__", type(self.metric).__name__)
+
+    def on(self, ds: Any) -> "Protocol":
+        """This protocol as the loaded folder ``ds`` defines it: itself, or (with
+        :attr:`from_folder`) a copy with the fields the folder sets (its trials, metric rule,
+        modalities, description), checked as at registration. Callers that hold a loaded
+        folder (building a split, evaluating, summaries) use this one."""
+        if self.from_folder is None:
+            return self
+        fields = dict(self.from_folder(ds))
+        unknown = sorted(set(fields) - set(FOLDER_FIELDS))
+        if unknown:
+            raise ConfigError(f"protocol {self.name!r}: from_folder may set "
+                              f"{', '.join(FOLDER_FIELDS)}; found {', '.join(unknown)}")
+        return dataclasses.replace(self, **fields, from_folder=None)
 
     def check_trial(self, trial: int) -> int:
         """``trial`` when it is one of :attr:`trials`; ConfigError naming them otherwise."""
@@ -159,6 +186,47 @@ class SyntheticLayout:
     min_ids: int = 2
 
 
+@dataclass(frozen=True)
+class DataProblem:
+    """One problem a data set's checker found in a folder (:attr:`DatasetSpec.check`).
+
+    Attributes:
+        kind: what is wrong, the same words for every problem of its kind (messages count
+            problems by kind): ``"missing image"``, ``"duplicate line"``, ...
+        where: where it is, e.g. ``"train.txt:12"`` or ``"id 7"``.
+        detail: what was found there, e.g. ``"cam1/0001/0001.jpg"``.
+    """
+
+    kind: str
+    where: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        # one line, whatever the detail holds (a YAML parser's message spans several)
+        return " ".join(f"{self.where} {self.detail}".split())
+
+
+def describe_problems(problems: Sequence[DataProblem], what: str, examples: int = 3) -> str:
+    """One line for a list of problems: ``what`` and the total, then each kind in order of
+    first appearance with its count and the first ``examples`` of its kind::
+
+        /data/x is not a usable list data set: 3 problems: missing image: 2 (train.txt:4
+        a.jpg; query.txt:1 b.jpg); duplicate line: 1 (gallery.txt:3 c.jpg)
+    """
+    kinds: dict[str, list[DataProblem]] = {}
+    for p in problems:
+        kinds.setdefault(p.kind, []).append(p)
+    parts = []
+    for kind, found in kinds.items():
+        shown = "; ".join(str(p) for p in found[:examples])
+        more = ", …" if len(found) > examples else ""
+        parts.append(f"{kind}: {len(found)} ({shown}{more})")
+    n = len(problems)
+    return f"{what}: {n} problem{'s' if n != 1 else ''}: " + "; ".join(parts)
+
+
+#: ``check(root) -> problems``: every problem of a folder at once (empty: none).
+CheckFn = Callable[[PathLike], list[DataProblem]]
 #: ``summary(ds) -> dict`` (JSON-serialisable counts of a loaded folder).
 SummaryFn = Callable[[Any], dict]
 #: ``summary_lines(splits) -> lines`` (the text table of ``vireid data summary``).
@@ -177,8 +245,8 @@ class DatasetSpec:
         train_of: ``train_of(ds, trial) -> TrainSplit`` (``trial`` is ``data.trial`` where a
             :attr:`trial_rule` is set, else None).
         test_of: ``test_of(ds, trial) -> (rgb records, ir records)``: every test image.
-        marker: the sub-folder that marks the layout on disk (a folder holding it is taken to
-            hold this data set, e.g. by ``vireid reproduce --synthetic``).
+        marker: the sub-folder (or file) that marks the layout on disk (a folder holding it
+            is taken to hold this data set, e.g. by ``vireid reproduce --synthetic``).
         protocols: the evaluation protocols, the default first unless
             :attr:`default_protocol` names another.
         default_protocol: the protocol an evaluation uses when none is named.
@@ -190,6 +258,9 @@ class DatasetSpec:
         synthetic: how ``vireid synth`` writes this layout; None: it cannot.
         train_classes: training identities of the standard split (``vireid info``'s default
             ``--num-classes``); None: none is standard.
+        check: ``check(root) -> [DataProblem, ...]``: every problem of a folder at once,
+            counted by kind by ``vireid data check`` (:func:`describe_problems`); None: the
+            loader's own checks are all there is.
     """
 
     name: str
@@ -205,12 +276,16 @@ class DatasetSpec:
     summary_lines: Optional[SummaryLinesFn] = None
     synthetic: Optional[SyntheticLayout] = None
     train_classes: Optional[int] = None
+    check: Optional[CheckFn] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or self.name != self.name.strip():
             raise ConfigError(f"data set name: expected a non-empty string without surrounding "
                               f"spaces, found {self.name!r}")
         where = f"data set {self.name!r}"
+        if self.check is not None and not callable(self.check):
+            raise ConfigError(f"{where}: check: expected a function (root) -> problems, found "
+                              f"{self.check!r}")
         for key in ("load", "train_of", "test_of"):
             if not callable(getattr(self, key)):
                 raise ConfigError(f"{where}: {key}: expected a function, found "
@@ -293,13 +368,15 @@ class DatasetSpec:
         return [n for p in self.protocols for n in (p.name, *p.aliases)]
 
     def protocol_trials(self, protocol: Protocol, ds: Any) -> list[int]:
-        """The trials of ``protocol`` that a loaded folder ``ds`` holds (all of them unless the
-        trial rule says which are present)."""
+        """The trials of ``protocol`` that a loaded folder ``ds`` holds (all of them, as the
+        folder defines the protocol (:meth:`Protocol.on`), unless the trial rule says which
+        are present)."""
+        trials = protocol.on(ds).trials
         rule = self.trial_rule
         if rule is None or rule.available is None:
-            return list(protocol.trials)
+            return list(trials)
         have = set(rule.available(ds))
-        return [t for t in protocol.trials if t in have]
+        return [t for t in trials if t in have]
 
     # ------------------------------------------------------------------ summary
     def summarize(self, ds: Any) -> dict:
@@ -382,7 +459,7 @@ def register_dataset(spec: Optional[DatasetSpec] = None, *, replace: bool = Fals
     Either a ready :class:`DatasetSpec`, or its fields as keywords (the same names and
     meanings: ``name``, ``title``, ``load``, ``train_of``, ``test_of``, ``marker``,
     ``protocols``; optional ``default_protocol``, ``trial_rule``, ``summary`` with
-    ``summary_lines``, ``synthetic``, ``train_classes``).
+    ``summary_lines``, ``synthetic``, ``train_classes``, ``check``).
 
     Returns the registered spec (its protocols carry the data set's name).
 

@@ -11,7 +11,7 @@ parallel. ``vireid synth`` refuses to mix two datasets in one folder: the parame
 recorded in ``.vireid-synth.json`` before the first image is written.
 
 The dataset is written into a temp folder beside the output folder and moved into place when
-complete (:func:`vireid.utils.atomic.atomic_dir`): an error or Ctrl-C leaves nothing behind
+complete (:func:`vireid.utils.atomic_dir.atomic_dir`): an error or Ctrl-C leaves nothing behind
 (the clean-up finishes through a second Ctrl-C), and a temp folder left by a killed process
 is removed by the next run into the same folder.
 
@@ -36,8 +36,9 @@ from vireid.data.registry import SYNTHETIC_LAYOUTS, SyntheticLayout, get_dataset
 from vireid.data.synthetic_render import (DEFAULT_DIFFICULTY, TAG_IMG, Knobs, knobs_for,
                                           make_identity, make_pools, render, seeded_rng)
 from vireid.errors import ConfigError
-from vireid.utils.atomic import (OutputWriteError, atomic_dir, atomic_write_text,
-                                 describe_os_error, note_file_written)
+from vireid.utils.atomic import (OutputWriteError, atomic_write_text, describe_os_error,
+                                 note_file_written)
+from vireid.utils.atomic_dir import atomic_dir
 
 log = logging.getLogger(__name__)
 

@@ -309,6 +309,10 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
     batch_size = int(batch_size or cfg.eval.batch_size)
     chunk_size = int(chunk_size or cfg.eval.chunk_size)
 
+    ds = _load_dataset(dataset, data_root, first.path) if data_root is not None else None
+    if ds is not None:
+        proto = proto.on(ds)  # a folder may define its protocol's trials and metric (list)
+
     # Which model evaluates which trial.
     spec = get_dataset(dataset)
     if spec.per_trial:
@@ -339,7 +343,6 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
             raise ConfigError(f"protocol {proto.name} has trials {proto.trials[0]}.."
                               f"{proto.trials[-1]}, got {t}")
 
-    ds = _load_dataset(dataset, data_root, first.path) if data_root is not None else None
     t_feat = 0.0
     names = [m.name for m in modes]
     per_mode: dict[str, list[dict[str, float]]] = {m: [] for m in names}

@@ -35,8 +35,11 @@ def protocols_for(dataset: str) -> list[Protocol]:
 
 
 def build_split(protocol: str | Protocol, ds: Any, trial: int, **options: Any) -> EvalSplit:
-    """Build one trial of ``protocol`` on loaded dataset ``ds``; checks the trial number."""
-    proto = get_protocol(protocol)
+    """Build one trial of ``protocol`` on loaded dataset ``ds`` (the protocol as that folder
+    defines it, :meth:`Protocol.on`); checks the trial number and that the metric rule
+    exists (a folder's own rule is known only once it is read)."""
+    proto = get_protocol(protocol).on(ds)
+    metric_rule(proto.metric)
     return proto.build(ds, trial=proto.check_trial(trial), **options)
 
 
