@@ -16,10 +16,7 @@ and YAML files with anchors, aliases, repeated keys and YAML 1.1 words.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import os
 import random
 import shutil
@@ -30,42 +27,15 @@ import torch
 import yaml
 
 from test_sharded_eval import write_checkpoint, write_sysu
-from vireid.cli import _all_parsers, build_parser, main
+from vireid.cli import _all_parsers, build_parser
 from vireid.data.synthetic import generate
 
-TINY_YAML = """\
-name: tiny
-model: {arch: resnet18, width: 0.125, last_stride: 1, shared_stages: "3-4", pretrained: none}
-ccn: {kernel_size: [2, 2], stride: [1, 1], padding: 1}
-data: {dataset: sysu, height: 64, width: 32, pad: 2, ids_per_batch: 2, neg_ratio: 1}
-train: {epochs: 1, iters_per_epoch: 1, lr: 0.01, lr_milestones: [1], log_every: 1, seed: 0}
-eval: {batch_size: 64, chunk_size: 4, topk: 2}
-"""
+# the reliability tests' in-process CLI runner, failure check and tiny config
+from test_cli_reliability import TINY_YAML, cli, fails  # noqa: E402
 
 #: An error line never needs more than this: a temporary path, the allowed keys of a
 #: section and a short echo of a value (the alias bomb of the issue gave 254 MB).
 SHORT_LINE = 600
-
-
-def cli(*args) -> tuple[int, str, str]:
-    """``vireid ARGS`` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    logging.root.handlers.clear()  # basicConfig binds the current sys.stderr
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main([str(a) for a in args])
-    return rc, out.getvalue(), err.getvalue()
-
-
-def fails(*args, needles=()) -> str:
-    """A case that must fail: exit 2, exactly one ``error:`` line, no traceback."""
-    rc, out, err = cli(*args)
-    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
-    assert rc == 2, f"{args}: rc {rc}\n{out}\n{err}"
-    assert len(lines) == 1, f"{args}: expected one error line, got\n{err}"
-    assert "Traceback" not in err, err
-    for n in needles:
-        assert n in lines[0], f"{n!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 def warnings_of(err: str) -> list[str]:

@@ -129,3 +129,25 @@ def test_info_lists_the_plugins_entries_beside_the_built_ins(tmp_path):
     assert {"ccn", "toy-idl"} <= set(names["losses"]) and {"full", "toy-l1"} <= set(names["scoring"])
     assert {"resnet50", "toy"} <= set(names["backbones"])
     assert set(names["plugins"]) == set(PLUGINS.split(","))
+
+
+def test_a_plugin_named_by_an_installed_distributions_entry_point_is_imported(tmp_path):
+    # An installed distribution is a *.dist-info folder on sys.path; its entry_points.txt
+    # names the module in the group vireid.plugins (as `pip install mylab` would leave it).
+    dist = tmp_path / "site" / "mylab_vireid-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mylab-vireid\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[vireid.plugins]\nmylab = plugins.toy_loss\n")
+    env = dict(_env(), PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(TESTS)]))
+    env.pop("VIREID_PLUGINS")
+    proc = subprocess.run([sys.executable, "-m", "vireid", "info", "--registered", "--json"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    names = json.loads(proc.stdout)
+    assert "toy-idl" in names["losses"] and names["plugins"] == ["plugins.toy_loss"]
+    # a plugin that cannot be imported is one error line naming it and its group, exit 2
+    (dist / "entry_points.txt").write_text("[vireid.plugins]\nmylab = plugins.no_such_module\n")
+    proc = subprocess.run([sys.executable, "-m", "vireid", "info", "--registered"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("error:") == 1, proc.stderr
+    assert "plugins.no_such_module" in proc.stderr and "vireid.plugins" in proc.stderr
