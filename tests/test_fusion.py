@@ -154,3 +154,15 @@ def test_search_with_fused_is_the_fused_distance_ranked():
         assert [m.path for m in ms] == [f"g{j}" for j in torch.argsort(ref[i])[:5].tolist()]
         for m in ms:
             assert m.score == pytest.approx(float(ref[i, int(m.path[1:])]), abs=1e-5)
+
+
+def test_choosing_needs_held_out_ids(tmp_path, tiny_config, sysu_root):
+    run = tmp_path / "noval"
+    run_cli("train", "--config", tiny_config, "--data-root", sysu_root, "-o", run,
+            "--threads", "1", "train.epochs=1", "train.iters_per_epoch=1", check=True)
+    with pytest.raises(ConfigError, match="data.val_ids=0; train it with data.val_ids=K"):
+        choose_fusion_weight(run / "checkpoints" / "last.pt", sysu_root, [0.0, 1.0])
+    proc = run_cli("eval", "--checkpoint", run, "--data-root", sysu_root, "--no-save",
+                   "--choose-fusion-weight", "0,1")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "needs held-out validation ids" in proc.stderr

@@ -17,6 +17,8 @@ The built-in modes (docs/architecture.md, "Features and scoring"):
   D_RI; the score shown is D (lower = more similar). Candidates beyond the top-K are not
   returned (the eval-time rerank puts them behind, in simplified order; search only shows
   the top).
+* ``fused``: (1 − w)(1 − S)/2 + w·D_RI for every gallery item, shard by shard, w =
+  ``fusion_weight`` (default the model config's ``eval.fusion_weight``); lower = more similar.
 
 Which side of the CCN a query takes (the CCN is not symmetric with ``share_fc=False`` and
 its sides are fixed by modality): side "a" is RGB, side "b" IR in cross-modality search; when
