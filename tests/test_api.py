@@ -143,3 +143,20 @@ def test_import_is_light_and_lists_the_public_api() -> None:
         assert name in out[1]
     for name in vireid.__all__:
         assert getattr(vireid, name) is not None
+
+
+def test_fused_distance_mixes_the_two_with_the_config_weight_by_default(model, images) -> None:
+    ir, rgb = images
+    q, g = model.extract(ir, modality="ir"), model.extract(rgb, modality="rgb")
+    S = -model.distance(q, g, scoring="simplified")
+    D = model.distance(q, g, scoring="full")
+    for w in (0.25, None):  # None: eval.fusion_weight of the run's config (0.5)
+        ww = model.cfg.eval.fusion_weight if w is None else w
+        got = model.distance(q, g, scoring="fused", fusion_weight=w)
+        np.testing.assert_allclose(got, (1 - ww) * (1 - S) / 2 + ww * D, atol=1e-6)
+    assert model.cfg.eval.fusion_weight == 0.5
+    rows, dists = model.search(q, g, k=3, scoring="fused", fusion_weight=0.25)
+    ref = 0.75 * (1 - S) / 2 + 0.25 * D
+    for i in range(len(q)):
+        want = sorted(range(len(g)), key=lambda j: (ref[i, j], j))[:3]
+        assert rows[i].tolist() == want

@@ -122,7 +122,7 @@ def test_identity_differences_name_every_changed_field():
     (["model.arch=vgg"], ["model.arch", "resnet50", "vgg"]),
     (["data.dataset=market"], ["data.dataset", "sysu", "market"]),
     (["loss.kind=arcface"], ["loss.kind", "agw+pbce", "arcface"]),
-    (["eval.scoring=fused"], ["eval.scoring", "simplified", "fused"]),
+    (["eval.scoring=blended"], ["eval.scoring", "simplified", "blended"]),
 ])
 def test_unknown_registered_names_are_refused_when_resolved(override, words):
     from vireid.engine.resolve import resolve_names

@@ -166,33 +166,38 @@ class Model:
     def distance(self, query: Any, gallery: Any, scoring: str = "simplified", *,
                  topk: Optional[int] = None, chunk_size: Optional[int] = None,
                  query_modality: Optional[str] = None,
-                 gallery_modality: Optional[str] = None) -> np.ndarray:
+                 gallery_modality: Optional[str] = None,
+                 fusion_weight: Optional[float] = None) -> np.ndarray:
         """Distance (Q, G) float32 numpy, lower = closer, of every query against every
         gallery image under the registered scoring mode ``scoring``.
 
         ``query``/``gallery``: FeatureSets (from :meth:`extract` or a feature file), or
         pairs ``(F, G)`` of numpy arrays or tensors with ``query_modality`` /
         ``gallery_modality``. The CCN side of each pair follows from the two modalities.
+        ``topk``, ``chunk_size``, ``fusion_weight`` (the ``fused`` mode's w): default the
+        model config's ``eval`` values.
         """
         q = as_feature_set(query, query_modality)
         g = as_feature_set(gallery, gallery_modality)
-        dist = get_scoring(scoring).distance(q, g, **self._options(topk, chunk_size))
+        dist = get_scoring(scoring).distance(q, g, **self._options(topk, chunk_size, fusion_weight))
         return dist.float().numpy()
 
     def search(self, query: Any, gallery: Any, k: int = 10, scoring: str = "simplified", *,
                topk: Optional[int] = None, chunk_size: Optional[int] = None,
-               query_modality: Optional[str] = None, gallery_modality: Optional[str] = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+               query_modality: Optional[str] = None, gallery_modality: Optional[str] = None,
+               fusion_weight: Optional[float] = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest gallery images of each query under ``scoring``: (gallery rows
         (Q, k') int64, distances (Q, k') float32), nearest first, equal distances by the
         lower row (the one top-k rule of :mod:`vireid.scoring.topk`); k' = min(k, G)."""
         q = as_feature_set(query, query_modality)
         g = as_feature_set(gallery, gallery_modality)
-        d, rows = get_scoring(scoring).topk(q, g, k, **self._options(topk, chunk_size))
+        d, rows = get_scoring(scoring).topk(q, g, k, **self._options(topk, chunk_size, fusion_weight))
         return rows.numpy(), d.float().numpy()
 
-    def _options(self, topk: Optional[int], chunk_size: Optional[int]) -> dict[str, Any]:
-        return {"ccn": self.net.ccn, "topk": topk or self.cfg.eval.topk,
+    def _options(self, topk: Optional[int], chunk_size: Optional[int],
+                 fusion_weight: Optional[float] = None) -> dict[str, Any]:
+        w = self.cfg.eval.fusion_weight if fusion_weight is None else fusion_weight
+        return {"ccn": self.net.ccn, "topk": topk or self.cfg.eval.topk, "fusion_weight": w,
                 "chunk_size": chunk_size or self.cfg.eval.chunk_size, "device": self.device}
 
 

@@ -208,6 +208,8 @@ class TrainConfig:
 class EvalConfig:
     scoring: str = "simplified"
     topk: int = 20  # rerank: full mode on each query's simplified top-K
+    # (not in the paper) fused: D = (1 - w)(1 - S)/2 + w D_RI, w in [0, 1] (scoring/fusion.py)
+    fusion_weight: float = 0.5
     flip: bool = False  # (not in the paper) average features of the image and its mirror
     chunk_size: int = 256  # queries per full-mode chunk (bounds memory)
     batch_size: int = 128  # images per forward pass during feature extraction
@@ -542,6 +544,9 @@ def validate(cfg: Config) -> Config:
                           f"data.val_ids={d.val_ids}")
     _check_name("eval.scoring", e.scoring)
     _check("eval.topk", e.topk >= 1, "an integer ≥ 1", e.topk)
+    _check("eval.fusion_weight", not isinstance(e.fusion_weight, bool)
+           and isinstance(e.fusion_weight, (int, float)) and 0.0 <= e.fusion_weight <= 1.0,
+           "a number in [0, 1]", e.fusion_weight)
     _check("eval.chunk_size", e.chunk_size >= 1, "an integer ≥ 1", e.chunk_size)
     _check("eval.batch_size", e.batch_size >= 1, "an integer ≥ 1", e.batch_size)
     return cfg

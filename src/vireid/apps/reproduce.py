@@ -96,6 +96,9 @@ def run_key(name: str, cfg: Config) -> str:
     """Folder name of a variant's run: name + hash of everything but the root and run name."""
     d = cfg.to_dict()
     d["data"] = {k: v for k, v in d["data"].items() if k not in ("root", "workers", "cache_dir")}
+    # an evaluation-time weight that never changes the trained model, added after these
+    # names were fixed: left out, so the folders of earlier runs are still found
+    d["eval"].pop("fusion_weight", None)
     d.pop("name", None)
     blob = json.dumps(d, sort_keys=True).encode()
     return f"{name}-{hashlib.sha256(blob).hexdigest()[:10]}"

@@ -17,6 +17,8 @@ The built-in modes (docs/architecture.md, "Features and scoring"):
   D_RI; the score shown is D (lower = more similar). Candidates beyond the top-K are not
   returned (the eval-time rerank puts them behind, in simplified order; search only shows
   the top).
+* ``fused``: (1 − w)(1 − S)/2 + w·D_RI for every gallery item, shard by shard, w =
+  ``fusion_weight`` (default the model config's ``eval.fusion_weight``); lower = more similar.
 
 Which side of the CCN a query takes (the CCN is not symmetric with ``share_fc=False`` and
 its sides are fixed by modality): side "a" is RGB, side "b" IR in cross-modality search; when
@@ -43,6 +45,7 @@ from vireid.apps.index import GalleryIndex, embed_images, load_checkpoint_model
 from vireid.data.images import decode_image
 from vireid.data.records import IR, RGB
 from vireid.errors import ConfigError, DataError
+from vireid.scoring.fusion import check_fusion_weight
 from vireid.scoring.inputs import Features
 from vireid.scoring.scorers import SCORING_MODES, ScoringContext, get_scoring, query_side
 from vireid.utils.atomic import atomic_path
@@ -115,7 +118,8 @@ class Match:
 def search(gallery: Gallery, query_F: Optional[ArrayLike], query_G: ArrayLike, *,
            scoring: str = "simplified", topk: int = 10, query_modality: Optional[str] = None,
            ccn: Optional[torch.nn.Module] = None, backend: str = "auto",
-           rerank_depth: Optional[int] = None, chunk_size: int = 256) -> list[list[Match]]:
+           rerank_depth: Optional[int] = None, chunk_size: int = 256,
+           fusion_weight: Optional[float] = None) -> list[list[Match]]:
     """Ranked matches of each query, best first.
 
     Args:
@@ -129,19 +133,21 @@ def search(gallery: Gallery, query_F: Optional[ArrayLike], query_G: ArrayLike, *
         backend: simplified stage: "auto", "faiss" or "torch".
         rerank_depth: rerank: simplified candidates re-scored (≥ topk; None = topk).
         chunk_size: queries per full-mode chunk.
+        fusion_weight: fused: the weight w of D_RI (None = eval.fusion_weight's default).
 
     Returns:
         One list of :class:`Match` per query; ``score`` as :attr:`vireid.scoring.scorers.ScoringMode.native` says.
     """
     return _search(gallery, query_F, query_G, scoring=scoring, topk=topk,
                    query_modality=query_modality, ccn=ccn, backend=backend,
-                   rerank_depth=rerank_depth, chunk_size=chunk_size)[0]
+                   rerank_depth=rerank_depth, chunk_size=chunk_size,
+                   fusion_weight=fusion_weight)[0]
 
 
 def _search(gallery: Gallery, query_F: Optional[ArrayLike], query_G: ArrayLike, *,
             scoring: str, topk: int, query_modality: Optional[str], ccn: Optional[torch.nn.Module],
-            backend: str, rerank_depth: Optional[int], chunk_size: int
-            ) -> tuple[list[list[Match]], Optional[str]]:
+            backend: str, rerank_depth: Optional[int], chunk_size: int,
+            fusion_weight: Optional[float] = None) -> tuple[list[list[Match]], Optional[str]]:
     """:func:`search`, and the cosine search backend that ran (None when none did)."""
     mode = get_scoring(scoring)
     if topk < 1:
@@ -161,6 +167,8 @@ def _search(gallery: Gallery, query_F: Optional[ArrayLike], query_G: ArrayLike, 
                  torch.from_numpy(_np32(query_G)))
     ctx = ScoringContext(ccn=ccn, query_side=side, topk=depth, chunk_size=chunk_size,
                          search_backend=backend)
+    if fusion_weight is not None:
+        ctx.fusion_weight = check_fusion_weight(fusion_weight)
     dist, rows = mode.topk(q, gallery, topk, ctx)
     scores = mode.native_score(dist).numpy()
     rows = rows.numpy()
@@ -210,13 +218,15 @@ def search_images(index: Union[str, os.PathLike, Any], query_paths: Sequence[Uni
                   query_modality: Optional[str] = None, scoring: str = "simplified",
                   topk: int = 10, backend: str = "auto", rerank_depth: Optional[int] = None,
                   batch_size: int = 64, chunk_size: int = 256,
+                  fusion_weight: Optional[float] = None,
                   device: Union[str, torch.device] = "cpu") -> SearchResult:
     """Embed query images with the index's model and search the index.
 
     The model is the checkpoint recorded in the index unless ``checkpoint`` is given; its
     weights must be those the index was built with (else :class:`CheckpointError`). Queries
     go through ``query_modality``'s path (default: the modality other than the gallery's)
-    with the index's flip setting.
+    with the index's flip setting. ``fusion_weight`` (fused mode): default the model
+    config's eval.fusion_weight.
     """
     ix = index if isinstance(index, GalleryIndex) else GalleryIndex.open(index)
     if not query_paths:
@@ -226,11 +236,15 @@ def search_images(index: Union[str, os.PathLike, Any], query_paths: Sequence[Uni
     ix.check_model(ident.model_digest, ident.config_digest)
     qmod = query_modality or (IR if ix.modality == RGB else RGB)
     paths = [Path(p).resolve().as_posix() for p in query_paths]
+    w = check_fusion_weight(cfg.eval.fusion_weight if fusion_weight is None else fusion_weight)
     qF, qG = embed_images(model, cfg, paths, qmod, batch_size=batch_size, flip=ix.flip, device=device)
     matches, used = _search(ix, qF, qG, scoring=scoring, topk=topk, query_modality=qmod,
                             ccn=model.ccn, backend=backend, rerank_depth=rerank_depth,
-                            chunk_size=chunk_size)
-    extra = {"rerank_depth": rerank_depth or topk} if get_scoring(scoring).uses_topk else {}
+                            chunk_size=chunk_size, fusion_weight=w)
+    mode = get_scoring(scoring)
+    extra: dict[str, Any] = {"rerank_depth": rerank_depth or topk} if mode.uses_topk else {}
+    if mode.uses_fusion_weight:
+        extra["fusion_weight"] = w
     return SearchResult(paths, matches, scoring, qmod, ix.modality, str(ix.path), used, extra)
 
 

@@ -57,6 +57,17 @@ threads_type = int_in(1, MAX_THREADS)
 seed_type = int_in(0, SEED_LIMIT - 1)
 
 
+def unit_interval(text: str) -> float:
+    """argparse type: a number in [0, 1] (a weight: k-reciprocal lambda, fusion weight)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], found {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], found {value:g}")
+    return value
+
+
 def check_device(device: str, option: str = "--device") -> str:
     """``cpu``, ``cuda`` or ``cuda:N`` (the GPU must exist), checked by the library's rule
     (:func:`vireid.utils.runtime.resolve_device`). Returns ``device`` unchanged."""

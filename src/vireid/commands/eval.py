@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..utils.atomic import OutputWriteError, atomic_write_text
 from ._checks import (RegistryChoices, check_device, check_output_file, int_at_least, is_stdout,
-                      write_text_output)
+                      unit_interval, write_text_output)
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +51,6 @@ def parse_trials(text: str) -> list[int]:
     return out
 
 
-def _unit_interval(text: str) -> float:
-    """argparse type: a number in [0, 1] (the k-reciprocal lambda)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], found {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], found {value:g}")
-    return value
-
-
 #: k-reciprocal defaults (Zhong et al. CVPR 2017 and the field's re_ranking): k1, k2, lambda.
 KRECIPROCAL_DEFAULTS = (20, 6, 0.3)
 
@@ -93,10 +82,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                                            extra=("all",)),
                    help="scoring mode: %(choices)s (default simplified). simplified = cosine "
                         "of G; full = D_RI of every pair; rerank = full mode on the "
-                        "simplified top-K; all = every mode the model supports, from one "
+                        "simplified top-K; fused = (1 - w)(1 - S)/2 + w D_RI (--fusion-weight); "
+                        "all = every mode the model supports, from one "
                         "extraction; plugins may add modes (VIREID_PLUGINS)")
     p.add_argument("--topk", type=int_at_least(1), default=None,
                    help="rerank depth K (default: eval.topk of the checkpoint's config)")
+    p.add_argument("--fusion-weight", type=unit_interval, default=None, metavar="W",
+                   help="fused mode: D = (1 - W)(1 - S)/2 + W D_RI (default: "
+                        "eval.fusion_weight of the checkpoint's config)")
+    p.add_argument("--choose-fusion-weight", nargs="?", const="0:1:0.1", default=None,
+                   metavar="GRID",
+                   help="choose the fused mode's W on the run's held-out validation ids "
+                        "(data.val_ids; no test id is read) over GRID (0,0.5,1 or LO:HI:STEP; "
+                        "default 0:1:0.1), print the grid, then evaluate with the chosen W")
     p.add_argument("--kreciprocal", action="store_true",
                    help="k-reciprocal re-ranking (Zhong et al. 2017) of the chosen scoring's "
                         "distance, k1=20 k2=6 lambda=0.3 unless set below (default: off)")
@@ -105,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rerank-k2", type=int_at_least(1), default=None, metavar="K2",
                    help="k-reciprocal k2, local query expansion (implies --kreciprocal; "
                         "default 6)")
-    p.add_argument("--rerank-lambda", type=_unit_interval, default=None, metavar="L",
+    p.add_argument("--rerank-lambda", type=unit_interval, default=None, metavar="L",
                    help="k-reciprocal weight of the original distance (implies "
                         "--kreciprocal; default 0.3)")
     p.add_argument("--trials", type=parse_trials, default=None,
@@ -149,6 +147,23 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.json_out, "--json", stdout_ok=True)
     check_output_file(args.save_features, "--save-features")
     run_dir = None if args.no_save else _run_folder_to_keep_results(args.checkpoint)
+    choice = None
+    fusion_weight = args.fusion_weight
+    if args.choose_fusion_weight is not None:
+        # late: imports torch, which argument errors never need
+        from ..apps.fusion_weight import choose_fusion_weight, format_choice, parse_weight_grid
+        from ..errors import ConfigError
+        if fusion_weight is not None:
+            raise ConfigError("--fusion-weight and --choose-fusion-weight: expected one of "
+                              "them, found both")
+        if len(args.checkpoint) != 1 or args.data_root is None:
+            raise ConfigError("--choose-fusion-weight: expected one checkpoint and "
+                              "--data-root (the run's training data holds its validation ids)")
+        choice = choose_fusion_weight(args.checkpoint[0], args.data_root,
+                                      parse_weight_grid(args.choose_fusion_weight),
+                                      device=args.device, batch_size=args.batch_size,
+                                      chunk_size=args.chunk_size, use_cache=not args.no_cache)
+        fusion_weight = choice["chosen"]
     setting = kreciprocal_setting(args)
     krec = KReciprocal(*setting) if setting is not None else None
     device = args.device
@@ -164,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
                            chunk_size=args.chunk_size, device=device,
                            save_features_path=args.save_features, features_paths=args.features,
                            use_cache=not args.no_cache, skip_corrupt=args.skip_corrupt,
-                           kreciprocal=krec)
+                           kreciprocal=krec, fusion_weight=fusion_weight)
         D.barrier()
     finally:
         D.cleanup()
@@ -173,6 +188,11 @@ def run(args: argparse.Namespace) -> int:
     first = results if "mean" in results else next(iter(results.values()))
     # With `--json -` standard output holds the JSON alone, so the table goes to stderr.
     say = functools.partial(print, file=sys.stderr if is_stdout(args.json_out) else sys.stdout)
+    if choice is not None:
+        say(format_choice(choice) + "\n")
+        for res in ([results] if "mean" in results else results.values()):
+            if res.get("fusion_weight") is not None:
+                res["fusion_weight_choice"] = choice
     say(format_results(results, title=f"{first['dataset']} {first['protocol']}, "
                                       f"{len(first['trials'])} trial(s), percent"))
     secs = first["seconds"]

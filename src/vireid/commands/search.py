@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..data.images import without_skip_hint
 from ..errors import DataError
-from ._checks import RegistryChoices, check_device, check_output_file, int_at_least
+from ._checks import (RegistryChoices, check_device, check_output_file, int_at_least,
+                      unit_interval)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topk", type=int_at_least(1), default=10, help="matches per query (default 10)")
     p.add_argument("--rerank-depth", type=int_at_least(1), default=None,
                    help="rerank: simplified candidates re-scored by the CCN (default: --topk)")
+    p.add_argument("--fusion-weight", type=unit_interval, default=None, metavar="W",
+                   help="fused: D = (1 - W)(1 - S)/2 + W D_RI (default: eval.fusion_weight "
+                        "of the model's config)")
     p.add_argument("--backend", choices=("auto", "faiss", "torch"), default="auto",
                    help="simplified stage: FAISS (optional package) or chunked torch; auto = "
                         "FAISS for large galleries when installed")
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                                query_modality=args.modality, scoring=args.scoring,
                                topk=args.topk, backend=args.backend,
                                rerank_depth=args.rerank_depth, batch_size=args.batch_size,
-                               device=args.device)
+                               fusion_weight=args.fusion_weight, device=args.device)
     except DataError as exc:
         # search has no --skip-corrupt: an undecodable query must not suggest it.
         raise DataError(without_skip_hint(str(exc), "; remove or replace the query file")) \

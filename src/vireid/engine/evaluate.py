@@ -13,7 +13,8 @@ another model configuration than the others is refused (CheckpointError).
 
 Scoring modes are the entries of :data:`vireid.scoring.scorers.SCORING_MODES` (built in:
 ``simplified``, cosine of G; ``full``, D_RI of every pair; ``rerank``, full mode on each
-query's simplified top-K, the rest behind in simplified order; plugins may add more), each
+query's simplified top-K, the rest behind in simplified order; ``fused``, (1 − w)(1 − S)/2 +
+w·D_RI with w = ``fusion_weight``; plugins may add more), each
 scored through its entry, never by name. ``all`` is every registered mode the model supports
 (a mode that needs the CCN is skipped, with the reason logged, only for a model without
 one), from one feature extraction, returned as ``{mode: result}``. The modes of one block
@@ -26,7 +27,7 @@ A result (percent) is::
     {"dataset", "protocol", "scoring", "trials", "mean": {"rank1", "rank5", "rank10",
      "rank20", "mAP", "mINP"}, "std": {...}, "per_trial": [{"trial", "rank1", ...}],
      "seconds": {"features", "scoring"}, "cmc": [rank-1..rank-20 mean curve],
-     "checkpoints": [...], "flip", "topk", "model_digests", "selection"}
+     "checkpoints": [...], "flip", "topk", "fusion_weight", "model_digests", "selection"}
 
 ``seconds.features`` is the extraction time (shared by all modes of ``all``), and
 ``seconds.scoring`` the time of that mode's scoring and metrics, including the shared
@@ -73,6 +74,7 @@ from vireid.evaluation.protocols import (PROTOCOLS, aggregate, build_split, get_
 from vireid.losses.registry import LOSSES
 from vireid.scoring.kreciprocal import KReciprocal
 from vireid.scoring.inputs import Features, as_features
+from vireid.scoring.fusion import check_fusion_weight
 from vireid.scoring.scorers import SCORING_MODES, ScoringContext, ScoringMode, get_scoring
 from vireid.scoring.sharded import sharded_context
 from vireid.utils import distributed
@@ -179,14 +181,14 @@ def _warn_untrained_ccn(model: _Model, modes: Sequence[ScoringMode]) -> None:
 
 
 def _context(model: torch.nn.Module, topk: int, chunk_size: int,
-             device: Union[str, torch.device]) -> ScoringContext:
+             device: Union[str, torch.device], fusion_weight: float) -> ScoringContext:
     """The scoring context of one block: it keeps the cosine and D_RI matrices that the
     block's modes and trials share. Under torchrun, full-mode and rerank scoring split
     their query rows across the ranks (bit-identical to one process; every rank gets the
     whole matrix, metrics are cheap)."""
     make = sharded_context if dist_world_size() > 1 else ScoringContext
     return make(ccn=getattr(model, "ccn", None), topk=topk, chunk_size=chunk_size,
-                device=device, memo=True)
+                device=device, memo=True, fusion_weight=fusion_weight)
 
 
 def _score_block(modes: Sequence[ScoringMode], ctx: ScoringContext, q: Features,
@@ -265,6 +267,7 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
              features_paths: Optional[Sequence[PathLike]] = None,
              use_cache: bool = True, cache_dir: Optional[str] = None,
              skip_corrupt: bool = False, kreciprocal: Optional[KReciprocal] = None,
+             fusion_weight: Optional[float] = None,
              ) -> dict[str, Any]:
     """Evaluate checkpoints on a protocol (see the module docstring for the result shape).
 
@@ -285,6 +288,8 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
             of stopping with the file named.
         kreciprocal: k-reciprocal re-ranking of every mode's distance (module docstring);
             None = off.
+        fusion_weight: the weight w of D_RI in the ``fused`` mode (default: the checkpoint
+            config's eval.fusion_weight); recorded in its result as ``"fusion_weight"``.
 
     Under torchrun (a process group of several ranks, see :mod:`vireid.utils.distributed`)
     every rank extracts the features and the full-mode matrix and rerank distance (and so
@@ -306,6 +311,8 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
     proto = get_protocol(_resolve_protocol(dataset, protocol))
     cfg = first.cfg
     topk = int(topk or cfg.eval.topk)
+    fusion_weight = check_fusion_weight(cfg.eval.fusion_weight if fusion_weight is None
+                                        else fusion_weight)
     batch_size = int(batch_size or cfg.eval.batch_size)
     chunk_size = int(chunk_size or cfg.eval.chunk_size)
 
@@ -387,7 +394,7 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
             q = as_features(feats.subset(np.array(q_key, dtype=np.int64)))
             g = as_features(feats.subset(g_union))
             views = [g.rows([g_pos[int(r)] for r in feats.rows_of(sp.gallery)]) for sp in block]
-            ctx = _context(model.model, topk, chunk_size, device)
+            ctx = _context(model.model, topk, chunk_size, device, fusion_weight)
             scored = _score_block(modes, ctx, q, views, block, proto, kreciprocal)
             for name, (per_split, seconds) in scored.items():
                 t_score[name] += seconds
@@ -410,6 +417,7 @@ def evaluate(checkpoints: Sequence[PathLike], data_root: Optional[PathLike] = No
             "cmc": np.mean(cmcs[name], axis=0).tolist(),
             "checkpoints": [g[0].path for g in groups], "flip": bool(flip),
             "topk": topk if mode.uses_topk else None,
+            "fusion_weight": fusion_weight if mode.uses_fusion_weight else None,
             "kreciprocal": kreciprocal.to_dict() if kreciprocal is not None else None,
             "model_digests": [g[0].digest for g in groups],
             "selection": sorted({g[0].selection for g in groups}),
@@ -479,6 +487,8 @@ def format_results(results: Union[dict[str, Any], list[dict[str, Any]]], title: 
             m, s = r["mean"][k], r["std"][k]
             cells.append(f"{m:.1f} ± {s:.1f}" if len(r["per_trial"]) > 1 else f"{m:.1f}")
         mode = r["scoring"] + (f" (top-{r['topk']})" if r.get("topk") else "")
+        if r.get("fusion_weight") is not None:
+            mode += f" (w={r['fusion_weight']:g})"
         kr = r.get("kreciprocal")
         if kr:
             mode += f" + k-reciprocal ({kr['k1']}/{kr['k2']}/{kr['lambda']:g})"

@@ -8,6 +8,8 @@ closer, ready for the metrics (``eval_sysu``, ``eval_regdb``, …). The built-in
 * ``rerank`` (ours, not in the paper): D_RI on each query's simplified top-K and 3 − S (≥ 2,
   since S ≤ 1) behind them, so the top-K come first, ordered by D_RI ∈ (0, 1), and the rest
   keep the simplified order.
+* ``fused`` (ours, :mod:`vireid.scoring.fusion`): (1 − w)(1 − S)/2 + w·D_RI, w =
+  ``ctx.fusion_weight``; registered when the package :mod:`vireid.scoring` is imported.
 
 A mode is a :class:`ScoringMode` in :data:`SCORING_MODES` (``eval.scoring``), registered with
 :func:`register_scoring` (public: ``vireid.register_scoring``). The entry carries everything
@@ -40,6 +42,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 
+from vireid.config import EvalConfig
 from vireid.data.records import IR, MODALITIES, RGB
 from vireid.errors import CheckpointError, ConfigError
 from vireid.scoring import fastccn
@@ -166,6 +169,8 @@ class ScoringContext:
             on its own when a set mixes them, and "b" (IR queries, RGB gallery) when the
             sets carry no modalities.
         topk: the rerank depth K (modes with ``uses_topk``).
+        fusion_weight: the weight w ∈ [0, 1] of D_RI in the ``fused`` mode (modes with
+            ``uses_fusion_weight``; :mod:`vireid.scoring.fusion`, which checks its range).
         chunk_size: queries per full-mode chunk.
         backend: the CCN kernel (:func:`vireid.scoring.fastccn.resolve_backend`).
         search_backend: the cosine top-k of search, "auto", "faiss" or "torch"
@@ -183,6 +188,7 @@ class ScoringContext:
     ccn: Any = None
     query_side: Optional[str] = None
     topk: int = 20
+    fusion_weight: float = EvalConfig.fusion_weight
     chunk_size: int = 256
     backend: str = "auto"
     search_backend: str = "auto"
@@ -344,6 +350,7 @@ class ScoringMode:
         uses_maps: it reads the feature maps F (search refuses queries without them).
         uses_topk: its distance depends on ``ctx.topk`` (the rerank depth K): results
             record K, search reports it.
+        uses_fusion_weight: its distance depends on ``ctx.fusion_weight``: results record w.
         higher_is_better: the native score is a similarity, ``−distance``; else the native
             score is the distance itself.
         native: what the native score means (search output).
@@ -365,6 +372,7 @@ class ScoringMode:
     needs_ccn: bool = False
     uses_maps: bool = True
     uses_topk: bool = False
+    uses_fusion_weight: bool = False
     higher_is_better: bool = False
     native: str = "distance (lower = more similar)"
     paper: str = ""
@@ -452,7 +460,8 @@ SCORING_MODES: Registry[ScoringMode] = Registry("scoring mode", "eval.scoring")
 
 
 def register_scoring(name: str, *, needs_ccn: bool = False, uses_maps: bool = True,
-                     uses_topk: bool = False, higher_is_better: bool = False,
+                     uses_topk: bool = False, uses_fusion_weight: bool = False,
+                     higher_is_better: bool = False,
                      native: str = "distance (lower = more similar)", paper: str = "",
                      kreciprocal_offset: float = 0.0,
                      self_distance_fn: Optional[SelfDistanceFn] = None,
@@ -475,6 +484,7 @@ def register_scoring(name: str, *, needs_ccn: bool = False, uses_maps: bool = Tr
     def deco(fn: DistanceFn) -> DistanceFn:
         SCORING_MODES.register(name, ScoringMode(
             name, fn, needs_ccn=needs_ccn, uses_maps=uses_maps, uses_topk=uses_topk,
+            uses_fusion_weight=uses_fusion_weight,
             higher_is_better=higher_is_better, native=native, paper=paper,
             kreciprocal_offset=kreciprocal_offset, self_distance_fn=self_distance_fn,
             topk_fn=topk_fn, label=label or name), replace=replace)
