@@ -99,7 +99,8 @@ def test_default_digest_is_pinned():
 
 def test_every_model_and_ccn_field_is_classified_for_identity():
     import dataclasses
-    from vireid.config import MODEL_IDENTITY, NOT_IDENTITY, CCNConfig, ModelConfig
+    from vireid.config import CCNConfig, ModelConfig
+    from vireid.utils.identity import MODEL_IDENTITY, NOT_IDENTITY
     listed = {f.key for f in MODEL_IDENTITY} | set(NOT_IDENTITY)
     for section, cls in (("model", ModelConfig), ("ccn", CCNConfig)):
         for f in dataclasses.fields(cls):
@@ -107,7 +108,8 @@ def test_every_model_and_ccn_field_is_classified_for_identity():
 
 
 def test_identity_differences_name_every_changed_field():
-    from vireid.config import Config, apply_overrides, identity_differences
+    from vireid.config import Config, apply_overrides
+    from vireid.utils.identity import identity_differences
     base = Config()
     other = apply_overrides(base, ["model.shared_bn=per_modality", "ccn.kg_hidden=8", "train.lr=0.5"])
     assert identity_differences(base, other) == ["model.shared_bn: 'joint' vs 'per_modality'",

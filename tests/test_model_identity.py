@@ -1,5 +1,5 @@
 """Model identity from one field list: checkpoint compatibility and `vireid eval`'s refusal
-name every field that defines the network (config.MODEL_IDENTITY), including the ones the
+name every field that defines the network (utils.identity.MODEL_IDENTITY), including the ones the
 old hand-written list missed (model.shared_bn, ccn.kg_hidden)."""
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import run_cli
-from vireid.config import MODEL_IDENTITY, Config, apply_overrides, load_config
+from vireid.config import Config, apply_overrides, load_config
+from vireid.utils.identity import MODEL_IDENTITY
 from vireid.engine.checkpoint import arch_differences, check_compatible, save_checkpoint
 from vireid.errors import CheckpointError
 from vireid.models.build import build_model

@@ -28,7 +28,7 @@ Reading checks every field a reader uses (:data:`CHECKPOINT_SCHEMA`; resuming al
 the file and the field, never a ``KeyError`` later.
 
 Loading is strict: :func:`check_compatible` compares the fields that define the model
-(:data:`vireid.config.MODEL_IDENTITY`, the one list the config digest also reads), the
+(:data:`vireid.utils.identity.MODEL_IDENTITY`, the one list the config digest also reads), the
 class count and the format version, and :func:`load_state_strict` the state dict's keys
 and shapes; any difference raises :class:`~vireid.errors.CheckpointError` naming it.
 """
@@ -43,7 +43,8 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
-from vireid.config import Config, from_dict, identity_values
+from vireid.config import Config, from_dict
+from vireid.utils.identity import identity_values
 from vireid.errors import CheckpointError, ConfigError
 from vireid.losses.registry import attach_loss_head
 from vireid.models.build import build_model
@@ -199,7 +200,7 @@ def checkpoint_config(ckpt: dict[str, Any]) -> Config:
 
 
 def arch_differences(saved: Config, current: Config) -> list[str]:
-    """The fields that define the model (:data:`vireid.config.MODEL_IDENTITY`, the list the
+    """The fields that define the model (:data:`vireid.utils.identity.MODEL_IDENTITY`, the list the
     config digest reads) where ``saved`` and ``current`` differ, in that list's order:
     ``["model.shared_bn: checkpoint has 'per_modality', expected 'joint'", …]``.
 
