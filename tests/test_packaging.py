@@ -277,3 +277,13 @@ def test_presets_weights_and_type_marker_are_package_data() -> None:
     assert config.ASSET_DIR.resolve() == SRC / "assets"
     assert {f"configs/{n}.yaml" for n in config.preset_names()} == _glob(SRC, ["configs/*.yaml"])
     assert (REPO / "configs").is_symlink() and (REPO / "configs").resolve() == SRC / "configs"
+
+
+def test_the_command_line_parser_loads_no_torch() -> None:
+    # `vireid --help` and every usage error answer without importing torch (~1.7 s here):
+    # command modules import the library inside their run functions.
+    code = ("import sys, vireid.cli as c; c.build_parser(); "
+            "print(sorted(m for m in ('torch', 'matplotlib', 'numba') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"

@@ -6,7 +6,6 @@ import json
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional
 
-from ..data.images import without_skip_hint
 from ..errors import ConfigError, DataError
 from ._checks import check_device, check_output_folder, int_at_least
 
@@ -86,6 +85,8 @@ def _no_skip_hint() -> Iterator[None]:
     try:
         yield
     except DataError as exc:
+        # late: vireid.data imports torch, which `vireid --help` must not load
+        from ..data.images import without_skip_hint
         raise DataError(without_skip_hint(str(exc), "; remove or replace the file")) from None
 
 

@@ -5,7 +5,6 @@ import argparse
 import json
 from pathlib import Path
 
-from ..data.images import without_skip_hint
 from ..errors import DataError
 from ._checks import (RegistryChoices, check_device, check_output_file, int_at_least,
                       unit_interval)
@@ -65,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
                                fusion_weight=args.fusion_weight, device=args.device)
     except DataError as exc:
         # search has no --skip-corrupt: an undecodable query must not suggest it.
+        # late: vireid.data imports torch, which `vireid --help` must not load
+        from ..data.images import without_skip_hint
         raise DataError(without_skip_hint(str(exc), "; remove or replace the query file")) \
             from None
     if args.plot:
