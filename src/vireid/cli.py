@@ -130,7 +130,33 @@ def _bug_line(exc: BaseException, verbose: bool) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one command; returns its exit code (0; 2 for bad input; 1 for a bug; 130 after
-    Ctrl-C; 141 after a closed stdout)."""
+    Ctrl-C; 141 after a closed stdout).
+
+    A torchrun rank (``WORLD_SIZE`` > 1) running as a program (``argv`` None) ends here with
+    ``os._exit`` once its output is flushed: the interpreter's teardown destroys gloo's and
+    numba's native threads, and one of them now and then aborted a rank whose work was done
+    ("terminate called without an active exception", exit -6).
+    """
+    rc = _run(argv)
+    if argv is None and _torchrun_world() > 1:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(rc)
+    return rc
+
+
+def _torchrun_world() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1") or 1)
+    except ValueError:
+        return 1
+
+
+def _run(argv: Optional[Sequence[str]] = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     # -v as given, until the parser has read it (the parser itself may be what fails).
     seen = {"verbose": any(a in ("-v", "--verbose") for a in args_list)}
