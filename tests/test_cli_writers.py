@@ -39,7 +39,7 @@ from vireid.utils.atomic import (ENV_INTERRUPT_AFTER_FILES, ENV_INTERRUPT_IN_CLE
                                  TMP_MARK)
 
 # the in-process CLI runner and the tiny config of the reliability tests, with 2 iterations
-from test_cli_reliability import TINY_YAML as _ONE_ITERATION, cli  # noqa: E402
+from test_cli_reliability import TINY_YAML as _ONE_ITERATION, cli, no_temp  # noqa: E402
 
 TINY_YAML = _ONE_ITERATION.replace("iters_per_epoch: 1,", "iters_per_epoch: 2,")
 assert TINY_YAML != _ONE_ITERATION
@@ -71,10 +71,6 @@ def env(tmp_path_factory):
 def _split_args(env) -> list:
     return ["data", "split", "--dataset", "sysu", "--root", env["root"], "--protocol", "all",
             "--trial", "0", "--json"]
-
-
-def _no_temp(folder: Path) -> bool:
-    return not [p for p in folder.rglob("*") if TMP_MARK in p.name]
 
 
 # =========================================================================== class 5
@@ -113,7 +109,7 @@ def test_a_symlinked_output_writes_its_target_and_stays_a_link(env, tmp_path):
                          ("page.html", "page.html")):
         link = links / name
         assert link.is_symlink() and Path(os.readlink(link)).name == target, name
-    assert _no_temp(real) and _no_temp(links)
+    assert no_temp(real) and no_temp(links)
     assert sorted(p.name for p in links.iterdir()) == ["feats.pt", "hop.json", "page.html",
                                                       "res.json", "split.json"]
 
@@ -350,7 +346,7 @@ def test_eval_keeps_its_results_in_the_run_folder_and_the_report_shows_them_firs
     ok("eval", "--checkpoint", run, "--data-root", env["root"], "--trials", "0,1",
        "--json", tmp_path / "asked.json")
     kept = run / "eval" / "sysu-all-simplified.json"
-    assert kept.is_file() and _no_temp(run)
+    assert kept.is_file() and no_temp(run)
     res = json.loads(kept.read_text())
     assert res == json.loads((tmp_path / "asked.json").read_text())
     # --no-save keeps nothing; a checkpoint file (not a run folder) keeps nothing either

@@ -386,19 +386,28 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         os.close(fd)
     except OSError as exc:
         raise _write_error(path, exc) from exc
-    try:
+    with removed_on_failure(tmp, path):
         yield tmp
         _fsync_file(tmp)
         os.replace(tmp, path)
+    fsync_dir(path.parent)
+    note_file_written()
+
+
+@contextlib.contextmanager
+def removed_on_failure(tmp: Path, path: Path, what: str = "file") -> Iterator[None]:
+    """Remove ``tmp`` (with :func:`remove_tree`, through a second Ctrl-C) when the block
+    fails; an OSError becomes :class:`OutputWriteError` naming ``path``, other exceptions
+    propagate unchanged. Shared by the file and the folder writers."""
+    try:
+        yield
     except OSError as exc:
-        err = _write_error(path, exc)  # before the clean-up frees the space it looks at
+        err = _write_error(path, exc, what)  # before the clean-up frees the space it looks at
         remove_tree(tmp)
         raise err from exc
     except BaseException:
         remove_tree(tmp)
         raise
-    fsync_dir(path.parent)
-    note_file_written()
 
 
 @contextlib.contextmanager

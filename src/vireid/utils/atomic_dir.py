@@ -25,7 +25,7 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from vireid.utils.atomic import (PathLike, _fsync_file, _is_empty_dir, _write_error,
-                                 check_output_dir, fsync_dir, remove_tree)
+                                 check_output_dir, fsync_dir, remove_tree, removed_on_failure)
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def atomic_dir(path: PathLike, overwrite: bool = False, *, merge: bool = False,
         tmp.mkdir()
     except OSError as exc:
         raise _write_error(path, exc, "folder") from exc
-    try:
+    with removed_on_failure(tmp, path, "folder"):
         yield tmp
         if sync:
             for f in sorted(tmp.rglob("*")):
@@ -129,13 +129,6 @@ def atomic_dir(path: PathLike, overwrite: bool = False, *, merge: bool = False,
             _merge_dir_into_place(tmp, path, stale, last)
         else:
             _move_dir_into_place(tmp, path, overwrite)
-    except OSError as exc:
-        err = _write_error(path, exc, "folder")
-        remove_tree(tmp)
-        raise err from exc
-    except BaseException:
-        remove_tree(tmp)
-        raise
     fsync_dir(path.parent)
 
 
