@@ -54,6 +54,7 @@ import torch
 from vireid import __version__
 from vireid.data.records import MODALITIES, ImageRecord
 from vireid.data.images import show_path
+from vireid.data.layout_checks import IMAGE_EXTENSIONS
 from vireid.data.listfile import read_list_file
 from vireid.engine.checkpoint import load_model_from_checkpoint
 from vireid.engine.features import RecordImages, extract_features
@@ -69,7 +70,6 @@ log = logging.getLogger(__name__)
 
 INDEX_FORMAT = "vireid-index"
 INDEX_VERSION = 1
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 MANIFEST = "manifest.json"
 PATHS_FILE = "paths.txt"
 LABELS_FILE = "labels.txt"
