@@ -61,6 +61,9 @@ KERNEL_SOURCES = ("sample", "generator")
 SELECTIONS = ("last", "val")
 DEVICES = ("auto", "cpu", "cuda")
 AMPS = ("off", "bf16", "fp16")
+#: train.freeze: "none" trains every parameter; "embedding" trains only the CCN (W_D) on a
+#: finished embedding (model.init_from), everything else frozen and in eval mode.
+FREEZES = ("none", "embedding")
 #: Seeds are below 2**32: numpy's legacy generator takes 0..2**32-1, torch's
 #: ``manual_seed`` -2**63..2**64-1, so every seed in 0..SEED_LIMIT-1 means the same to all.
 SEED_LIMIT = 2**32
@@ -87,6 +90,10 @@ class ModelConfig:
     shared_stages: str = _choice("3-4", SHARED_STAGES)
     # "imagenet" (torchvision URL / hub cache), "none" (random init) or a path to a .pth file.
     pretrained: str = "imagenet"
+    # (not in the paper) a run folder or checkpoint whose weights start this run (every
+    # tensor, so the network fields must match it); "" = none. model.pretrained is then not
+    # read. With train.freeze=embedding this trains a CCN head on a finished embedding.
+    init_from: str = ""
     # (not in the paper; AGW) global pooling of the map F into G: "avg" (the paper's GAP) or
     # "gem" (generalised mean, fixed p = 3, AGW's). The CCN always sees the map F itself.
     pool: str = _choice("avg", POOLS)
@@ -194,6 +201,13 @@ class TrainConfig:
     # the heads (W_D, the classifier, BNNeck, baseline heads) always use train.lr. 1.0 = one
     # learning rate for everything; AGW uses 0.1.
     backbone_lr_mult: float = 1.0
+    # (not in the paper) learning rate of the CCN's W_D as a multiple of train.lr (1.0 = the
+    # heads' rate; issue 24 chooses it on validation ids for loss.kind=agw+pbce).
+    ccn_lr_mult: float = 1.0
+    # (not in the paper) "none" trains everything; "embedding" trains only the CCN (W_D):
+    # the backbone, BNNeck and classifier are frozen, their BatchNorms in eval mode, so the
+    # global feature G (simplified scoring) stays that of model.init_from exactly.
+    freeze: str = _choice("none", FREEZES)
     # (not in the paper) mixed precision of the training step: "off", "bf16" (autocast to
     # bfloat16, CPU or GPU) or "fp16" (CUDA only, with a gradient scaler).
     amp: str = _choice("off", AMPS)
@@ -455,6 +469,12 @@ def validate(cfg: Config) -> Config:
     _check_choice("train.selection", t.selection, SELECTIONS)
     _check("train.backbone_lr_mult", 0 < t.backbone_lr_mult <= 100, "a number in (0, 100]",
            t.backbone_lr_mult)
+    _check("train.ccn_lr_mult", 0 < t.ccn_lr_mult <= 1000, "a number in (0, 1000]",
+           t.ccn_lr_mult)
+    _check_choice("train.freeze", t.freeze, FREEZES)
+    if t.freeze == "embedding" and not m.init_from:
+        raise ConfigError("train.freeze=embedding trains the CCN on a finished embedding: "
+                          "expected model.init_from=RUN_OR_CHECKPOINT, found none")
     _check_choice("train.amp", t.amp, AMPS)
     _check("train.diag_every", t.diag_every >= 0, "an integer ≥ 0", t.diag_every)
     if t.selection == "val" and d.val_ids < 2:

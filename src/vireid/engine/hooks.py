@@ -223,6 +223,8 @@ class DiagnosticsHook(Hook):
         if backbone is None:
             return
         params = [p for p in backbone.parameters() if p.requires_grad]
+        if not params:  # a frozen backbone (train.freeze) gets no gradient to measure
+            return
         spec = get_loss(s.cfg.loss.kind)
         weights = spec.part_weights(s.cfg) if spec.part_weights is not None else {}
         for name, value in parts.items():

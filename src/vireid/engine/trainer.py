@@ -41,6 +41,7 @@ from vireid.data.sampler import CrossModalitySampler
 from vireid.data.transforms import TrainTransform
 from vireid.engine.checkpoint import check_resumable, load_checkpoint, load_state_strict
 from vireid.engine.hooks import Hook, TrainState, default_hooks
+from vireid.engine.params import apply_freeze, frozen_to_eval, load_init_weights, param_groups
 from vireid.engine.resolve import resolve_names
 from vireid.engine.rundir import (LOCK_NAME, check_resume_config, check_run_dir,
                                   discard_unstarted_run, first_missing_folder, open_run_dir,
@@ -228,8 +229,12 @@ def check_before_run(cfg: Config, run_dir: Path, *, resume: bool = False,
         # Loading pretrained weights into meta tensors is a no-op torch warns about, per
         # tensor; the file is still read and its keys and shapes checked.
         warnings.filterwarnings("ignore", message=".*non-meta parameter.*")
-        attach_loss_head(build_model(cfg, split.split.num_classes, load_pretrained=not resume),
-                         cfg)
+        model = attach_loss_head(build_model(cfg, split.split.num_classes,
+                                             load_pretrained=not resume and not cfg.model.init_from),
+                                 cfg)
+        if not resume and cfg.model.init_from:
+            load_init_weights(model, cfg, split.split.num_classes)
+    apply_freeze(model, cfg.train.freeze, names.loss.trains_ccn)
     return RunPlan(device, names.loss, split)
 
 
@@ -260,11 +265,17 @@ def _setup(cfg: Config, run_dir: Path, resume: bool, stop_after: Optional[int],
     sampler = CrossModalitySampler(data.labels_rgb, data.labels_ir, cfg.data.ids_per_batch,
                                    iters, seed=cfg.train.seed, rank=rank, world_size=world,
                                    draws=2 if cfg.data.same_modality_pairs else 1)
-    model = attach_loss_head(build_model(cfg, num_classes, load_pretrained=ckpt is None), cfg)
+    fresh = ckpt is None
+    model = attach_loss_head(build_model(cfg, num_classes,
+                                         load_pretrained=fresh and not cfg.model.init_from), cfg)
+    if fresh and cfg.model.init_from:
+        load_init_weights(model, cfg, num_classes)
+    apply_freeze(model, cfg.train.freeze, resolve_names(cfg).loss.trains_ccn)
     if world > 1 and cfg.train.sync_bn:
         model = D.convert_sync_batchnorm(model, device)
     model = model.to(device)
-    optimizer = torch.optim.SGD(_param_groups(model, cfg.train.backbone_lr_mult), lr=cfg.train.lr,
+    optimizer = torch.optim.SGD(param_groups(model, cfg.train.backbone_lr_mult,
+                                             cfg.train.ccn_lr_mult), lr=cfg.train.lr,
                                 momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
     total = cfg.train.epochs
     state = TrainState(cfg=cfg, run_dir=run_dir, model=model, optimizer=optimizer,
@@ -316,17 +327,6 @@ def _restore(ckpt: dict[str, Any], field: str, load: Any) -> None:
                               f"{' '.join(str(exc).split())[:160]})") from exc
 
 
-def _param_groups(model: nn.Module, backbone_mult: float) -> list[dict[str, Any]]:
-    """One group (every parameter at train.lr), or, with train.backbone_lr_mult ≠ 1, the
-    backbone's parameters at lr·mult and the heads' at lr (``lr_mult`` is read by the loop)."""
-    if backbone_mult == 1.0:
-        return [{"params": list(model.parameters()), "lr_mult": 1.0}]
-    backbone = {id(p) for p in model.backbone.parameters()}
-    return [{"params": [p for p in model.parameters() if id(p) in backbone],
-             "lr_mult": float(backbone_mult)},
-            {"params": [p for p in model.parameters() if id(p) not in backbone], "lr_mult": 1.0}]
-
-
 def _steps(s: TrainState, source: StepSource) -> Iterator[LocalStep]:
     """The LocalSteps of the epoch ``s.epoch``, in order; built in ``data.workers``
     background processes when > 0 (pinned memory on CUDA), else in this process."""
@@ -369,6 +369,7 @@ def _loop(s: TrainState, loss_fn: LossFn, hooks: list[Hook]) -> None:
         for s.epoch in range(s.start_epoch, s.end_epoch):
             s.sampler.set_epoch(s.epoch)
             model.train()
+            frozen_to_eval(model)
             sums: dict[str, float] = {}
             win: dict[str, float] = {}
             win_n, win_t, ep_t = 0, time.perf_counter(), time.perf_counter()

@@ -53,7 +53,7 @@ MODEL_IDENTITY: tuple[IdentityField, ...] = (
 )
 
 #: Fields of the model/ccn sections that do not define the network (initial weights only).
-NOT_IDENTITY = frozenset({"model.pretrained"})
+NOT_IDENTITY = frozenset({"model.pretrained", "model.init_from"})
 
 
 def identity_values(cfg: Any) -> dict[str, Any]:
