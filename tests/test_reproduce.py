@@ -148,11 +148,17 @@ def test_regdb_recipe_trains_one_model_per_trial(tmp_path: Path) -> None:
 
 def test_cpu_pretrained_budget_takes_each_kinds_own_preset() -> None:
     """The regime's CCN kinds start from configs/cpu-pretrained.yaml, every other kind from
-    configs/cpu-pretrained-idl.yaml (each with its own validation-chosen values)."""
+    configs/cpu-pretrained-idl.yaml, but RKL from configs/cpu-pretrained-rkl.yaml (each with
+    its own validation-chosen values)."""
     root = Path(__file__).resolve().parents[1] / "configs"
     ccn = yaml.safe_load((root / "cpu-pretrained.yaml").read_text())
     idl = yaml.safe_load((root / "cpu-pretrained-idl.yaml").read_text())
-    for kind, want in (("ccn", ccn), ("ccn-noid", ccn), ("idl", idl), ("vl", idl), ("kvl", idl)):
+    rkl = yaml.safe_load((root / "cpu-pretrained-rkl.yaml").read_text())
+    assert rkl["loss"]["kind"] == "rkl"
+    assert R.variant_base("cpu-pretrained", "sysu", ["loss.kind=rkl"]).loss.rank_margin \
+        == rkl["loss"]["rank_margin"] == 0.3
+    for kind, want in (("ccn", ccn), ("ccn-noid", ccn), ("idl", idl), ("vl", idl), ("kvl", idl),
+                       ("rkl", rkl)):
         cfg = R.variant_base("cpu-pretrained", "sysu", [f"loss.kind={kind}"])
         for key in ("lr", "warmup_epochs", "epochs", "iters_per_epoch"):
             assert getattr(cfg.train, key) == want["train"][key], (kind, key)

@@ -20,7 +20,8 @@ apply to:
                fine-tuned from the project's pretrained ``synthetic-r18w025``, lr and λ chosen on
                validation ids) for the kinds that train the CCN, and
                ``configs/cpu-pretrained-idl.yaml`` (the ID-loss baseline's own validation-chosen
-               lr and warm-up) for every other loss kind
+               lr and warm-up) for every other loss kind but RKL, which has its own
+               (``configs/cpu-pretrained-rkl.yaml``, issue 24)
 ``smoke``      the cpu preset shrunk to seconds (1 epoch of 2 iterations, 64×32 input, width
                0.125, 2×2 kernels so they fit the 4×2 map, one evaluation trial): tests only
 =============  =========================================================================
@@ -45,7 +46,8 @@ class Budget:
 
     ``preset`` is a preset name, ``{dataset}`` replaced by the data set; kinds whose loss
     trains no CCN start from ``other_kinds_preset`` instead, where one is given (their own
-    validation-chosen values). ``overrides`` apply on top of the preset; ``synthetic_ids``
+    validation-chosen values), and a kind listed in ``kind_presets`` from its own preset.
+    ``overrides`` apply on top of the preset; ``synthetic_ids``
     and ``synthetic_options`` size the data set ``--synthetic`` generates
     (:func:`vireid.data.synthetic.generate`); ``first_trial_only``: without ``--trials``,
     evaluate the protocol's first trial only.
@@ -56,11 +58,15 @@ class Budget:
     synthetic_ids: int
     overrides: tuple[str, ...] = ()
     other_kinds_preset: Optional[str] = None
+    kind_presets: Mapping[str, str] = field(default_factory=dict)
     synthetic_options: Mapping[str, Any] = field(default_factory=dict)
     first_trial_only: bool = False
 
-    def preset_name(self, dataset: str, trains_ccn: bool = True) -> str:
+    def preset_name(self, dataset: str, trains_ccn: bool = True,
+                    kind: Optional[str] = None) -> str:
         """The preset a variant of this data set and loss kind starts from."""
+        if kind in self.kind_presets:
+            return self.kind_presets[kind]
         if self.other_kinds_preset is not None and not trains_ccn:
             return self.other_kinds_preset
         return self.preset.format(dataset=dataset)
@@ -70,8 +76,13 @@ class Budget:
         main = f"configs/{self.preset.format(dataset=dataset)}.yaml"
         if self.other_kinds_preset is None:
             return main
-        return (f"{main} (kinds that train the CCN), "
+        own = "".join(f", configs/{p}.yaml ({k})" for k, p in self.kind_presets.items())
+        return (f"{main} (kinds that train the CCN){own}, "
                 f"configs/{self.other_kinds_preset}.yaml (other kinds)")
+
+    def own_presets(self) -> bool:
+        """Whether some loss kinds start from another preset than :attr:`preset`."""
+        return self.other_kinds_preset is not None or bool(self.kind_presets)
 
 
 #: Overrides of the smoke budget on top of the cpu preset.
@@ -91,7 +102,8 @@ for _b in (
            synthetic_options={"images_per_camera": (1, 2), "rgb_size": (64, 32), "ir_size": (64, 32)}),
     Budget("cpu-short", "cpu-synthetic", 120, CPU_SHORT_OVERRIDES),
     Budget("cpu", "cpu-synthetic", 120),
-    Budget("cpu-pretrained", "cpu-pretrained", 515, other_kinds_preset="cpu-pretrained-idl"),
+    Budget("cpu-pretrained", "cpu-pretrained", 515, other_kinds_preset="cpu-pretrained-idl",
+           kind_presets={"rkl": "cpu-pretrained-rkl"}),
     Budget("paper", "paper-{dataset}", 491),
 ):
     BUDGETS.register(_b.name, _b)

@@ -67,7 +67,8 @@ def base_config(budget: str, dataset: str = "sysu", kind: Optional[str] = None) 
     kinds without a CCN start from a preset of their own (``cpu-pretrained``)."""
     b = BUDGETS.get(budget)
     trains_ccn = b.other_kinds_preset is None or get_loss(kind or "ccn").trains_ccn
-    cfg = load_config(preset_path(b.preset_name(dataset, trains_ccn)), [f"data.dataset={dataset}"])
+    cfg = load_config(preset_path(b.preset_name(dataset, trains_ccn, kind)),
+                      [f"data.dataset={dataset}"])
     if b.overrides:
         cfg = validate(apply_overrides(cfg, list(b.overrides)))
     return cfg
@@ -77,7 +78,7 @@ def variant_base(budget: str, dataset: str, overrides: Sequence[str]) -> Config:
     """:func:`base_config` for the loss kind that a variant's (and the user's) overrides end
     with, read through :func:`vireid.config.apply_overrides` (the last ``loss.kind`` wins)."""
     base = base_config(budget, dataset)
-    if BUDGETS.get(budget).other_kinds_preset is None:
+    if not BUDGETS.get(budget).own_presets():
         return base
     kind = apply_overrides(base, list(overrides)).loss.kind
     return base if kind == base.loss.kind else base_config(budget, dataset, kind)
