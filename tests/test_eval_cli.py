@@ -105,7 +105,7 @@ def test_scoring_all_from_one_extraction_and_saved_features(trained_run, sysu_ro
     run_cli("eval", "--checkpoint", trained_run, "--data-root", sysu_root, "--trials", "0,1",
             "--scoring", "all", "--topk", "100", "--save-features", feats, "--json", a, check=True)
     res = json.loads(a.read_text())
-    assert set(res) == {"simplified", "full", "rerank", "fused"}
+    assert set(res) == {"simplified", "full", "rerank", "fused", "fused-rerank"}
     for mode, r in res.items():
         _check_shape(r, "sysu", "sysu-all", mode, [0, 1])
     assert res["rerank"]["per_trial"] == res["full"]["per_trial"]

@@ -119,7 +119,7 @@ def test_two_ranks_equal_single_process_and_rerank_all_equals_full(setup):
         return {k: v for k, v in r.items() if k != "seconds"}
 
     single_all, dist_all = load("single.json"), load("dist_all.json")
-    assert set(single_all) == {"simplified", "full", "rerank", "fused"}
+    assert set(single_all) == {"simplified", "full", "rerank", "fused", "fused-rerank"}
     for mode in single_all:
         assert strip(dist_all[mode]) == strip(single_all[mode]), mode
     rerank_all, dist_rerank = load("rerank_all.json"), load("dist_rerank.json")

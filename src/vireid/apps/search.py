@@ -19,6 +19,7 @@ The built-in modes (docs/architecture.md, "Features and scoring"):
   the top).
 * ``fused``: (1 − w)(1 − S)/2 + w·D_RI for every gallery item, shard by shard, w =
   ``fusion_weight`` (default the model config's ``eval.fusion_weight``); lower = more similar.
+* ``fused-rerank``: as ``rerank``, the candidates ordered by that fused value instead of D.
 
 Which side of the CCN a query takes (the CCN is not symmetric with ``share_fc=False`` and
 its sides are fixed by modality): side "a" is RGB, side "b" IR in cross-modality search; when

@@ -83,18 +83,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="scoring mode: %(choices)s (default simplified). simplified = cosine "
                         "of G; full = D_RI of every pair; rerank = full mode on the "
                         "simplified top-K; fused = (1 - w)(1 - S)/2 + w D_RI (--fusion-weight); "
+                        "fused-rerank = fused on the simplified top-K, the rest behind; "
                         "all = every mode the model supports, from one "
                         "extraction; plugins may add modes (VIREID_PLUGINS)")
     p.add_argument("--topk", type=int_at_least(1), default=None,
-                   help="rerank depth K (default: eval.topk of the checkpoint's config)")
+                   help="rerank / fused-rerank depth K (default: eval.topk of the "
+                        "checkpoint's config)")
     p.add_argument("--fusion-weight", type=unit_interval, default=None, metavar="W",
-                   help="fused mode: D = (1 - W)(1 - S)/2 + W D_RI (default: "
+                   help="fused, fused-rerank: D = (1 - W)(1 - S)/2 + W D_RI (default: "
                         "eval.fusion_weight of the checkpoint's config)")
     p.add_argument("--choose-fusion-weight", nargs="?", const="0:1:0.1", default=None,
                    metavar="GRID",
-                   help="choose the fused mode's W on the run's held-out validation ids "
-                        "(data.val_ids; no test id is read) over GRID (0,0.5,1 or LO:HI:STEP; "
-                        "default 0:1:0.1), print the grid, then evaluate with the chosen W")
+                   help="choose W on the run's held-out validation ids (data.val_ids; no test "
+                        "id is read) over GRID (0,0.5,1 or LO:HI:STEP; default 0:1:0.1), print "
+                        "the grid, then evaluate with the chosen W; for --scoring fused-rerank "
+                        "W and K together (K over --choose-topk, or --topk alone), else for "
+                        "fused (--scoring all too)")
+    p.add_argument("--choose-topk", default=None, metavar="K1,K2,...",
+                   help="with --choose-fusion-weight and --scoring fused-rerank (a top-K "
+                        "mode): the depths K of the grid (default 10,20,50); the chosen K is "
+                        "the evaluation's")
     p.add_argument("--kreciprocal", action="store_true",
                    help="k-reciprocal re-ranking (Zhong et al. 2017) of the chosen scoring's "
                         "distance, k1=20 k2=6 lambda=0.3 unless set below (default: off)")
@@ -139,7 +147,9 @@ def run(args: argparse.Namespace) -> int:
     # late: these import torch (~1.7 s), which `vireid --help` and argument errors never need
     from ..utils import distributed as D
     from ..engine.evaluate import evaluate, format_results
+    from ..errors import ConfigError
     from ..scoring.kreciprocal import KReciprocal
+    from ..scoring.scorers import get_scoring
 
     # Everything that can be checked before the (long) evaluation is checked here: the
     # device, and the output paths, which used to fail only after the whole evaluation.
@@ -148,22 +158,40 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.save_features, "--save-features")
     run_dir = None if args.no_save else _run_folder_to_keep_results(args.checkpoint)
     choice = None
-    fusion_weight = args.fusion_weight
+    fusion_weight, topk = args.fusion_weight, args.topk
+    if args.choose_topk is not None and args.choose_fusion_weight is None:
+        raise ConfigError("--choose-topk: expected it with --choose-fusion-weight (K is chosen "
+                          "together with the fusion weight), found it alone")
     if args.choose_fusion_weight is not None:
         # late: imports torch, which argument errors never need
-        from ..apps.fusion_weight import choose_fusion_weight, format_choice, parse_weight_grid
-        from ..errors import ConfigError
+        from ..apps.fusion_weight import (choose_fusion_weight, chooser_mode, format_choice,
+                                          parse_topk_grid, parse_weight_grid)
         if fusion_weight is not None:
             raise ConfigError("--fusion-weight and --choose-fusion-weight: expected one of "
                               "them, found both")
+        if args.choose_topk is not None and topk is not None:
+            raise ConfigError("--topk and --choose-topk: expected one of them, found both")
         if len(args.checkpoint) != 1 or args.data_root is None:
             raise ConfigError("--choose-fusion-weight: expected one checkpoint and "
                               "--data-root (the run's training data holds its validation ids)")
+        mode = chooser_mode(args.scoring)
+        # a top-K mode's K: the grid of --choose-topk, or --topk alone, or the default grid
+        topks = (parse_topk_grid(args.choose_topk) if args.choose_topk is not None
+                 else None if topk is None else [topk])
+        if topks is not None and not get_scoring(mode).uses_topk:
+            if args.choose_topk is not None:
+                raise ConfigError(f"--choose-topk: expected --scoring to name a top-K mode "
+                                  f"with a fusion weight (e.g. fused-rerank), found "
+                                  f"{args.scoring} (the weight is chosen for {mode})")
+            topks = None  # --topk is for the other modes of this evaluation
         choice = choose_fusion_weight(args.checkpoint[0], args.data_root,
                                       parse_weight_grid(args.choose_fusion_weight),
+                                      scoring=mode, topks=topks,
                                       device=args.device, batch_size=args.batch_size,
                                       chunk_size=args.chunk_size, use_cache=not args.no_cache)
         fusion_weight = choice["chosen"]
+        if choice["chosen_topk"] is not None:
+            topk = choice["chosen_topk"]
     setting = kreciprocal_setting(args)
     krec = KReciprocal(*setting) if setting is not None else None
     device = args.device
@@ -174,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
         main = info.is_main
     try:
         results = evaluate(args.checkpoint, data_root=args.data_root, protocol=args.protocol,
-                           scoring=args.scoring, topk=args.topk, trials=args.trials,
+                           scoring=args.scoring, topk=topk, trials=args.trials,
                            flip=args.flip, batch_size=args.batch_size,
                            chunk_size=args.chunk_size, device=device,
                            save_features_path=args.save_features, features_paths=args.features,
@@ -191,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
     if choice is not None:
         say(format_choice(choice) + "\n")
         for res in ([results] if "mean" in results else results.values()):
-            if res.get("fusion_weight") is not None:
+            if res["scoring"] == choice["scoring"]:
                 res["fusion_weight_choice"] = choice
     say(format_results(results, title=f"{first['dataset']} {first['protocol']}, "
                                       f"{len(first['trials'])} trial(s), percent"))

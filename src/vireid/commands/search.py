@@ -26,13 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    choices=RegistryChoices("vireid.scoring.scorers:SCORING_MODES"),
                    help="scoring mode: %(choices)s (default simplified). simplified: cosine "
                         "of G; full: CCN of every pair; rerank: CCN on the simplified top "
-                        "candidates; plugins may add modes (VIREID_PLUGINS)")
+                        "candidates; fused: (1 - W)(1 - S)/2 + W D_RI; fused-rerank: fused on "
+                        "the simplified top candidates; plugins may add modes (VIREID_PLUGINS)")
     p.add_argument("--topk", type=int_at_least(1), default=10, help="matches per query (default 10)")
     p.add_argument("--rerank-depth", type=int_at_least(1), default=None,
-                   help="rerank: simplified candidates re-scored by the CCN (default: --topk)")
+                   help="rerank, fused-rerank: simplified candidates re-scored by the CCN "
+                        "(default: --topk)")
     p.add_argument("--fusion-weight", type=unit_interval, default=None, metavar="W",
-                   help="fused: D = (1 - W)(1 - S)/2 + W D_RI (default: eval.fusion_weight "
-                        "of the model's config)")
+                   help="fused, fused-rerank: D = (1 - W)(1 - S)/2 + W D_RI (default: "
+                        "eval.fusion_weight of the model's config)")
     p.add_argument("--backend", choices=("auto", "faiss", "torch"), default="auto",
                    help="simplified stage: FAISS (optional package) or chunked torch; auto = "
                         "FAISS for large galleries when installed")

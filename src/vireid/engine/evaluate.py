@@ -14,7 +14,8 @@ another model configuration than the others is refused (CheckpointError).
 Scoring modes are the entries of :data:`vireid.scoring.scorers.SCORING_MODES` (built in:
 ``simplified``, cosine of G; ``full``, D_RI of every pair; ``rerank``, full mode on each
 query's simplified top-K, the rest behind in simplified order; ``fused``, (1 − w)(1 − S)/2 +
-w·D_RI with w = ``fusion_weight``; plugins may add more), each
+w·D_RI with w = ``fusion_weight``; ``fused-rerank``, that value on the simplified top-K and
+rerank's order behind; plugins may add more), each
 scored through its entry, never by name. ``all`` is every registered mode the model supports
 (a mode that needs the CCN is skipped, with the reason logged, only for a model without
 one), from one feature extraction, returned as ``{mode: result}``. The modes of one block

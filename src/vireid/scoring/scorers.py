@@ -9,7 +9,9 @@ closer, ready for the metrics (``eval_sysu``, ``eval_regdb``, …). The built-in
   since S ≤ 1) behind them, so the top-K come first, ordered by D_RI ∈ (0, 1), and the rest
   keep the simplified order.
 * ``fused`` (ours, :mod:`vireid.scoring.fusion`): (1 − w)(1 − S)/2 + w·D_RI, w =
-  ``ctx.fusion_weight``; registered when the package :mod:`vireid.scoring` is imported.
+  ``ctx.fusion_weight``, and ``fused-rerank``, that value on each query's simplified top-K
+  and 3 − S behind (rerank with the fused value in place of D_RI); registered when the
+  package :mod:`vireid.scoring` is imported.
 
 A mode is a :class:`ScoringMode` in :data:`SCORING_MODES` (``eval.scoring``), registered with
 :func:`register_scoring` (public: ``vireid.register_scoring``). The entry carries everything
@@ -54,6 +56,9 @@ log = logging.getLogger(__name__)
 
 #: D_fn(qi, gi) -> D: (M,) full-mode distance of the pairs (query qi[m], gallery gi[m]).
 PairFn = Callable[[Tensor, Tensor], Tensor]
+#: combine(S, D) -> distance, elementwise on equal shapes: the distance a rerank-style mode
+#: gives its listed pairs from their cosine similarity S and D_RI (``rerank``: D itself).
+PairCombine = Callable[[Tensor, Tensor], Tensor]
 #: The query side of a set pair whose sets mix modalities: each block is scored on its own.
 MIXED = "mixed"
 
@@ -516,17 +521,22 @@ def _simplified_topk(q: Features, gallery: Any, k: int, ctx: ScoringContext
     return -S, rows
 
 
-def _rerank_topk(q: Features, gallery: Any, k: int, ctx: ScoringContext
-                 ) -> tuple[Tensor, Tensor]:
-    """The best k of the rerank distance without scoring the whole gallery: D_RI of each
-    query's cosine top-K candidates (each candidate's maps read once), 3 − S of the next
-    ones when k > K."""
+def rerank_topk(q: Features, gallery: Any, k: int, ctx: ScoringContext,
+                combine: Optional[PairCombine] = None) -> tuple[Tensor, Tensor]:
+    """The best k of a rerank-style distance without scoring the whole gallery: each query's
+    cosine top-K candidates (K = ``ctx.topk``; each candidate's maps read once) get
+    ``combine(S, D_RI)`` of the pair (default: D_RI itself, the ``rerank`` mode), the next
+    ones 3 − S when k > K. ``combine`` must keep the listed pairs below 2, as
+    :func:`score_rerank`'s callers do. Returns (distance (Q, k'), rows (Q, k')) as
+    :meth:`ScoringMode.topk`."""
     gal, S, cand = _cosine_candidates(q, gallery, max(k, ctx.topk), ctx)
     nq, depth = cand.shape[0], min(ctx.topk, cand.shape[1])
     uniq, inverse = np.unique(cand[:, :depth].numpy(), return_inverse=True)
     qi = torch.arange(nq, dtype=torch.int64).repeat_interleave(depth)
     gi = torch.from_numpy(inverse.reshape(-1).astype(np.int64))
     d = torch.as_tensor(ctx.d_ri_pairs(q, gal.take(uniq))(qi, gi)).float().reshape(nq, depth)
+    if combine is not None:
+        d = torch.as_tensor(combine(S[:, :depth].float(), d)).float()
     dist = torch.cat([d, 3.0 - S[:, depth:].float()], dim=1)
     return topk_mod.topk(dist, k, index=cand)
 
@@ -552,4 +562,4 @@ register_scoring("full", needs_ccn=True, paper="-F", label="F",
                  )(_full_distance)
 register_scoring("rerank", needs_ccn=True, uses_topk=True, paper="not in the paper", label="R",
                  native="CCN difference score D_RI on the simplified top-K (lower = more similar)",
-                 topk_fn=_rerank_topk)(_rerank_distance)
+                 topk_fn=rerank_topk)(_rerank_distance)
