@@ -8,13 +8,39 @@ from vireid.config import (Config, apply_overrides, from_dict, load_config, pres
 from vireid.errors import ConfigError
 
 PRESETS = ["paper-sysu", "paper-regdb", "cpu-synthetic", "cpu-pretrained", "cpu-pretrained-idl",
-           "agw-sysu"]
+           "agw-sysu", "cpu-pretrained-agw", "cpu-pretrained-agw-pbce"]
 
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_presets_load(name):
+    from vireid.engine.resolve import resolve_names
     cfg = load_config(preset_path(name))
     assert cfg.name == name
+    resolve_names(cfg)  # every registered name it uses (arch, loss, scoring, data set) exists
+
+
+def test_cpu_agw_presets_are_the_idl_regime_with_agws_parts():
+    """The AGW baseline and CCN-on-AGW of the CPU regime: the network, start, data and budget
+    of cpu-pretrained-idl, with AGW's pooling, BNNeck and non-local blocks; CCN-on-AGW is the
+    AGW preset plus the CCN's loss term and the fused score."""
+    idl = load_config(preset_path("cpu-pretrained-idl")).to_dict()
+    agw = load_config(preset_path("cpu-pretrained-agw")).to_dict()
+    pbce = load_config(preset_path("cpu-pretrained-agw-pbce")).to_dict()
+    agw_parts = {"pool": "gem", "bnneck": True, "non_local": True}
+    assert agw["model"] == {**idl["model"], **agw_parts}
+    for section in ("ccn", "data"):
+        assert agw[section] == idl[section] and pbce[section] == idl[section], section
+    same = ("epochs", "iters_per_epoch", "lr_milestones", "lr_gamma", "momentum",
+            "weight_decay", "seed", "selection")
+    assert {k: agw["train"][k] for k in same} == {k: idl["train"][k] for k in same}
+    assert agw["loss"]["kind"] == "agw" and agw["eval"]["scoring"] == "simplified"
+    # CCN-on-AGW differs from AGW only in the loss kind, the PBCE weight, W_D's lr and scoring
+    assert pbce["model"] == agw["model"]
+    assert pbce["loss"] == {**agw["loss"], "kind": "agw+pbce", "pbce_weight": pbce["loss"]["pbce_weight"]}
+    assert pbce["train"] == {**agw["train"], "ccn_lr_mult": pbce["train"]["ccn_lr_mult"]}
+    assert pbce["eval"]["scoring"] == "fused"
+    assert {k: v for k, v in pbce["eval"].items() if k != "scoring" and k != "fusion_weight"} == \
+        {k: v for k, v in agw["eval"].items() if k != "scoring" and k != "fusion_weight"}
 
 
 def test_paper_presets_hold_the_papers_settings():

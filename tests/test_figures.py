@@ -232,3 +232,33 @@ def test_sweep_plot_draws_each_mode_sorted_by_value_with_its_std(tmp_path: Path,
     assert ("simplified", [1.0, 2.0], [25.0, 27.0], [1.0, 0.75]) in seen  # mAP panel
     with pytest.raises(ValueError, match="axis"):
         C.plot_metric_sweep([{"scoring": "full", "ours": {"rank1": 1.0}}], tmp_path / "g.png")
+
+
+def test_loss_curves_draw_every_part_of_many_runs(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's four runs have 8 loss parts between them: each part of each run is one
+    dashed-or-dotted line (the 4th and 5th styles are dash tuples, which matplotlib reads only
+    as linestyle=, never as a format string), the total one solid line per run."""
+    from matplotlib.axes import Axes
+
+    from vireid.viz import curves as C
+
+    parts = {"ccn": ("pbce", "id"), "idl": ("id",), "agw": ("id", "wrt"),
+             "best": ("pbce", "id", "wrt")}
+    runs = {name: [{"type": "step", "iteration": i, "loss": 3.0 / (i + 1),
+                    **{p: 1.0 / (i + 1) for p in ps}} for i in (1, 2, 3)]
+            for name, ps in parts.items()}
+    seen = []
+    real = Axes.plot
+
+    def spy(ax, *args, **kw):  # type: ignore[no-untyped-def]
+        seen.append((kw.get("label"), kw.get("linestyle")))
+        return real(ax, *args, **kw)
+
+    monkeypatch.setattr(Axes, "plot", spy)
+    png = C.plot_loss_curves(runs, tmp_path / "loss.png")
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    part_lines = {f"{n}: {p}" for n, ps in parts.items() for p in ps}
+    assert sorted(label for label, _ in seen) == sorted(set(parts) | part_lines)  # one line each
+    assert {(label, style) for label, style in seen if label in parts} == {(n, "-") for n in parts}
+    assert all(style not in (None, "-") for label, style in seen if label in part_lines)

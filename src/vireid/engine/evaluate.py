@@ -473,14 +473,20 @@ def _records(feats: FeatureSet) -> list[ImageRecord]:
 
 
 # --------------------------------------------------------------------------- formatting
-def format_results(results: Union[dict[str, Any], list[dict[str, Any]]], title: str = "") -> str:
-    """Markdown table: one row per result, ``mean ± std`` over trials, in percent."""
+def format_results(results: Union[dict[str, Any], list[dict[str, Any]]], title: str = "",
+                   columns: Sequence[str] = ()) -> str:
+    """Markdown table: one row per result, ``mean ± std`` over trials, in percent.
+
+    columns: keys of the results shown as extra columns after the model, headed by the key
+    (the demo's ``"role"``); a result without the key gets an empty cell.
+    """
     if isinstance(results, dict) and "mean" not in results:
         results = list(results.values())
     if isinstance(results, dict):
         results = [results]
-    header = "| model | scoring | trials | R1 | R5 | R10 | R20 | mAP | mINP |"
-    lines = ([f"**{title}**", ""] if title else []) + [header, "|" + "---|" * 9]
+    extra = "".join(f" {c} |" for c in columns)
+    header = f"| model |{extra} scoring | trials | R1 | R5 | R10 | R20 | mAP | mINP |"
+    lines = ([f"**{title}**", ""] if title else []) + [header, "|" + "---|" * (9 + len(columns))]
     for r in results:
         label = r.get("label") or Path(r["checkpoints"][0]).parent.parent.name or "model"
         cells = []
@@ -493,5 +499,7 @@ def format_results(results: Union[dict[str, Any], list[dict[str, Any]]], title: 
         kr = r.get("kreciprocal")
         if kr:
             mode += f" + k-reciprocal ({kr['k1']}/{kr['k2']}/{kr['lambda']:g})"
-        lines.append(f"| {label} | {mode} | {len(r['per_trial'])} | " + " | ".join(cells) + " |")
+        extra = "".join(f" {r.get(c, '')} |" for c in columns)
+        lines.append(f"| {label} |{extra} {mode} | {len(r['per_trial'])} | " + " | ".join(cells)
+                     + " |")
     return "\n".join(lines)

@@ -23,7 +23,7 @@ from vireid.utils.atomic import atomic_path
 PathLike = Union[str, os.PathLike]
 
 #: Loss components drawn when present in the step records, in this order.
-LOSS_KEYS = ("loss", "pbce", "id", "vl", "rkl", "kvl")
+LOSS_KEYS = ("loss", "pbce", "id", "vl", "rkl", "kvl", "wrt", "triplet")
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float],
@@ -72,7 +72,7 @@ def plot_loss_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: Path
             y = np.array([r.get(key, np.nan) for r in steps], dtype=float)
             style = "-" if key == "loss" else next(part_styles)
             name = f"{label}" if key == "loss" else f"{label}: {key}"
-            ax.plot(x, y, style, color=color, alpha=1.0 if key == "loss" else 0.6,
+            ax.plot(x, y, linestyle=style, color=color, alpha=1.0 if key == "loss" else 0.6,
                     linewidth=1.6 if key == "loss" else 1.0, label=name)
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
