@@ -8,7 +8,7 @@ from vireid.config import (Config, apply_overrides, from_dict, load_config, pres
 from vireid.errors import ConfigError
 
 PRESETS = ["paper-sysu", "paper-regdb", "cpu-synthetic", "cpu-pretrained", "cpu-pretrained-idl",
-           "agw-sysu", "cpu-pretrained-agw", "cpu-pretrained-agw-pbce"]
+           "agw-sysu", "cpu-pretrained-agw", "cpu-pretrained-agw-pbce", "cpu-pretrained-rkl"]
 
 
 @pytest.mark.parametrize("name", PRESETS)
