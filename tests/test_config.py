@@ -8,7 +8,8 @@ from vireid.config import (Config, apply_overrides, from_dict, load_config, pres
 from vireid.errors import ConfigError
 
 PRESETS = ["paper-sysu", "paper-regdb", "cpu-synthetic", "cpu-pretrained", "cpu-pretrained-idl",
-           "agw-sysu", "cpu-pretrained-agw", "cpu-pretrained-agw-pbce", "cpu-pretrained-rkl"]
+           "agw-sysu", "cpu-pretrained-agw", "cpu-pretrained-agw-pbce", "cpu-pretrained-rkl",
+           "cpu-pretrained-agw-head"]
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -41,6 +42,12 @@ def test_cpu_agw_presets_are_the_idl_regime_with_agws_parts():
     assert pbce["eval"]["scoring"] == "fused"
     assert {k: v for k, v in pbce["eval"].items() if k != "scoring" and k != "fusion_weight"} == \
         {k: v for k, v in agw["eval"].items() if k != "scoring" and k != "fusion_weight"}
+
+    # the head's network is AGW's, so a cpu-pretrained-agw run is its model.init_from
+    head = load_config(preset_path("cpu-pretrained-agw-head")).to_dict()
+    assert head["model"] == agw["model"] and head["ccn"] == agw["ccn"]
+    assert head["data"] == agw["data"]
+    assert (head["train"]["freeze"], head["loss"]["kind"]) == ("embedding", "ccn-noid")
 
 
 def test_paper_presets_hold_the_papers_settings():

@@ -98,7 +98,9 @@ def test_param_groups_split_and_skip_frozen():
 
 def test_freeze_needs_init_from_and_a_ccn_loss(tmp_path, base_run, tiny_config, sysu_root):
     with pytest.raises(ConfigError, match="model.init_from"):
-        _cfg(tiny_config, sysu_root, "train.freeze=embedding")
+        train(_cfg(tiny_config, sysu_root, "train.freeze=embedding"), tmp_path / "r0",
+              progress=False)
+    assert not (tmp_path / "r0").exists()
     with pytest.raises(ConfigError, match="gives it no training signal"):
         train(_cfg(tiny_config, sysu_root, "loss.kind=idl", f"model.init_from={base_run}",
                    "train.freeze=embedding"), tmp_path / "r", progress=False)

@@ -472,9 +472,6 @@ def validate(cfg: Config) -> Config:
     _check("train.ccn_lr_mult", 0 < t.ccn_lr_mult <= 1000, "a number in (0, 1000]",
            t.ccn_lr_mult)
     _check_choice("train.freeze", t.freeze, FREEZES)
-    if t.freeze == "embedding" and not m.init_from:
-        raise ConfigError("train.freeze=embedding trains the CCN on a finished embedding: "
-                          "expected model.init_from=RUN_OR_CHECKPOINT, found none")
     _check_choice("train.amp", t.amp, AMPS)
     _check("train.diag_every", t.diag_every >= 0, "an integer ≥ 0", t.diag_every)
     if t.selection == "val" and d.val_ids < 2:

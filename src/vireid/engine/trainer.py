@@ -221,6 +221,10 @@ def check_before_run(cfg: Config, run_dir: Path, *, resume: bool = False,
     if cfg.train.amp == "fp16" and device.type != "cuda":
         raise ConfigError("train.amp: 'fp16' needs a CUDA device (its gradient scaler exists "
                           "for fp16 on GPUs); use 'bf16' or 'off' on the CPU")
+    if cfg.train.freeze != "none" and not cfg.model.init_from and not resume:
+        # checked here, not in config validation, so that a head preset loads without a run
+        raise ConfigError(f"train.freeze={cfg.train.freeze} trains the CCN on a finished "
+                          f"embedding: expected model.init_from=RUN_OR_CHECKPOINT, found none")
     check_run_dir(run_dir, resume, overwrite)
     if pair_groups is not None or not resume:  # a resumed run may take the run's own value
         resolve_pair_groups(cfg.data.ids_per_batch, world, pair_groups)
