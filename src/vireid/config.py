@@ -64,6 +64,8 @@ AMPS = ("off", "bf16", "fp16")
 #: train.freeze: "none" trains every parameter; "embedding" trains only the CCN (W_D) on a
 #: finished embedding (model.init_from), everything else frozen and in eval mode.
 FREEZES = ("none", "embedding")
+#: loss.pbce_negatives (vireid.losses.pairs.PBCE_NEGATIVES holds what each does).
+PBCE_NEGATIVE_CHOICES = ("random", "hard")
 #: Seeds are below 2**32: numpy's legacy generator takes 0..2**32-1, torch's
 #: ``manual_seed`` -2**63..2**64-1, so every seed in 0..SEED_LIMIT-1 means the same to all.
 SEED_LIMIT = 2**32
@@ -140,6 +142,10 @@ class LossConfig:
     triplet_margin: float = 0.3
     # (not in the paper) weight of the PBCE term in loss.kind=agw+pbce (ID + WRT + w·PBCE).
     pbce_weight: float = 1.0
+    # (not in the paper) the RGB-IR negatives of PBCE: "random" (the paper's r·N pairs drawn
+    # at random) or "hard" (for each RGB image, the r IR images of other ids in the batch
+    # whose G is most similar to it; vireid.losses.pairs).
+    pbce_negatives: str = _choice("random", PBCE_NEGATIVE_CHOICES)
 
 
 @dataclass
@@ -429,6 +435,7 @@ def validate(cfg: Config) -> Config:
     _check("loss.rank_margin", l.rank_margin >= 0, "a number ≥ 0", l.rank_margin)
     _check("loss.triplet_margin", l.triplet_margin >= 0, "a number ≥ 0", l.triplet_margin)
     _check("loss.pbce_weight", l.pbce_weight >= 0, "a number ≥ 0", l.pbce_weight)
+    _check_choice("loss.pbce_negatives", l.pbce_negatives, PBCE_NEGATIVE_CHOICES)
     _check_name("data.dataset", d.dataset)
     _check("data.trial", d.trial >= 1, "an integer ≥ 1 (the data set's trial rule bounds it)", d.trial)
     # The upper bound only keeps a typo (height: 25600) from allocating gigabytes.

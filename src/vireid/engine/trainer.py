@@ -50,6 +50,7 @@ from vireid.engine.schedule import lr_at
 from vireid.engine.train_data import (LocalStep, SplitPlan, StepSource, iterations_per_epoch,
                                       plan_split, prepare_data, resolve_pair_groups, to_device)
 from vireid.errors import CheckpointError, ConfigError, TrainingError
+from vireid.losses.pairs import PBCE_NEGATIVES
 from vireid.losses.registry import LossFn, LossSpec, StepBatch, attach_loss_head
 from vireid.models.build import build_model
 from vireid.utils import distributed as D
@@ -95,7 +96,8 @@ class StepModule(nn.Module):
 
     def forward(self, s: LocalStep) -> tuple[Tensor, dict[str, Tensor]]:
         f_rgb, g_rgb, f_ir, g_ir = self.model.forward_pair(s.x_rgb, s.x_ir)
-        ia, ib, t = s.pairs["rgb-ir"]
+        ia, ib, t = PBCE_NEGATIVES[self.cfg.loss.pbce_negatives](
+            g_rgb, g_ir, s.y_rgb, s.y_ir, s.pairs["rgb-ir"], self.cfg.data.neg_ratio)
         same = {k: v for k, v in s.pairs.items() if k != "rgb-ir"}
         step = StepBatch(f_rgb, g_rgb, f_ir, g_ir, s.y_rgb, s.y_ir, ia, ib, t, same)
         return self.loss_fn(self.model, step, self.cfg)
