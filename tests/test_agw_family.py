@@ -120,7 +120,7 @@ def test_default_model_keys_digest_and_initial_weights_unchanged() -> None:
     # The digest of a default config is the pre-AGW formula (model fields without the new ones)
     arch = {"model": dataclasses.asdict(cfg.model), "ccn": dataclasses.asdict(cfg.ccn),
             "input": [cfg.data.height, cfg.data.width]}
-    for k in ("pretrained", "pool", "bnneck", "non_local", "shared_bn"):
+    for k in ("pretrained", "init_from", "pool", "bnneck", "non_local", "shared_bn"):
         arch["model"].pop(k)
     arch["ccn"].pop("fc_bias")
     old = hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:16]

@@ -139,7 +139,7 @@ def test_lr_schedule_literal(tiny_config, sysu_root):
 
 
 def test_backbone_lr_mult_splits_backbone_and_heads(tiny_config, sysu_root, tmp_path):
-    from vireid.engine.trainer import _param_groups
+    from vireid.engine.params import param_groups as _param_groups
     from vireid.models.build import build_model
 
     cfg = _cfg(tiny_config, sysu_root)

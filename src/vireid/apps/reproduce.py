@@ -93,6 +93,11 @@ def variant_config(base: Config, overrides: Sequence[str], data_root: PathLike, 
     return validate(cfg)
 
 
+#: (section, key) -> default of the options added after the run folders' names were fixed.
+LATER_OPTIONS = {("model", "init_from"): "", ("train", "ccn_lr_mult"): 1.0,
+                 ("train", "freeze"): "none", ("loss", "pbce_negatives"): "random"}
+
+
 def run_key(name: str, cfg: Config) -> str:
     """Folder name of a variant's run: name + hash of everything but the root and run name."""
     d = cfg.to_dict()
@@ -100,6 +105,10 @@ def run_key(name: str, cfg: Config) -> str:
     # an evaluation-time weight that never changes the trained model, added after these
     # names were fixed: left out, so the folders of earlier runs are still found
     d["eval"].pop("fusion_weight", None)
+    # options added later: left out at their defaults (which train as before), for the same reason
+    for (section, key), default in LATER_OPTIONS.items():
+        if d[section].get(key) == default:
+            d[section].pop(key, None)
     d.pop("name", None)
     blob = json.dumps(d, sort_keys=True).encode()
     return f"{name}-{hashlib.sha256(blob).hexdigest()[:10]}"
