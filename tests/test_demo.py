@@ -21,11 +21,11 @@ ROWS = [
     ("idl", "ID loss only", "simplified", "baseline", False),
     ("agw", "AGW", "simplified", "baseline", False),
     ("agw", "AGW", "simplified", "baseline", True),
-    ("best", "CCN on AGW", "simplified", "reference", False),
-    ("best", "CCN on AGW", "<preset>", "best", True),
+    ("best", "CCN head on AGW", "<preset>", "reference", False),
+    ("best", "CCN head on AGW", "<preset>", "best", True),
 ]
 PRESETS = {"ccn": "cpu-pretrained", "idl": "cpu-pretrained-idl", "agw": "cpu-pretrained-agw",
-           "best": "cpu-pretrained-agw-pbce"}
+           "best": "cpu-pretrained-agw-head"}
 
 
 def _preset_eval(name: str) -> dict:
@@ -53,6 +53,13 @@ def test_quick_demo_writes_a_consistent_report(tmp_path: Path) -> None:
     # exactly one row is the best recipe; it is scored at its preset's fusion weight
     (best,) = [r for r in data["results"] if r["role"] == "best"]
     assert best["fusion_weight"] == pytest.approx(best_eval["fusion_weight"])
+    assert best["topk"] == best_eval["topk"]
+    # the head starts from the demo's AGW run and leaves its embedding frozen
+    import torch
+    agw = torch.load(out / "runs" / "agw" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    head = torch.load(out / "runs" / "best" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(agw[k], head[k]) for k in agw if not k.startswith("ccn."))
+    assert any(not torch.equal(agw[k], head[k]) for k in agw if k.startswith("ccn."))
     assert [m["key"] for m in data["models"]] == list(PRESETS)
     assert data["trials"] == list(DEMO_TRIALS)
     for r in data["results"]:
@@ -73,7 +80,7 @@ def test_quick_demo_writes_a_consistent_report(tmp_path: Path) -> None:
     assert "**the best the toolkit offers**" in table[-1] and "k-reciprocal" in table[-1]
     assert "The rows marked **the paper's method** are DSCSN+CCN" in md
     assert (f"The row marked **the best the toolkit offers** is the toolkit's best recipe: "
-            f"CCN on AGW (`configs/{PRESETS['best']}.yaml`), scored `{best_eval['scoring']}`") in md
+            f"CCN head on AGW (`configs/{PRESETS['best']}.yaml`), scored `{best_eval['scoring']}`") in md
 
 
 def test_results_table_shows_extra_columns() -> None:

@@ -164,7 +164,7 @@ def test_info_reads_a_shipped_preset(installed: Installed) -> None:
 
 
 def test_quick_demo_runs_end_to_end(installed: Installed) -> None:
-    """Synthetic data → train the CCN, ID-loss, AGW and CCN-on-AGW models (packaged weights and
+    """Synthetic data → train the CCN, ID-loss, AGW models and a CCN head on the AGW one (packaged weights and
     presets) → evaluate the three scoring modes of the paper's model (rerank: scipy), fused and
     k-reciprocal re-ranking → report, with the installed package only."""
     installed.vireid("demo", "--quick", "--no-progress", "-o", "demo-out", timeout=600)
@@ -175,7 +175,8 @@ def test_quick_demo_runs_end_to_end(installed: Installed) -> None:
         ("DSCSN+CCN", "simplified", "paper", False), ("DSCSN+CCN", "full", "paper", False),
         ("DSCSN+CCN", "rerank", "paper", False), ("ID loss only", "simplified", "baseline", False),
         ("AGW", "simplified", "baseline", False), ("AGW", "simplified", "baseline", True),
-        ("CCN on AGW", "simplified", "reference", False), ("CCN on AGW", "fused", "best", True)]
+        ("CCN head on AGW", "fused-rerank", "reference", False),
+        ("CCN head on AGW", "fused-rerank", "best", True)]
     for r in res["results"]:
         assert 0.0 <= r["mean"]["rank1"] <= 100.0 and 0.0 <= r["mean"]["mAP"] <= 100.0
     for png in ("cmc.png", "loss_curves.png"):
