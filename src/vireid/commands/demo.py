@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo", help="the whole pipeline on synthetic data (≤ 15 min on a 2-core CPU)",
         description="Generate a synthetic SYSU-layout dataset; train, with the same backbone, "
                     "start and budget, the paper's method (DSCSN+CCN), the ID-loss-only "
-                    "baseline, the AGW baseline and the toolkit's best recipe (CCN on AGW); "
+                    "baseline, the AGW baseline and the toolkit's best recipe (a CCN head on the "
+                    "frozen AGW model); "
                     "evaluate them on the 10 SYSU all-search trials (the paper's simplified, "
                     "full and rerank scoring; AGW with and without k-reciprocal re-ranking; the "
                     "best recipe with its preset's scoring and k-reciprocal re-ranking); and "
