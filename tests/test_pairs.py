@@ -57,3 +57,8 @@ def test_training_with_hard_negatives_differs_from_random(tmp_path: Path, tiny_c
         train(cfg, tmp_path / mode, progress=False)
         weights[mode] = load_checkpoint(tmp_path / mode)["model"]["ccn.fc.weight"]
     assert not torch.equal(weights["random"], weights["hard"])
+
+
+def test_pbce_negative_choices_are_the_ones_implemented():
+    from vireid.config import PBCE_NEGATIVE_CHOICES
+    assert set(PBCE_NEGATIVE_CHOICES) == set(PBCE_NEGATIVES)

@@ -118,3 +118,9 @@ def test_init_from_refuses_another_network_naming_the_field(tmp_path, base_run, 
     assert proc.returncode == 2
     assert "checkpoint not found" in proc.stderr and str(tmp_path / "nothing") in proc.stderr
     assert not (tmp_path / "r2").exists()
+
+
+def test_freeze_choices_are_the_modes_params_knows():
+    from vireid.config import FREEZES
+    from vireid.engine.params import TRAINABLE_PARTS
+    assert set(FREEZES) == set(TRAINABLE_PARTS)
