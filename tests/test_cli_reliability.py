@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -179,6 +180,13 @@ def test_real_full_disk(env, small_disk, tmp_path):
     assert list(disk.iterdir()) == []
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default disposition. A test run started
+    in the background by a shell inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler, so the signal these tests raise would be lost."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_during_a_checkpoint_write_is_an_interrupt_and_keeps_the_previous_file(tmp_path):
     """A real SIGINT while torch writes a checkpoint: KeyboardInterrupt (not torch's
     inline_container RuntimeError), no temp file, the previous file byte-identical.
@@ -206,7 +214,8 @@ def test_sigint_during_a_checkpoint_write_is_an_interrupt_and_keeps_the_previous
     d.mkdir()
     target = d / "last.pt"
     proc = subprocess.run([sys.executable, str(script), str(target)], capture_output=True,
-                          text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=120)
+                          text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=120,
+                          preexec_fn=_default_sigint)
     out = proc.stdout.split()
     assert out[:1] == ["ready"], f"the first save did not happen:\n{proc.stdout}\n{proc.stderr}"
     assert out[1:] == ["KeyboardInterrupt"], f"{proc.stdout}\n{proc.stderr}"
@@ -224,7 +233,8 @@ def test_sigint_during_a_training_checkpoint_exits_130_without_a_temp_file(env, 
                            "--no-progress", f"data.cache_dir={tmp_path / 'cache'}"],
                           capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, OMP_NUM_THREADS="1",
-                                   VIREID_TEST_SIGINT_AFTER_BYTES="1"))
+                                   VIREID_TEST_SIGINT_AFTER_BYTES="1"),
+                          preexec_fn=_default_sigint)
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr.rstrip().endswith("interrupted") and "Traceback" not in proc.stderr
     assert no_temp(tmp_path) and not (run / "checkpoints" / "last.pt").exists()
