@@ -20,35 +20,29 @@ from ..utils.messages import echo
 STDOUT = "-"
 
 
-def int_at_least(lo: int) -> Callable[[str], int]:
-    """An argparse ``type`` for an integer ≥ ``lo``."""
+def _int_type(expected: str, ok: Callable[[int], bool]) -> Callable[[str], int]:
+    """An argparse ``type`` for an integer that ``ok`` accepts; ``expected`` words both the
+    message and the type's name (what argparse shows)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer ≥ {lo}, found "
-                                             f"{echo(text)}") from None
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"expected an integer ≥ {lo}, found {echo(value)}")
+            raise argparse.ArgumentTypeError(f"expected {expected}, found {echo(text)}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, found {echo(value)}")
         return value
-    parse.__name__ = f"integer ≥ {lo}"
+    parse.__name__ = expected.removeprefix("an ")
     return parse
+
+
+def int_at_least(lo: int) -> Callable[[str], int]:
+    """An argparse ``type`` for an integer ≥ ``lo``."""
+    return _int_type(f"an integer ≥ {lo}", lambda v: v >= lo)
 
 
 def int_in(lo: int, hi: int) -> Callable[[str], int]:
     """An argparse ``type`` for an integer in ``lo..hi``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, found "
-                                             f"{echo(text)}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, found "
-                                             f"{echo(value)}")
-        return value
-    parse.__name__ = f"integer in {lo}..{hi}"
-    return parse
+    return _int_type(f"an integer in {lo}..{hi}", lambda v: lo <= v <= hi)
 
 
 #: ``--threads``: the range of ``train.threads`` (config.MAX_THREADS).
