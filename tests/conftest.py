@@ -42,6 +42,18 @@ def run_cli(*args: str, check: bool = False, timeout: float = 120) -> subprocess
     return proc
 
 
+def assert_handled(rc: int, err: str, what: str, context: str = "") -> list[str]:
+    """The property every bad-input test asks of the CLI: exit 0 or 2, no traceback, and on
+    exit 2 exactly one ``error:`` line. Returns the ``error:`` lines; ``context`` (e.g. the
+    arguments) goes into each failure message before stderr."""
+    assert rc in (0, 2), f"{what}: exit {rc}\n{context}{err}"
+    assert "Traceback" not in err, f"{what}: traceback\n{context}{err}"
+    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    if rc == 2:
+        assert len(errors) == 1, f"{what}: expected one error line\n{context}{err}"
+    return errors
+
+
 @pytest.fixture(scope="session")
 def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("configs") / "tiny.yaml"

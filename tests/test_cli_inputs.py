@@ -26,6 +26,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import assert_handled
 from test_sharded_eval import write_checkpoint, write_sysu
 from vireid.cli import _all_parsers, build_parser
 from vireid.data.synthetic import generate
@@ -516,11 +517,8 @@ def _check(args: list, what: str) -> int:
         rc, out, err = cli(*args)
     except BaseException as exc:  # noqa: BLE001 - the property under test
         raise AssertionError(f"{what}: uncaught {type(exc).__name__}: {exc}\nargs {args}") from exc
-    assert rc in (0, 2), f"{what}: exit {rc}\n{err}"
-    assert "Traceback" not in err, f"{what}: traceback\n{err}"
-    if rc == 2:
-        errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
-        assert len(errors) == 1 and len(errors[0]) < 2000, f"{what}: error lines\n{err}"
+    errors = assert_handled(rc, err, what)
+    assert all(len(e) < 2000 for e in errors), f"{what}: error lines\n{err}"
     unused = [w for w in warnings_of(err) if ": ignoring " in w]
     assert len(unused) <= 1, f"{what}: unused entries reported in more than one warning\n{err}"
     return rc

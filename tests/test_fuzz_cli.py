@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import torch
 
+from conftest import assert_handled
 from test_sharded_eval import write_checkpoint
 from vireid.cli import main
 
@@ -97,11 +98,7 @@ def check(args: list, what: str) -> int:
         rc, err, secs = run_case(args)
     except BaseException as exc:  # noqa: BLE001 - the property under test
         raise AssertionError(f"{what}: uncaught {type(exc).__name__}: {exc}\nargs {args}") from exc
-    assert rc in (0, 2), f"{what}: exit {rc}\nargs {args}\n{err}"
-    assert "Traceback" not in err, f"{what}: traceback\nargs {args}\n{err}"
-    if rc == 2:
-        errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
-        assert len(errors) == 1, f"{what}: expected one error line\nargs {args}\n{err}"
+    assert_handled(rc, err, what, context=f"args {args}\n")
     assert secs < PER_CASE_S, f"{what}: {secs:.1f} s\nargs {args}"
     return rc
 
