@@ -1,8 +1,8 @@
 """Which parameters a run trains, at which learning rate, and where they start.
 
 * :func:`load_init_weights`: ``model.init_from`` (a run folder or checkpoint) gives every
-  initial weight of the new model; the network fields must match the checkpoint's
-  (:func:`vireid.engine.checkpoint.arch_differences`), and so must the class count.
+  initial weight of the new model; the network fields and the class count must match the
+  checkpoint's (:func:`vireid.engine.checkpoint.check_compatible`).
 * :func:`apply_freeze`: ``train.freeze=embedding`` keeps only the CCN (W_D) trainable; the
   rest of the model is frozen and, through :func:`frozen_to_eval`, its BatchNorms use their
   running statistics, so the global feature G is exactly the starting model's (issue 24, 1b:
@@ -18,8 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from vireid.engine.checkpoint import (arch_differences, checkpoint_config, load_checkpoint,
-                                      load_state_strict)
+from vireid.engine.checkpoint import check_compatible, load_checkpoint, load_state_strict
 from vireid.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -33,13 +32,11 @@ def load_init_weights(model: nn.Module, cfg: Any, num_classes: int) -> None:
             differs (each named), or the tensors do not fit.
     """
     ckpt = load_checkpoint(cfg.model.init_from, map_location="cpu")
-    diffs = arch_differences(checkpoint_config(ckpt), cfg)
-    if int(ckpt["num_classes"]) != int(num_classes):
-        diffs.append(f"num_classes: checkpoint has {ckpt['num_classes']}, this run's data "
-                     f"gives {num_classes} (same data, data.val_ids and train.seed?)")
-    if diffs:
-        raise CheckpointError(f"model.init_from: {ckpt['path']} does not match this model: "
-                              + "; ".join(diffs))
+    try:
+        check_compatible(ckpt, cfg, num_classes)
+    except CheckpointError as exc:  # the same check as a resumed or evaluated checkpoint's
+        raise CheckpointError(f"model.init_from: {exc} (same data, data.val_ids and "
+                              f"train.seed?)") from exc
     load_state_strict(model, ckpt["model"], source=f"model.init_from {ckpt['path']}")
     log.info("initial weights from %s (epoch %s)", ckpt["path"], ckpt.get("epoch"))
 

@@ -51,7 +51,7 @@ from vireid.engine.train_data import (LocalStep, SplitPlan, StepSource, iteratio
                                       plan_split, prepare_data, resolve_pair_groups, to_device)
 from vireid.errors import CheckpointError, ConfigError, TrainingError
 from vireid.losses.pairs import PBCE_NEGATIVES
-from vireid.losses.registry import LossFn, LossSpec, StepBatch, attach_loss_head
+from vireid.losses.registry import LossFn, LossSpec, StepBatch, attach_loss_head, get_loss
 from vireid.models.build import build_model
 from vireid.utils import distributed as D
 from vireid.utils.runtime import (deterministic, resolve_device, restore_rng_state,
@@ -276,7 +276,7 @@ def _setup(cfg: Config, run_dir: Path, resume: bool, stop_after: Optional[int],
                                          load_pretrained=fresh and not cfg.model.init_from), cfg)
     if fresh and cfg.model.init_from:
         load_init_weights(model, cfg, num_classes)
-    apply_freeze(model, cfg.train.freeze, resolve_names(cfg).loss.trains_ccn)
+    apply_freeze(model, cfg.train.freeze, get_loss(cfg.loss.kind).trains_ccn)
     if world > 1 and cfg.train.sync_bn:
         model = D.convert_sync_batchnorm(model, device)
     model = model.to(device)
